@@ -1,0 +1,302 @@
+// The board's filesystem beneath --root: path resolution that cannot escape it, reads, and
+// atomic writes through a temporary file (see fs.h).
+#define _GNU_SOURCE
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum mqb_err fs_errno(int err) {
+    switch (err) {
+    case ENOENT: return MQB_ERR_NOENT;
+    case EISDIR: return MQB_ERR_ISDIR;
+    case ENOTDIR: return MQB_ERR_NOTDIR;
+    case EACCES:
+    case EPERM:
+    case EROFS: return MQB_ERR_ACCESS;
+    case ENOSPC:
+    case EDQUOT: return MQB_ERR_NOSPC;
+    case ENAMETOOLONG: return MQB_ERR_BADPATH;
+    case ELOOP: return MQB_ERR_ESCAPE;
+    default: return MQB_ERR_IO;
+    }
+}
+
+enum mqb_err fs_init(struct board_fs *fs, const char *root) {
+    struct stat st;
+    memset(fs, 0, sizeof(*fs));
+    for (int i = 0; i < FS_MAX_FILES; i++) {
+        fs->files[i].fd = -1;
+    }
+    if (realpath(root, fs->root) == NULL) {
+        return fs_errno(errno);
+    }
+    if (stat(fs->root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return MQB_ERR_NOTDIR;
+    }
+    fs->root_len = strlen(fs->root);
+    if (fs->root_len == 1) {
+        fs->root_len = 0; // root "/": every real path is beneath it
+    }
+    return MQB_OK;
+}
+
+void fs_deinit(struct board_fs *fs) {
+    for (int i = 0; i < FS_MAX_FILES; i++) {
+        if (fs->files[i].fd >= 0) {
+            fs_close(fs, i, false);
+        }
+    }
+}
+
+static bool inside(const struct board_fs *fs, const char *real) {
+    return strncmp(real, fs->root, fs->root_len) == 0 &&
+           (real[fs->root_len] == '/' || real[fs->root_len] == '\0');
+}
+
+// Lexically normalizes a board path into "a/b/c" (no leading '/', no "." or "..").
+static enum mqb_err normalize(const char *path, char *out, size_t cap) {
+    size_t len = 0;
+    const char *p = path;
+    while (*p != '\0') {
+        const char *end = strchrnul(p, '/');
+        size_t n = (size_t)(end - p);
+        if (n == 2 && p[0] == '.' && p[1] == '.') {
+            if (len == 0) {
+                return MQB_ERR_ESCAPE;
+            }
+            char *slash = memrchr(out, '/', len);
+            len = slash == NULL ? 0 : (size_t)(slash - out);
+        } else if (n > 0 && !(n == 1 && p[0] == '.')) {
+            if (len + n + 2 > cap) {
+                return MQB_ERR_BADPATH;
+            }
+            if (len > 0) {
+                out[len++] = '/';
+            }
+            memcpy(out + len, p, n);
+            len += n;
+        }
+        p = *end == '/' ? end + 1 : end;
+    }
+    out[len] = '\0';
+    return MQB_OK;
+}
+
+enum mqb_err fs_resolve(const struct board_fs *fs, const char *path, char *out, size_t cap) {
+    char rel[PATH_MAX];
+    enum mqb_err err = normalize(path, rel, sizeof(rel));
+    if (err != MQB_OK) {
+        return err;
+    }
+    int n = snprintf(out, cap, "%s%s%s", fs->root, rel[0] != '\0' ? "/" : "", rel);
+    if (n < 0 || (size_t)n >= cap) {
+        return MQB_ERR_BADPATH;
+    }
+    return MQB_OK;
+}
+
+// Checks that an existing host path, with every symlink followed, is beneath the root.
+static enum mqb_err check_real(const struct board_fs *fs, const char *host) {
+    char real[PATH_MAX];
+    if (realpath(host, real) == NULL) {
+        return fs_errno(errno);
+    }
+    return inside(fs, real) ? MQB_OK : MQB_ERR_ESCAPE;
+}
+
+// Creates the missing directories above host (a path beneath the root), checking each
+// existing one so that a symlink cannot lead the creation outside.
+static enum mqb_err make_parents(const struct board_fs *fs, const char *host) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", host);
+    for (char *p = dir + fs->root_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        enum mqb_err err = check_real(fs, dir);
+        if (err == MQB_ERR_NOENT) {
+            err = mkdir(dir, 0755) == 0 ? MQB_OK : fs_errno(errno);
+        }
+        *p = '/';
+        if (err != MQB_OK) {
+            return err;
+        }
+    }
+    return MQB_OK;
+}
+
+static int file_slot(struct board_fs *fs) {
+    for (int i = 0; i < FS_MAX_FILES; i++) {
+        if (fs->files[i].fd < 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+enum mqb_err fs_open_read(struct board_fs *fs, const char *path, int *fh, uint64_t *size) {
+    char host[PATH_MAX];
+    struct stat st;
+    int slot = file_slot(fs);
+    enum mqb_err err = fs_resolve(fs, path, host, sizeof(host));
+    if (err == MQB_OK) {
+        err = check_real(fs, host);
+    }
+    if (err != MQB_OK) {
+        return err;
+    }
+    if (slot < 0) {
+        return MQB_ERR_BUSY;
+    }
+    int fd = open(host, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return fs_errno(errno);
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return S_ISDIR(st.st_mode) ? MQB_ERR_ISDIR : MQB_ERR_IO;
+    }
+    fs->files[slot].fd = fd;
+    fs->files[slot].write = false;
+    *fh = slot;
+    *size = (uint64_t)st.st_size;
+    return MQB_OK;
+}
+
+enum mqb_err fs_open_write(struct board_fs *fs, const char *path, int *fh) {
+    char host[PATH_MAX];
+    struct stat st;
+    int slot = file_slot(fs);
+    enum mqb_err err = fs_resolve(fs, path, host, sizeof(host));
+    if (err == MQB_OK && strlen(host) == fs->root_len) {
+        err = MQB_ERR_ISDIR; // the root itself
+    }
+    if (err == MQB_OK) {
+        err = make_parents(fs, host);
+    }
+    if (err != MQB_OK) {
+        return err;
+    }
+    if (slot < 0) {
+        return MQB_ERR_BUSY;
+    }
+    if (stat(host, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return MQB_ERR_ISDIR;
+    }
+    struct fs_file *f = &fs->files[slot];
+    char *base = strrchr(host, '/');
+    *base = '\0';
+    int n = snprintf(f->tmp, sizeof(f->tmp), "%s/.%s.XXXXXX" FS_TMP_SUFFIX, host, base + 1);
+    *base = '/';
+    if (n < 0 || (size_t)n >= sizeof(f->tmp)) {
+        return MQB_ERR_BADPATH;
+    }
+    int fd = mkostemps(f->tmp, (int)strlen(FS_TMP_SUFFIX), O_CLOEXEC);
+    if (fd < 0) {
+        return fs_errno(errno);
+    }
+    fchmod(fd, 0644);
+    snprintf(f->target, sizeof(f->target), "%s", host);
+    f->fd = fd;
+    f->write = true;
+    *fh = slot;
+    return MQB_OK;
+}
+
+static struct fs_file *file_get(struct board_fs *fs, int fh) {
+    if (fh < 0 || fh >= FS_MAX_FILES || fs->files[fh].fd < 0) {
+        return NULL;
+    }
+    return &fs->files[fh];
+}
+
+enum mqb_err fs_read(struct board_fs *fs, int fh, uint8_t *buf, size_t cap, size_t *n) {
+    struct fs_file *f = file_get(fs, fh);
+    if (f == NULL) {
+        return MQB_ERR_STATE;
+    }
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t r = read(f->fd, buf + got, cap - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return fs_errno(errno);
+        }
+        if (r == 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    *n = got;
+    return MQB_OK;
+}
+
+enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t len) {
+    struct fs_file *f = file_get(fs, fh);
+    if (f == NULL || !f->write) {
+        return MQB_ERR_STATE;
+    }
+    while (len > 0) {
+        ssize_t w = write(f->fd, buf, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            return fs_errno(errno);
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return MQB_OK;
+}
+
+enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit) {
+    struct fs_file *f = file_get(fs, fh);
+    enum mqb_err err = MQB_OK;
+    if (f == NULL) {
+        return MQB_ERR_STATE;
+    }
+    if (f->write && commit && fsync(f->fd) != 0) {
+        err = fs_errno(errno);
+    }
+    if (close(f->fd) != 0 && err == MQB_OK && f->write) {
+        err = fs_errno(errno);
+    }
+    f->fd = -1;
+    if (!f->write) {
+        return MQB_OK;
+    }
+    if (commit && err == MQB_OK && rename(f->tmp, f->target) != 0) {
+        err = fs_errno(errno);
+    }
+    if (!commit || err != MQB_OK) {
+        unlink(f->tmp);
+    }
+    return err;
+}
+
+static int clean_count;
+
+static int clean_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st;
+    const char *base = path + ftw->base;
+    size_t n = strlen(base);
+    size_t s = strlen(FS_TMP_SUFFIX);
+    if (type == FTW_F && base[0] == '.' && n > s && strcmp(base + n - s, FS_TMP_SUFFIX) == 0) {
+        clean_count += unlink(path) == 0;
+    }
+    return 0;
+}
+
+int fs_clean_temps(const struct board_fs *fs) {
+    clean_count = 0;
+    nftw(fs->root, clean_one, 16, FTW_PHYS);
+    return clean_count;
+}

@@ -1,0 +1,56 @@
+// The board's filesystem: a host directory (--root) seen as the board's "/". Every board path
+// resolves beneath it; writes go to a temporary file that replaces the target only on commit.
+#ifndef AGENT_FS_H
+#define AGENT_FS_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mqb/err.h"
+
+#define FS_MAX_FILES 16
+#define FS_TMP_SUFFIX ".mqb-tmp"
+
+struct fs_file {
+    int fd; // -1 when the slot is free
+    bool write;
+    char tmp[PATH_MAX];
+    char target[PATH_MAX];
+};
+
+struct board_fs {
+    char root[PATH_MAX]; // realpath of the root directory
+    size_t root_len;
+    struct fs_file files[FS_MAX_FILES];
+};
+
+// Opens the board root (which must be an existing directory). Returns MQB_ERR_NOENT or
+// MQB_ERR_NOTDIR otherwise.
+enum mqb_err fs_init(struct board_fs *fs, const char *root);
+
+// Closes every open file; temporary files are removed.
+void fs_deinit(struct board_fs *fs);
+
+// Resolves a board path ("/a/b", "a/b") to a host path beneath the root, into out.
+// MQB_ERR_ESCAPE when ".." or a symlink would leave the root; MQB_ERR_BADPATH when too long.
+enum mqb_err fs_resolve(const struct board_fs *fs, const char *path, char *out, size_t cap);
+
+enum mqb_err fs_open_read(struct board_fs *fs, const char *path, int *fh, uint64_t *size);
+// Creates missing parent directories (beneath the root) and a temporary file beside path.
+enum mqb_err fs_open_write(struct board_fs *fs, const char *path, int *fh);
+enum mqb_err fs_read(struct board_fs *fs, int fh, uint8_t *buf, size_t cap, size_t *n);
+enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t len);
+// Closes fh; for a write handle, commit=true makes the data durable and renames it over the
+// target, commit=false removes the temporary file.
+enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit);
+
+// Removes temporary files left under the root by an agent that was killed mid-put.
+// Returns how many were removed.
+int fs_clean_temps(const struct board_fs *fs);
+
+// The one place where errno becomes an mqb error.
+enum mqb_err fs_errno(int err);
+
+#endif

@@ -1,0 +1,145 @@
+"""End-to-end fixture: a real mosquitto on a free loopback port, mqrepld on a temporary board
+root, and mqboard run as a user runs it. Every process started here is stopped by its PID."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("MQB_BIN_DIR", REPO / "build"))
+VECTORS = REPO / "tests" / "vectors" / "messages.txt"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc, sig=signal.SIGTERM):
+    """Stops a process we started, by its PID, and reaps it."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Broker:
+    def __init__(self, tmp, extra=""):
+        self.port = free_port()
+        self.dir = tmp
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
+        )
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.dir / "mosquitto.log", "ab")
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_port(self.port)
+
+    def stop(self):
+        stop(self.proc)
+        self.log.close()
+
+
+class Board:
+    """One mqrepld agent on its own prefix and temporary root."""
+
+    def __init__(self, broker, tmp, *extra_args):
+        self.broker = broker
+        self.root = tmp / "root"
+        self.root.mkdir(exist_ok=True)
+        self.prefix = "test/" + uuid.uuid4().hex[:8]
+        self.tmp = tmp
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.start()
+
+    def start(self, wait=True):
+        self.log = open(self.tmp / "mqrepld.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "mqrepld"), "-p", str(self.broker.port), "--prefix", self.prefix,
+             "--root", str(self.root), "-v", *self.extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=15.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = self.mqb("-T", "0.5", "eval", "1", check=False)
+            if r.returncode == 0:
+                return
+            assert self.proc.poll() is None, f"mqrepld exited: {self.proc.returncode}"
+        raise RuntimeError("mqrepld did not answer")
+
+    def stop(self, sig=signal.SIGTERM):
+        stop(self.proc, sig)
+        self.log.close()
+
+    def mqb_args(self, *args):
+        return [str(BIN / "mqboard"), "-p", str(self.broker.port), "--prefix", self.prefix,
+                *args]
+
+    def mqb(self, *args, input=None, check=True, timeout=120, text=False):
+        """Runs mqboard as a user would; returns the CompletedProcess (bytes unless text)."""
+        r = subprocess.run(self.mqb_args(*args), input=input, capture_output=True,
+                           timeout=timeout, text=text)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mqboard {args} failed ({r.returncode}): {r.stderr!r}")
+        return r
+
+    def out(self, *args):
+        return self.mqb(*args, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("broker"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def board(broker, tmp_path):
+    b = Board(broker, tmp_path)
+    yield b
+    b.stop()
+
+
+def read_vectors():
+    """The golden vectors as dicts (see tests/vectors/messages.txt)."""
+    rows = {}
+    for line in VECTORS.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        f = line.split("|")
+        rows[f[0]] = {"topic": f[1], "payload": bytes.fromhex(f[2]), "kind": f[3],
+                      "cmd": f[4], "id": f[5], "tail": f[6]}
+    return rows

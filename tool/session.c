@@ -1,0 +1,357 @@
+// mqboard's connection to the board: connect, one command at a time with its own id and
+// reply subscription, and replies received with a per-silence timeout.
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "tool.h"
+
+struct msg_node {
+    char *topic;
+    uint8_t *payload;
+    size_t len;
+    struct msg_node *next;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
+    (void)mosq;
+    ((struct session *)obj)->connack = rc;
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc) {
+    (void)mosq;
+    if (rc != 0) {
+        ((struct session *)obj)->lost = true;
+    }
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *qos) {
+    (void)mosq;
+    (void)mid;
+    (void)n;
+    (void)qos;
+    ((struct session *)obj)->subacked++;
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m) {
+    (void)mosq;
+    struct session *s = obj;
+    struct msg_node *n = calloc(1, sizeof(*n));
+    n->topic = strdup(m->topic);
+    n->len = (size_t)m->payloadlen;
+    n->payload = malloc(n->len + 1);
+    memcpy(n->payload, m->payload, n->len);
+    n->payload[n->len] = 0;
+    if (s->tail != NULL) {
+        s->tail->next = n;
+    } else {
+        s->head = n;
+    }
+    s->tail = n;
+}
+
+static void node_free(struct msg_node *n) {
+    if (n != NULL) {
+        free(n->topic);
+        free(n->payload);
+        free(n);
+    }
+}
+
+// Runs the network for at most timeout_s seconds or until done(s) holds. Returns false when
+// the connection is gone.
+static bool pump(struct session *s, double timeout_s, bool (*done)(struct session *)) {
+    double end = now_s() + timeout_s;
+    while (!done(s)) {
+        double left = end - now_s();
+        if (left <= 0) {
+            return true;
+        }
+        int rc = mosquitto_loop(s->mosq, left > 0.1 ? 100 : (int)(left * 1000) + 1, 1);
+        if (rc != MOSQ_ERR_SUCCESS || s->lost) {
+            s->lost = true;
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool got_connack(struct session *s) {
+    return s->connack >= 0;
+}
+
+static int setup_client(struct session *s) {
+    const struct tool_opts *o = s->o;
+    mosquitto_lib_init();
+    s->mosq = mosquitto_new(NULL, true, s);
+    if (s->mosq == NULL) {
+        fprintf(stderr, "mqboard: cannot create an MQTT client\n");
+        return EXIT_CONN;
+    }
+    mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_connect_callback_set(s->mosq, on_connect);
+    mosquitto_disconnect_callback_set(s->mosq, on_disconnect);
+    mosquitto_subscribe_callback_set(s->mosq, on_subscribe);
+    mosquitto_message_callback_set(s->mosq, on_message);
+    if (o->username != NULL) {
+        mosquitto_username_pw_set(s->mosq, o->username, o->password);
+    }
+    int rc = MOSQ_ERR_SUCCESS;
+    if (o->psk != NULL) {
+        rc = mosquitto_tls_psk_set(s->mosq, o->psk, o->psk_identity, NULL);
+    } else if (o->tls || o->cafile != NULL) {
+        rc = mosquitto_tls_set(s->mosq, o->cafile, o->cafile ? NULL : "/etc/ssl/certs", NULL, NULL,
+                               NULL);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "mqboard: TLS set-up failed: %s\n", mosquitto_strerror(rc));
+        return EXIT_CONN;
+    }
+    return EXIT_OK;
+}
+
+int session_connect(struct tool *t) {
+    struct session *s = &t->session;
+    if (t->connected) {
+        return EXIT_OK;
+    }
+    s->o = &t->opts;
+    s->connack = -1;
+    int code = setup_client(s);
+    if (code != EXIT_OK) {
+        return code;
+    }
+    int rc = mosquitto_connect(s->mosq, s->o->server, s->o->port, 30);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
+                s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        return EXIT_CONN;
+    }
+    if (!pump(s, s->o->timeout, got_connack) || s->connack < 0) {
+        fprintf(stderr, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
+                s->o->server, s->o->port);
+        return EXIT_CONN;
+    }
+    if (s->connack != 0) {
+        fprintf(stderr, "mqboard: the broker refused the connection: %s\n",
+                mosquitto_connack_string(s->connack));
+        return EXIT_CONN;
+    }
+    t->connected = true;
+    return EXIT_OK;
+}
+
+void session_close(struct session *s) {
+    if (s->mosq == NULL) {
+        return;
+    }
+    node_free(s->current);
+    s->current = NULL;
+    while (s->head != NULL) {
+        struct msg_node *n = s->head;
+        s->head = n->next;
+        node_free(n);
+    }
+    mosquitto_disconnect(s->mosq);
+    mosquitto_loop(s->mosq, 10, 1);
+    mosquitto_destroy(s->mosq);
+    s->mosq = NULL;
+    mosquitto_lib_cleanup();
+}
+
+static void new_id(char *id, size_t cap) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    uint8_t rnd[8];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        uint64_t v = (uint64_t)time(NULL) ^ (uint64_t)clock();
+        memcpy(rnd, &v, sizeof(rnd));
+    }
+    size_t i = 0;
+    for (; i < sizeof(rnd) && i + 1 < cap; i++) {
+        id[i] = alphabet[rnd[i] & 63];
+    }
+    id[i] = '\0';
+}
+
+static int subacked_target;
+
+static bool got_suback(struct session *s) {
+    return s->subacked >= subacked_target;
+}
+
+int session_begin(struct session *s, const char *cmd) {
+    new_id(s->id, sizeof(s->id));
+    snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
+    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/+/%s", s->o->prefix, s->id);
+    subacked_target = s->subacked + 1;
+    int rc = mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
+    if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
+        fprintf(stderr, "mqboard: cannot subscribe to the board's replies: %s\n",
+                mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
+        return EXIT_CONN;
+    }
+    return EXIT_OK;
+}
+
+static int publish(struct session *s, const char *topic, const uint8_t *payload, size_t len) {
+    int rc = mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "mqboard: cannot send to the broker: %s\n", mosquitto_strerror(rc));
+        return EXIT_CONN;
+    }
+    if (s->o->verbose > 1) {
+        fprintf(stderr, "mqboard: -> %s (%zu bytes)\n", topic, len);
+    }
+    return EXIT_OK;
+}
+
+int session_send(struct session *s, const char *tail, uint16_t seq, bool last, const uint8_t *data,
+                 size_t len) {
+    char topic[MQB_TOPIC_MAX];
+    if (mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, s->cmd, s->id, tail) != MQB_OK) {
+        fprintf(stderr, "mqboard: topic too long (path over %d bytes?)\n", MQB_PATH_MAX);
+        return EXIT_USAGE;
+    }
+    uint8_t *payload = malloc(len + MQB_HDR_LEN);
+    mqb_hdr_encode(payload, seq, last);
+    if (len > 0) {
+        memcpy(payload + MQB_HDR_LEN, data, len);
+    }
+    int code = publish(s, topic, payload, len + MQB_HDR_LEN);
+    free(payload);
+    return code;
+}
+
+int session_send_cmd(struct session *s, const char *cmd, const char *tail, const uint8_t *data,
+                     size_t len) {
+    char saved[sizeof(s->cmd)];
+    memcpy(saved, s->cmd, sizeof(saved));
+    snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
+    int code = session_send(s, tail, MQB_SEQ_MASK, true, data, len);
+    memcpy(s->cmd, saved, sizeof(saved));
+    return code;
+}
+
+static bool has_msg(struct session *s) {
+    return s->head != NULL;
+}
+
+int session_recv(struct session *s, double timeout_s, struct reply *r) {
+    node_free(s->current);
+    s->current = NULL;
+    for (;;) {
+        if (s->head == NULL) {
+            // Non-blocking poll first, so that a sender sees replies between its messages.
+            mosquitto_loop(s->mosq, 0, 1);
+        }
+        if (s->head == NULL && timeout_s != 0 &&
+            !pump(s, timeout_s < 0 ? s->o->timeout : timeout_s, has_msg)) {
+            fprintf(stderr, "mqboard: lost the connection to the broker\n");
+            return EXIT_CONN;
+        }
+        if (s->head == NULL) {
+            if (timeout_s != 0) {
+                fprintf(stderr,
+                        "mqboard: no answer from board '%s' for %g s (is its agent running, "
+                        "and is the prefix right?)\n",
+                        s->o->prefix, timeout_s < 0 ? s->o->timeout : timeout_s);
+            }
+            return EXIT_TIMEOUT;
+        }
+        struct msg_node *n = s->head;
+        s->head = n->next;
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        struct mqb_topic t;
+        if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), &t) != MQB_OK ||
+            t.kind == MQB_TOPIC_CMD || t.id.len != strlen(s->id) ||
+            memcmp(t.id.ptr, s->id, t.id.len) != 0) {
+            node_free(n); // a stale reply of an earlier command
+            continue;
+        }
+        memset(r, 0, sizeof(*r));
+        r->is_err = t.kind == MQB_TOPIC_REPLY_ERR;
+        r->data = n->payload;
+        r->len = n->len;
+        if (!r->is_err) {
+            if (mqb_hdr_decode(n->payload, n->len, &r->hdr) != MQB_OK) {
+                node_free(n);
+                fprintf(stderr, "mqboard: the board sent a reply without a header\n");
+                return EXIT_BOARD;
+            }
+            r->data += MQB_HDR_LEN;
+            r->len -= MQB_HDR_LEN;
+        }
+        s->current = n;
+        return EXIT_OK;
+    }
+}
+
+void session_end(struct session *s) {
+    mosquitto_unsubscribe(s->mosq, NULL, s->reply_topic);
+    s->id[0] = '\0';
+}
+
+int report_board_error(const struct reply *r) {
+    fprintf(stderr, "%.*s", (int)r->len, (const char *)r->data);
+    if (r->len == 0 || r->data[r->len - 1] != '\n') {
+        fputc('\n', stderr);
+    }
+    return EXIT_BOARD;
+}
+
+static void parse_caps(const struct reply *r, struct board_caps *caps) {
+    cJSON *j = cJSON_ParseWithLength((const char *)r->data, r->len);
+    const cJSON *proto = cJSON_GetObjectItemCaseSensitive(j, "proto");
+    const cJSON *chunk = cJSON_GetObjectItemCaseSensitive(j, "chunk");
+    const cJSON *window = cJSON_GetObjectItemCaseSensitive(j, "window");
+    if (cJSON_IsNumber(proto) && cJSON_IsNumber(chunk) && cJSON_IsNumber(window) &&
+        chunk->valuedouble >= 256 && window->valuedouble >= 2) {
+        caps->proto = proto->valueint;
+        caps->chunk = (size_t)chunk->valuedouble;
+        caps->window = (unsigned)window->valuedouble;
+    }
+    cJSON_Delete(j);
+}
+
+int session_caps(struct session *s, struct board_caps *caps) {
+    if (!s->caps_known) {
+        memset(&s->caps, 0, sizeof(s->caps));
+        int code = session_begin(s, "caps");
+        if (code == EXIT_OK) {
+            code = session_send(s, NULL, 0, true, NULL, 0);
+        }
+        struct reply r;
+        if (code == EXIT_OK) {
+            code = session_recv(s, -1, &r);
+        }
+        session_end(s);
+        if (code != EXIT_OK) {
+            return code;
+        }
+        // An original board answers "Command 'caps' not supported" on reply/err.
+        if (!r.is_err) {
+            parse_caps(&r, &s->caps);
+        }
+        s->caps_known = true;
+        if (s->o->verbose) {
+            fprintf(stderr, "mqboard: board protocol %d, chunk %zu, window %u\n", s->caps.proto,
+                    s->caps.chunk, s->caps.window);
+        }
+    }
+    *caps = s->caps;
+    return EXIT_OK;
+}
