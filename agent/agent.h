@@ -4,8 +4,31 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <mosquitto.h>
+#include <openssl/evp.h>
+
+#include "fs.h"
+#include "mqb/boot.h"
+#include "mqb/engine.h"
+#include "mqb/wdt.h"
+#include "pyeval.h"
 
 #define MQREPLD_VERSION "0.1.0"
+
+// Exit status by which a supervised agent asks its launcher for a reset.
+#define EXIT_RESET 77
+#define EXIT_WATCHDOG 78
+#define EXIT_RESET_SOFT 79
+
+// Values of machine.reset_cause(), as on MicroPython.
+enum reset_cause {
+    CAUSE_PWRON = 1,
+    CAUSE_HARD = 2,
+    CAUSE_WDT = 3,
+    CAUSE_SOFT = 5,
+};
 
 struct agent_config {
     const char *server;
@@ -20,12 +43,82 @@ struct agent_config {
     const char *psk;
     int keepalive;
     int verbose;
+    const char *rtc_file;    // emulated RTC memory
+    bool plain_repl;         // serve PREFIX/repl/in
+    double log_rate;         // log lines per second sent to PREFIX/log
+    double wdt_timeout;      // seconds; 0 disables the watchdog
+    double allok;            // seconds of continuous feeding that earn normal mode
+    const char *slots;       // A/B slot directory (run as launcher)
+    const char *hw_watchdog; // a Linux watchdog device to pet while fed
+    bool syslog;             // also log to syslog
 };
 
-// Runs the agent until SIGTERM/SIGINT. Returns the process exit status.
-int agent_run(const struct agent_config *cfg);
+// A/B firmware slots (slots.c).
+struct slots {
+    char dir[4096];
+    int running;              // the slot this agent runs from, -1 without slots
+    struct mqb_boot_state st; // the boot-state record as last read or written
+    int newer;                // which copy of the record holds st
+    char tmp[4300];           // the image being received (ota)
+};
 
-// Monotonic milliseconds.
+struct agent {
+    const struct agent_config *cfg;
+    struct mosquitto *mosq;
+    struct mqb_engine engine;
+    struct board_fs fs;
+    struct pyeval *pe;
+    EVP_MD_CTX *hash[MQB_MAX_XFERS];
+    struct eval_input *inputs; // multi-message eval input being collected
+    int outstanding;           // QoS 1 publishes not yet acknowledged by the broker
+    bool connected;
+    int wake[2]; // evaluator -> loop
+    // The reply stream of the eval whose output is being sent.
+    char out_id[MQB_ID_MAX + 1];
+    uint32_t out_seq;
+    uint64_t out_due_ms;
+    // Boot and watchdog.
+    enum mqb_boot_mode mode;
+    int reset_cause;
+    long boot_time;
+    bool wdt_on;
+    struct mqb_wdt wdt;
+    int heartbeat_fd;  // the launcher's watchdog pipe, -1 when not supervised
+    int hw_wdt_fd;     // --hw-watchdog device, -1 when none
+    char reset_mode;   // pending reset: 'n', 'f', 's', 'h'; 0 none
+    uint64_t reset_at; // when the pending reset happens at the latest
+    struct slots slots;
+    // Log rate limiting (token bucket).
+    double log_tokens;
+    uint64_t log_refill_ms;
+    unsigned log_dropped;
+    unsigned plain_seq;
+};
+
+// main.c / loop.c
+int agent_run(const struct agent_config *cfg, char **argv);
 uint64_t agent_now_ms(void);
+void agent_log(struct agent *a, char level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+// platform.c: the engine's hooks.
+extern const struct mqb_platform agent_platform;
+void agent_inputs_free(struct agent *a);
+
+// mqtt.c
+int mqtt_setup(struct agent *a);
+int mqtt_connect(struct agent *a);
+int mqtt_publish(struct agent *a, const char *topic, const void *payload, size_t len, int qos,
+                 bool retain);
+void mqtt_publish_status(struct agent *a, bool online);
+
+// slots.c: A/B slots, the boot-state record, RTC memory and the launcher.
+int slots_open(struct slots *s, const char *dir, int running);
+int slots_ota_open(struct slots *s, int *fd);
+int slots_ota_close(struct slots *s, int fd, bool commit);
+bool slots_mark_valid(struct slots *s);
+int launcher_run(const struct agent_config *cfg, char **argv);
+int rtc_read(const char *path, uint8_t *buf, size_t cap);
+int rtc_write(const char *path, const uint8_t *buf, size_t len);
 
 #endif

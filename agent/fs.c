@@ -243,8 +243,12 @@ enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t le
     if (f == NULL || !f->write) {
         return MQB_ERR_STATE;
     }
+    return fs_write_fd(f->fd, buf, len);
+}
+
+enum mqb_err fs_write_fd(int fd, const uint8_t *buf, size_t len) {
     while (len > 0) {
-        ssize_t w = write(f->fd, buf, len);
+        ssize_t w = write(fd, buf, len);
         if (w < 0 && errno == EINTR) {
             continue;
         }

@@ -46,6 +46,9 @@ enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t le
 // target, commit=false removes the temporary file.
 enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit);
 
+// Writes all of buf to a plain file descriptor (retrying short writes and EINTR).
+enum mqb_err fs_write_fd(int fd, const uint8_t *buf, size_t len);
+
 // Removes temporary files left under the root by an agent that was killed mid-put.
 // Returns how many were removed.
 int fs_clean_temps(const struct board_fs *fs);

@@ -1,61 +1,36 @@
 // mqrepld's event loop: one thread owns the MQTT connection (libmosquitto without its own
-// thread), the core engine, all file I/O and every timer. The evaluator thread talks to it
-// only through pyeval's queue and a wake-up pipe.
+// thread), the core engine, all file I/O and every timer (watchdog, output coalescing,
+// resets). The evaluator thread talks to it only through pyeval's queues and a wake-up pipe.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <mosquitto.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
-#include "fs.h"
-#include "mqb/engine.h"
-#include "pyeval.h"
+#include <cjson/cJSON.h>
 
-// Messages published but not yet acknowledged by the broker beyond which streams wait.
-#define OUT_QUEUE_MAX 64
-// Largest eval source accepted (over all its messages).
-#define EVAL_SRC_MAX (16u * 1024 * 1024)
+#include "agent.h"
+
 // Output of a running eval is sent when this much is pending, or after COALESCE_MS.
 #define COALESCE_BYTES 16384
 #define COALESCE_MS 20
 #define RECONNECT_MIN_MS 250
 #define RECONNECT_MAX_MS 8000
-
-// Eval input that spans several messages, collected until its last message.
-struct eval_input {
-    char id[MQB_ID_MAX + 1];
-    char *buf;
-    size_t len;
-    bool used;
-};
-
-struct agent {
-    const struct agent_config *cfg;
-    struct mosquitto *mosq;
-    struct mqb_engine engine;
-    struct board_fs fs;
-    struct pyeval *pe;
-    EVP_MD_CTX *hash[MQB_MAX_XFERS];
-    struct eval_input inputs[MQB_MAX_XFERS];
-    int outstanding; // QoS 1 publishes not yet acknowledged by the broker
-    bool connected;
-    int wake[2]; // evaluator -> loop
-    // The reply stream of the eval whose output is being sent.
-    char out_id[MQB_ID_MAX + 1];
-    uint32_t out_seq;
-    uint64_t out_due_ms; // when pending output is sent even if small (0: not armed)
-};
+// A requested reset waits at most this long for the replies under way to leave.
+#define RESET_GRACE_MS 2000
+#define FEED_ID "0F00D"
+#define RTC_MAX 2048
 
 static volatile sig_atomic_t stop_signal;
+static char **saved_argv;
 
 static void on_stop_signal(int sig) {
     stop_signal = sig;
@@ -67,191 +42,147 @@ uint64_t agent_now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void logf_(const struct agent *a, int level, const char *fmt, ...) {
-    if (level > a->cfg->verbose) {
+// ---- logging: stderr, syslog, and PREFIX/log with a rate limit ----
+
+static bool log_token(struct agent *a) {
+    uint64_t now = agent_now_ms();
+    double burst = a->cfg->log_rate * 5 > 20 ? a->cfg->log_rate * 5 : 20;
+    a->log_tokens += (double)(now - a->log_refill_ms) / 1000.0 * a->cfg->log_rate;
+    a->log_tokens = a->log_tokens > burst ? burst : a->log_tokens;
+    a->log_refill_ms = now;
+    if (a->log_tokens < 1) {
+        a->log_dropped++;
+        return false;
+    }
+    a->log_tokens -= 1;
+    return true;
+}
+
+// Sends one "L message" line to PREFIX/log, unless the rate limit says no.
+static void publish_log_line(struct agent *a, const char *line) {
+    if (!a->connected || !log_token(a)) {
         return;
     }
+    char topic[MQB_PREFIX_MAX + 8];
+    snprintf(topic, sizeof(topic), "%s/log", a->cfg->prefix);
+    if (a->log_dropped > 0) {
+        char note[64];
+        int n =
+            snprintf(note, sizeof(note), "W log: %u lines dropped (rate limit)", a->log_dropped);
+        a->log_dropped = 0;
+        mqtt_publish(a, topic, note, (size_t)n, 1, false);
+    }
+    mqtt_publish(a, topic, line, strlen(line), 1, false);
+}
+
+static void log_line(struct agent *a, const char *line, bool from_agent) {
+    static const char letters[] = "CEWID";
+    static const int prios[] = {LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    const char *l = strchr(letters, line[0]);
+    int level = l != NULL ? (int)(l - letters) : 3;
+    if (from_agent && (level < 4 || a->cfg->verbose > 0)) {
+        fprintf(stderr, "mqrepld: %s\n", line);
+    }
+    if (a->cfg->syslog) {
+        syslog(prios[level], "%s", line);
+    }
+    publish_log_line(a, line);
+}
+
+void agent_log(struct agent *a, char level, const char *fmt, ...) {
+    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    fputs("mqrepld: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    line[0] = level;
+    line[1] = ' ';
+    vsnprintf(line + 2, sizeof(line) - 2, fmt, ap);
     va_end(ap);
-}
-
-// ---- platform hooks for the core engine ----
-
-static enum mqb_err p_publish(void *ctx, const char *topic, const uint8_t *payload, size_t len) {
-    struct agent *a = ctx;
-    int rc = mosquitto_publish(a->mosq, NULL, topic, (int)len, payload, 1, false);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        logf_(a, 0, "publish to %s failed: %s", topic, mosquitto_strerror(rc));
-        return MQB_ERR_IO;
+    if (level == 'D' && a->cfg->verbose == 0) {
+        return;
     }
-    a->outstanding++;
-    return MQB_OK;
+    log_line(a, line, true);
 }
 
-static size_t p_out_room(void *ctx) {
-    struct agent *a = ctx;
-    if (!a->connected || a->outstanding >= OUT_QUEUE_MAX) {
-        return 0;
+// ---- incoming messages ----
+
+void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
+    char plain[MQB_PREFIX_MAX + 16];
+    snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
+    if (a->cfg->plain_repl && strcmp(m->topic, plain) == 0) {
+        // The first seed's interface: the payload is Python source, the answer one JSON.
+        char id[MQB_ID_MAX + 1];
+        snprintf(id, sizeof(id), "repl-in-%u", a->plain_seq++);
+        char *src = malloc((size_t)m->payloadlen + 1);
+        memcpy(src, m->payload, (size_t)m->payloadlen);
+        pyeval_submit(a->pe, id, src, (size_t)m->payloadlen, true);
+        return;
     }
-    return (size_t)(OUT_QUEUE_MAX - a->outstanding);
-}
-
-static enum mqb_err p_open_read(void *ctx, const char *path, int *fh, uint64_t *size) {
-    return fs_open_read(&((struct agent *)ctx)->fs, path, fh, size);
-}
-
-static enum mqb_err p_open_write(void *ctx, const char *path, int *fh) {
-    return fs_open_write(&((struct agent *)ctx)->fs, path, fh);
-}
-
-static enum mqb_err p_read(void *ctx, int fh, uint8_t *buf, size_t cap, size_t *n) {
-    return fs_read(&((struct agent *)ctx)->fs, fh, buf, cap, n);
-}
-
-static enum mqb_err p_write(void *ctx, int fh, const uint8_t *buf, size_t len) {
-    return fs_write(&((struct agent *)ctx)->fs, fh, buf, len);
-}
-
-static enum mqb_err p_close(void *ctx, int fh, bool commit) {
-    return fs_close(&((struct agent *)ctx)->fs, fh, commit);
-}
-
-static enum mqb_err p_hash_init(void *ctx, unsigned slot) {
-    struct agent *a = ctx;
-    return EVP_DigestInit_ex(a->hash[slot], EVP_sha256(), NULL) == 1 ? MQB_OK : MQB_ERR_IO;
-}
-
-static enum mqb_err p_hash_update(void *ctx, unsigned slot, const uint8_t *data, size_t len) {
-    struct agent *a = ctx;
-    return EVP_DigestUpdate(a->hash[slot], data, len) == 1 ? MQB_OK : MQB_ERR_IO;
-}
-
-static enum mqb_err p_hash_final(void *ctx, unsigned slot, uint8_t out[MQB_SHA256_LEN]) {
-    struct agent *a = ctx;
-    return EVP_DigestFinal_ex(a->hash[slot], out, NULL) == 1 ? MQB_OK : MQB_ERR_IO;
-}
-
-static struct eval_input *input_find(struct agent *a, const char *id, bool create) {
-    struct eval_input *free_slot = NULL;
-    for (unsigned i = 0; i < MQB_MAX_XFERS; i++) {
-        struct eval_input *in = &a->inputs[i];
-        if (in->used && strcmp(in->id, id) == 0) {
-            return in;
-        }
-        if (!in->used && free_slot == NULL) {
-            free_slot = in;
-        }
-    }
-    if (create && free_slot != NULL) {
-        snprintf(free_slot->id, sizeof(free_slot->id), "%s", id);
-        free_slot->buf = NULL;
-        free_slot->len = 0;
-        free_slot->used = true;
-    }
-    return create ? free_slot : NULL;
-}
-
-static void p_eval_abort(void *ctx, const char *id) {
-    struct eval_input *in = input_find(ctx, id, false);
-    if (in != NULL) {
-        free(in->buf);
-        in->used = false;
+    // libmosquitto does not expose the DUP flag; the agent uses a clean session, so the
+    // broker never replays an old command after a restart (see docs/protocol.md).
+    enum mqb_err err = mqb_engine_input(&a->engine, m->topic, m->payload, (size_t)m->payloadlen,
+                                        false, agent_now_ms());
+    if (err != MQB_OK && err != MQB_ERR_DUP) {
+        agent_log(a, 'D', "%s: %s", m->topic, mqb_strerror(err));
     }
 }
 
-static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t len, bool first,
-                           bool last) {
-    struct agent *a = ctx;
-    logf_(a, 1, "eval %s (%zu bytes%s)", id, len, last ? "" : ", more to come");
-    if (first) {
-        p_eval_abort(a, id);
+// ---- eval output -> replies ----
+
+static void send_json_reply(struct agent *a, struct pyeval_chunk *c) {
+    cJSON *j = cJSON_CreateObject();
+    if (c->result != NULL) {
+        cJSON_AddStringToObject(j, "r", c->result);
+    } else {
+        cJSON_AddNullToObject(j, "r");
     }
-    struct eval_input *in = input_find(a, id, true);
-    if (in == NULL) {
-        static const char msg[] = "too many evals being received at once";
-        mqb_engine_reply_err(&a->engine, id, msg, sizeof(msg) - 1);
-        return MQB_ERR_BUSY;
+    char *out = strndup((const char *)c->data, c->len);
+    cJSON_AddStringToObject(j, "o", out);
+    free(out);
+    if (c->error != NULL) {
+        cJSON_AddStringToObject(j, "e", c->error);
+    } else {
+        cJSON_AddNullToObject(j, "e");
     }
-    if (in->len + len > EVAL_SRC_MAX) {
-        p_eval_abort(a, id);
-        static const char msg[] = "eval source too big: the board accepts at most 16 MB";
-        mqb_engine_reply_err(&a->engine, id, msg, sizeof(msg) - 1);
-        return MQB_ERR_TOOBIG;
-    }
-    in->buf = realloc(in->buf, in->len + len + 1);
-    memcpy(in->buf + in->len, src, len);
-    in->len += len;
-    if (last) {
-        pyeval_submit(a->pe, id, in->buf, in->len);
-        in->used = false;
-        in->buf = NULL;
-    }
-    return MQB_OK;
+    cJSON_AddBoolToObject(j, "x", c->is_exec);
+    char *s = cJSON_PrintUnformatted(j);
+    char topic[MQB_PREFIX_MAX + 16];
+    snprintf(topic, sizeof(topic), "%s/repl/out", a->cfg->prefix);
+    mqtt_publish(a, topic, s, strlen(s), 1, false);
+    free(s);
+    cJSON_Delete(j);
 }
-
-static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
-                              const uint8_t *data, size_t len) {
-    struct agent *a = ctx;
-    (void)data;
-    (void)len;
-    if (strcmp(cmd, "interrupt") == 0) {
-        // tail names the eval to interrupt; empty means whatever runs.
-        bool hit = pyeval_interrupt(a->pe, tail[0] != '\0' ? tail : NULL);
-        const char *r = hit ? "OK" : "no eval running";
-        mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, strlen(r));
-        return MQB_OK;
-    }
-    return MQB_ERR_UNSUPPORTED;
-}
-
-static const struct mqb_platform platform = {
-    .publish = p_publish,
-    .out_room = p_out_room,
-    .file_open_read = p_open_read,
-    .file_open_write = p_open_write,
-    .file_read = p_read,
-    .file_write = p_write,
-    .file_close = p_close,
-    .hash_init = p_hash_init,
-    .hash_update = p_hash_update,
-    .hash_final = p_hash_final,
-    .eval = p_eval,
-    .eval_abort = p_eval_abort,
-    .command = p_command,
-    .agent = "mqrepld " MQREPLD_VERSION,
-};
-
-// ---- eval output -> reply messages ----
 
 // Publishes one piece of eval output: a single message when the whole reply fits in one,
 // else seq-numbered messages with the last flag on the final one, then the error if any.
 static void send_eval_chunk(struct agent *a, struct pyeval_chunk *c) {
-    if (strcmp(a->out_id, c->id) != 0) {
-        snprintf(a->out_id, sizeof(a->out_id), "%s", c->id);
-        a->out_seq = 0;
-    }
     struct mqb_engine *e = &a->engine;
-    if (c->done && c->error == NULL && a->out_seq == 0) {
-        mqb_engine_reply_out(e, c->id, MQB_SEQ_MASK, true, c->data, c->len);
-    } else if (c->done && c->error == NULL) {
-        mqb_engine_reply_out(e, c->id, (uint16_t)a->out_seq, true, c->data, c->len);
-    } else if (c->len > 0) {
-        mqb_engine_reply_out(e, c->id, (uint16_t)(a->out_seq & MQB_SEQ_MASK), false, c->data,
-                             c->len);
-        a->out_seq++;
-    }
-    if (c->done && c->error != NULL) {
-        mqb_engine_reply_err(e, c->id, c->error, strlen(c->error));
-    }
-    if (c->done) {
-        a->out_id[0] = '\0';
+    if (c->json) {
+        send_json_reply(a, c);
+    } else {
+        if (strcmp(a->out_id, c->id) != 0) {
+            snprintf(a->out_id, sizeof(a->out_id), "%s", c->id);
+            a->out_seq = 0;
+        }
+        if (c->done && c->error == NULL && a->out_seq == 0) {
+            mqb_engine_reply_out(e, c->id, MQB_SEQ_MASK, true, c->data, c->len);
+        } else if (c->done && c->error == NULL) {
+            mqb_engine_reply_out(e, c->id, (uint16_t)(a->out_seq & MQB_SEQ_MASK), true, c->data,
+                                 c->len);
+        } else if (c->len > 0) {
+            mqb_engine_reply_out(e, c->id, (uint16_t)(a->out_seq & MQB_SEQ_MASK), false, c->data,
+                                 c->len);
+            a->out_seq++;
+        }
+        if (c->done && c->error != NULL) {
+            mqb_engine_reply_err(e, c->id, c->error, strlen(c->error));
+        }
+        if (c->done) {
+            a->out_id[0] = '\0';
+        }
     }
     free(c->data);
     free(c->error);
+    free(c->result);
 }
 
 // Sends pending eval output as the outgoing queue allows; small output waits COALESCE_MS so
@@ -259,7 +190,7 @@ static void send_eval_chunk(struct agent *a, struct pyeval_chunk *c) {
 static void drain_eval(struct agent *a, uint64_t now) {
     size_t min = a->out_due_ms != 0 && now >= a->out_due_ms ? 1 : COALESCE_BYTES;
     struct pyeval_chunk c;
-    while (p_out_room(a) > 0 && pyeval_take(a->pe, MQB_CHUNK_MAX, min, &c)) {
+    while (agent_platform.out_room(a) > 0 && pyeval_take(a->pe, MQB_CHUNK_MAX, min, &c)) {
         send_eval_chunk(a, &c);
         a->out_due_ms = 0;
     }
@@ -270,150 +201,281 @@ static void drain_eval(struct agent *a, uint64_t now) {
     }
 }
 
-// ---- MQTT ----
+// ---- resets, watchdog, boot ----
 
-static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
-    struct agent *a = obj;
-    if (rc != 0) {
-        logf_(a, 0, "broker refused the connection: %s", mosquitto_connack_string(rc));
+static void rtc_set_magic(struct agent *a, bool normal) {
+    uint8_t mem[RTC_MAX];
+    int n = rtc_read(a->cfg->rtc_file, mem, sizeof(mem));
+    if (n < MQB_RTC_MAGIC_LEN) {
+        memset(mem + n, 0, (size_t)(MQB_RTC_MAGIC_LEN - n));
+        n = MQB_RTC_MAGIC_LEN;
+    }
+    memcpy(mem, normal ? mqb_rtc_magic : mqb_rtc_cleared, MQB_RTC_MAGIC_LEN);
+    if (rtc_write(a->cfg->rtc_file, mem, (size_t)n) != 0) {
+        agent_log(a, 'E', "cannot write RTC memory %s: %s", a->cfg->rtc_file, strerror(errno));
+    }
+}
+
+static void request_reset(struct agent *a, char mode) {
+    if (mode == 'n' || mode == 'f') {
+        rtc_set_magic(a, mode == 'n');
+    }
+    a->reset_mode = mode;
+    a->reset_at = agent_now_ms() + RESET_GRACE_MS;
+    agent_log(a, 'W', "reset requested (%s)",
+              mode == 'n'   ? "into normal mode"
+              : mode == 'f' ? "into safe mode"
+              : mode == 's' ? "soft"
+                            : "hard");
+}
+
+static void disconnect(struct agent *a) {
+    if (a->connected) {
+        mqtt_publish_status(a, false);
+        mosquitto_disconnect(a->mosq);
+        for (int i = 0; i < 10 && mosquitto_want_write(a->mosq); i++) {
+            mosquitto_loop_write(a->mosq, 1);
+        }
+    }
+    mosquitto_destroy(a->mosq);
+    a->mosq = NULL;
+}
+
+// Resets now: the launcher restarts a supervised agent; otherwise the agent re-executes
+// itself (same PID) with the reset cause in its environment.
+static void do_reset(struct agent *a, int cause) {
+    mqb_engine_deinit(&a->engine);
+    fs_deinit(&a->fs);
+    disconnect(a);
+    fflush(NULL);
+    if (a->heartbeat_fd >= 0) {
+        _exit(cause == CAUSE_WDT    ? EXIT_WATCHDOG
+              : cause == CAUSE_SOFT ? EXIT_RESET_SOFT
+                                    : EXIT_RESET);
+    }
+    char v[16];
+    snprintf(v, sizeof(v), "%d", cause);
+    setenv("MQREPLD_RESET_CAUSE", v, 1);
+    execv("/proc/self/exe", saved_argv);
+    perror("mqrepld: re-exec for reset failed");
+    _exit(1);
+}
+
+static void feed_accepted(struct agent *a) {
+    char b = 1;
+    if (a->heartbeat_fd >= 0 && write(a->heartbeat_fd, &b, 1) < 0) {
+        agent_log(a, 'W', "launcher heartbeat: %s", strerror(errno));
+    }
+    if (a->hw_wdt_fd >= 0 && write(a->hw_wdt_fd, &b, 1) < 0) {
+        agent_log(a, 'W', "hardware watchdog: %s", strerror(errno));
+    }
+}
+
+static void handle_event(struct agent *a, struct pyeval_event *ev) {
+    uint64_t now = agent_now_ms();
+    switch (ev->kind) {
+    case PYEVAL_LOG: log_line(a, ev->text, false); break;
+    case PYEVAL_RESET: request_reset(a, ev->text[0]); break;
+    case PYEVAL_WDT_FEED:
+        if (a->wdt_on && mqb_wdt_feed(&a->wdt, now)) {
+            feed_accepted(a);
+        } else if (a->wdt_on) {
+            agent_log(a, 'W', "watchdog not fed: application check '%s' is overdue",
+                      mqb_wdt_overdue(&a->wdt, now));
+        }
+        break;
+    case PYEVAL_WDT_REQUIRE:
+        if (a->wdt_on &&
+            mqb_wdt_require(&a->wdt, ev->text, (uint32_t)(ev->seconds * 1000), now) != MQB_OK) {
+            agent_log(a, 'E', "watchdog: cannot register check '%s'", ev->text);
+        }
+        break;
+    case PYEVAL_WDT_OK:
+        if (a->wdt_on) {
+            mqb_wdt_ok(&a->wdt, ev->text, now);
+        }
+        break;
+    }
+    free(ev->text);
+}
+
+static void send_feed(struct agent *a) {
+    static const char msg[] = "\x80\x00watchdog.feed()";
+    char topic[MQB_TOPIC_MAX];
+    snprintf(topic, sizeof(topic), "%s/mqb/cmd/eval/" FEED_ID "/", a->cfg->prefix);
+    if (a->connected) {
+        mqtt_publish(a, topic, msg, sizeof(msg) - 1, 1, false);
+    }
+}
+
+static void watchdog_tick(struct agent *a, uint64_t now) {
+    unsigned act = mqb_wdt_tick(&a->wdt, now);
+    if (act & MQB_WDT_EXPIRED) {
+        agent_log(a, 'C', "watchdog expired: not controllable for %g s: resetting",
+                  a->cfg->wdt_timeout);
+        do_reset(a, CAUSE_WDT);
+    }
+    if (act & MQB_WDT_SEND_FEED) {
+        send_feed(a);
+    }
+    if (act & MQB_WDT_ALLOK) {
+        // This boot stayed controllable: the next boot may be normal, a new image is good.
+        rtc_set_magic(a, true);
+        if (slots_mark_valid(&a->slots)) {
+            agent_log(a, 'W', "OTA: slot %d marked valid", a->slots.running);
+        }
+        if (a->mode == MQB_BOOT_SAFE) {
+            agent_log(a, 'C', "controllable for %g s in safe mode: resetting into normal mode",
+                      a->cfg->allok);
+            request_reset(a, 'n');
+        } else {
+            agent_log(a, 'I', "controllable for %g s: next boot normal", a->cfg->allok);
+        }
+    }
+}
+
+// Applies the safe-mode rule at boot and clears the magic, so that the next boot is normal
+// only if this one earns it.
+static void decide_boot_mode(struct agent *a) {
+    a->mode = MQB_BOOT_NORMAL;
+    if (!a->wdt_on) {
+        return; // without a watchdog nothing could ever earn normal mode back
+    }
+    uint8_t mem[RTC_MAX];
+    int n = rtc_read(a->cfg->rtc_file, mem, sizeof(mem));
+    a->mode = mqb_boot_mode(mem, (size_t)n);
+    rtc_set_magic(a, false);
+}
+
+// ---- the loop ----
+
+static void connect_if_due(struct agent *a, uint64_t now, uint64_t *retry_at, int *backoff) {
+    if (mosquitto_socket(a->mosq) >= 0 || now < *retry_at) {
         return;
     }
-    char topic[MQB_PREFIX_MAX + 16];
-    snprintf(topic, sizeof(topic), "%s/mqb/cmd/#", a->cfg->prefix);
-    mosquitto_subscribe(mosq, NULL, topic, 1);
-    a->connected = true;
-    a->outstanding = 0;
-    logf_(a, 0, "connected to %s:%d, serving %s", a->cfg->server, a->cfg->port, topic);
-}
-
-static void on_disconnect(struct mosquitto *mosq, void *obj, int rc) {
-    (void)mosq;
-    struct agent *a = obj;
-    a->connected = false;
-    if (rc != 0) {
-        logf_(a, 0, "connection to the broker lost");
-    }
-}
-
-static void on_publish(struct mosquitto *mosq, void *obj, int mid) {
-    (void)mosq;
-    (void)mid;
-    struct agent *a = obj;
-    if (a->outstanding > 0) {
-        a->outstanding--;
-    }
-}
-
-static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m) {
-    (void)mosq;
-    struct agent *a = obj;
-    // libmosquitto does not expose the DUP flag; the agent uses a clean session, so the
-    // broker never replays an old command after a restart (see docs/protocol.md).
-    enum mqb_err err = mqb_engine_input(&a->engine, m->topic, m->payload, (size_t)m->payloadlen,
-                                        false, agent_now_ms());
-    if (err != MQB_OK) {
-        logf_(a, 1, "%s: %s", m->topic, mqb_strerror(err));
-    }
-}
-
-static int mqtt_setup(struct agent *a) {
-    const struct agent_config *cfg = a->cfg;
-    a->mosq = mosquitto_new(cfg->client_id, true, a);
-    if (a->mosq == NULL) {
-        fprintf(stderr, "mqrepld: cannot create the MQTT client\n");
-        return -1;
-    }
-    mosquitto_int_option(a->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_connect_callback_set(a->mosq, on_connect);
-    mosquitto_disconnect_callback_set(a->mosq, on_disconnect);
-    mosquitto_publish_callback_set(a->mosq, on_publish);
-    mosquitto_message_callback_set(a->mosq, on_message);
-    if (cfg->username != NULL) {
-        mosquitto_username_pw_set(a->mosq, cfg->username, cfg->password);
-    }
-    int rc = MOSQ_ERR_SUCCESS;
-    if (cfg->psk != NULL) {
-        rc = mosquitto_tls_psk_set(a->mosq, cfg->psk, cfg->psk_identity, NULL);
-    } else if (cfg->cafile != NULL) {
-        rc = mosquitto_tls_set(a->mosq, cfg->cafile, NULL, NULL, NULL, NULL);
-    }
+    int rc = mqtt_connect(a);
     if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "mqrepld: TLS set-up failed: %s\n", mosquitto_strerror(rc));
-        return -1;
+        agent_log(a, 'W', "cannot reach the broker at %s:%d (%s), retrying in %d ms",
+                  a->cfg->server, a->cfg->port,
+                  rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc), *backoff);
     }
-    return 0;
+    *retry_at = now + (uint64_t)*backoff;
+    *backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : *backoff * 2;
 }
 
-// One round of the loop: wait for the socket, the evaluator or a timer, then do the work.
-static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
-    uint64_t now = agent_now_ms();
-    int sock = mosquitto_socket(a->mosq);
-    if (sock < 0 && now >= *retry_at) {
-        int rc = *retry_at == 0
-                     ? mosquitto_connect(a->mosq, a->cfg->server, a->cfg->port, a->cfg->keepalive)
-                     : mosquitto_reconnect(a->mosq);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            logf_(a, 0, "cannot reach the broker at %s:%d (%s), retrying in %d ms", a->cfg->server,
-                  a->cfg->port, mosquitto_strerror(rc), *backoff);
-        }
-        *retry_at = now + (uint64_t)*backoff;
-        *backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : *backoff * 2;
-        sock = mosquitto_socket(a->mosq);
-    }
-    bool more = a->connected && mqb_engine_pump(&a->engine, now);
+static int poll_timeout(struct agent *a, uint64_t now, bool more) {
     int timeout = more ? 0 : 1000;
     if (a->out_due_ms != 0) {
         int due = a->out_due_ms > now ? (int)(a->out_due_ms - now) : 0;
         timeout = due < timeout ? due : timeout;
     }
+    if (a->wdt_on) {
+        int due = (int)mqb_wdt_next_ms(&a->wdt, now);
+        timeout = due < timeout ? due : timeout;
+    }
+    if (a->reset_mode != 0) {
+        timeout = timeout > 20 ? 20 : timeout;
+    }
+    return timeout;
+}
+
+static void network_io(struct agent *a, short revents, uint64_t *retry_at, int *backoff) {
+    int rc = MOSQ_ERR_SUCCESS;
+    if (revents & (POLLIN | POLLHUP | POLLERR)) {
+        rc = mosquitto_loop_read(a->mosq, 1);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && (revents & POLLOUT)) {
+        rc = mosquitto_loop_write(a->mosq, 1);
+    }
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = mosquitto_loop_misc(a->mosq);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        if (a->connected) {
+            agent_log(a, 'W', "broker connection: %s", mosquitto_strerror(rc));
+        }
+        a->connected = false;
+        mosquitto_disconnect(a->mosq);
+        *retry_at = agent_now_ms() + (uint64_t)*backoff;
+    } else if (a->connected) {
+        *backoff = RECONNECT_MIN_MS;
+    }
+}
+
+// One round of the loop: wait for the socket, the evaluator or a timer, then do the work.
+static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
+    uint64_t now = agent_now_ms();
+    connect_if_due(a, now, retry_at, backoff);
+    int sock = mosquitto_socket(a->mosq);
+    bool more = a->connected && mqb_engine_pump(&a->engine, now);
     struct pollfd fds[2] = {{.fd = a->wake[0], .events = POLLIN}, {.fd = sock, .events = 0}};
     if (sock >= 0) {
         fds[1].events = POLLIN | (mosquitto_want_write(a->mosq) ? POLLOUT : 0);
     }
-    if (poll(fds, sock >= 0 ? 2 : 1, timeout) < 0) {
+    if (poll(fds, sock >= 0 ? 2 : 1, poll_timeout(a, now, more)) < 0) {
         return; // EINTR: a signal; the caller checks stop_signal
     }
     if (sock >= 0) {
-        int rc = MOSQ_ERR_SUCCESS;
-        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            rc = mosquitto_loop_read(a->mosq, 1);
-        }
-        if (rc == MOSQ_ERR_SUCCESS && (fds[1].revents & POLLOUT)) {
-            rc = mosquitto_loop_write(a->mosq, 1);
-        }
-        if (rc == MOSQ_ERR_SUCCESS) {
-            rc = mosquitto_loop_misc(a->mosq);
-        }
-        if (rc != MOSQ_ERR_SUCCESS) {
-            a->connected = false;
-            logf_(a, 0, "broker connection: %s", mosquitto_strerror(rc));
-            *retry_at = agent_now_ms() + (uint64_t)*backoff;
-        } else if (a->connected) {
-            *backoff = RECONNECT_MIN_MS;
-        }
+        network_io(a, fds[1].revents, retry_at, backoff);
     }
     if (fds[0].revents & POLLIN) {
         char buf[256];
         while (read(a->wake[0], buf, sizeof(buf)) > 0) {
         }
     }
-    if (a->connected) {
-        drain_eval(a, agent_now_ms());
+    struct pyeval_event ev;
+    while (pyeval_take_event(a->pe, &ev)) {
+        handle_event(a, &ev);
     }
+    now = agent_now_ms();
+    if (a->connected) {
+        drain_eval(a, now);
+    }
+    if (a->wdt_on) {
+        watchdog_tick(a, now);
+    }
+    // A reset waits until the replies under way (the reset command's own) have left.
+    if (a->reset_mode != 0 &&
+        (now >= a->reset_at || (a->outstanding == 0 && !pyeval_has_output(a->pe)))) {
+        do_reset(a, a->reset_mode == 's' ? CAUSE_SOFT : CAUSE_HARD);
+    }
+}
+
+static int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? atoi(v) : dflt;
 }
 
 static int agent_setup(struct agent *a, const struct agent_config *cfg) {
     a->cfg = cfg;
+    a->boot_time = (long)time(NULL);
+    a->reset_cause = env_int("MQREPLD_RESET_CAUSE", CAUSE_PWRON);
+    a->heartbeat_fd = env_int("MQREPLD_HEARTBEAT_FD", -1);
+    a->hw_wdt_fd = -1;
+    a->slots.running = -1;
+    a->log_tokens = cfg->log_rate;
+    a->log_refill_ms = agent_now_ms();
+    a->wdt_on = cfg->wdt_timeout > 0;
+    if (cfg->syslog) {
+        openlog("mqrepld", LOG_PID, LOG_DAEMON);
+    }
+    decide_boot_mode(a);
+    if (cfg->slots != NULL && slots_open(&a->slots, cfg->slots, env_int("MQREPLD_SLOT", 0)) != 0) {
+        fprintf(stderr, "mqrepld: cannot read the boot-state record in %s\n", cfg->slots);
+        a->slots.running = -1;
+    }
+    if (cfg->hw_watchdog != NULL &&
+        (a->hw_wdt_fd = open(cfg->hw_watchdog, O_WRONLY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, "mqrepld: cannot open %s: %s\n", cfg->hw_watchdog, strerror(errno));
+        return -1;
+    }
     enum mqb_err err = fs_init(&a->fs, cfg->root);
     if (err != MQB_OK) {
         fprintf(stderr, "mqrepld: board root '%s': %s\n", cfg->root, mqb_strerror(err));
         return -1;
     }
     int cleaned = fs_clean_temps(&a->fs);
-    if (cleaned > 0) {
-        logf_(a, 0, "removed %d temporary file(s) of interrupted puts", cleaned);
-    }
-    if (mqb_engine_init(&a->engine, &platform, a, cfg->prefix) != MQB_OK) {
+    if (mqb_engine_init(&a->engine, &agent_platform, a, cfg->prefix) != MQB_OK) {
         fprintf(stderr, "mqrepld: prefix too long (at most %d bytes)\n", MQB_PREFIX_MAX);
         return -1;
     }
@@ -424,15 +486,33 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         perror("mqrepld: pipe");
         return -1;
     }
-    a->pe = pyeval_start(a->fs.root, a->wake[1]);
-    if (a->pe == NULL) {
+    struct pyeval_config pc = {
+        .root = a->fs.root,
+        .rtc_path = cfg->rtc_file,
+        .version = MQREPLD_VERSION,
+        .reset_cause = a->reset_cause,
+        .safe_mode = a->mode == MQB_BOOT_SAFE,
+        .wake_fd = a->wake[1],
+    };
+    a->pe = pyeval_start(&pc);
+    if (a->pe == NULL || mqtt_setup(a) != 0) {
         return -1;
     }
-    return mqtt_setup(a);
+    if (cleaned > 0) {
+        agent_log(a, 'I', "removed %d temporary file(s) of interrupted puts", cleaned);
+    }
+    if (a->wdt_on) {
+        mqb_wdt_init(&a->wdt, (uint32_t)(cfg->wdt_timeout * 1000), (uint32_t)(cfg->allok * 1000),
+                     agent_now_ms());
+    }
+    pyeval_start_app(a->pe);
+    return 0;
 }
 
-int agent_run(const struct agent_config *cfg) {
-    struct agent *a = calloc(1, sizeof(*a));
+int agent_run(const struct agent_config *cfg, char **argv) {
+    static struct agent agent; // large (the engine's chunk buffer): not on the stack
+    struct agent *a = &agent;
+    saved_argv = argv;
     // Signals: SIGTERM/SIGINT stop the loop; SIGPIPE is reported as an error on write.
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigaction(SIGTERM, &sa, NULL);
@@ -447,14 +527,17 @@ int agent_run(const struct agent_config *cfg) {
     while (!stop_signal) {
         loop_once(a, &retry_at, &backoff);
     }
-    logf_(a, 0, "stopping (signal %d)", (int)stop_signal);
+    agent_log(a, 'I', "stopping (signal %d)", (int)stop_signal);
     mqb_engine_deinit(&a->engine);
     fs_deinit(&a->fs);
-    if (a->connected) {
-        mosquitto_disconnect(a->mosq);
-        mosquitto_loop_write(a->mosq, 1);
+    disconnect(a);
+    if (a->hw_wdt_fd >= 0) {
+        // The magic close: a clean stop disarms the hardware watchdog.
+        if (write(a->hw_wdt_fd, "V", 1) < 0) {
+            perror("mqrepld: hardware watchdog");
+        }
+        close(a->hw_wdt_fd);
     }
-    mosquitto_destroy(a->mosq);
     mosquitto_lib_cleanup();
     // The evaluator thread may be inside user code: leave without waiting for it.
     fflush(NULL);

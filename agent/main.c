@@ -1,99 +1,275 @@
-// mqrepld: the device agent's entry point: settings from options and MQREPLD_* variables.
+// mqrepld: the device agent's entry point. Settings come from defaults, then the config file
+// (--config, `key = value` lines named as the long options), then MQREPLD_* variables, then
+// the command line; all through one table.
+#define _GNU_SOURCE
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent.h"
 
+enum kind { STR, INT, NUM, BOOL };
+
+struct setting {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    double lo, hi;
+    int short_opt;
+    const char *help;
+};
+
+#define F(field) offsetof(struct agent_config, field)
+
+static const struct setting settings[] = {
+    {"server", STR, F(server), 0, 0, 's', "broker host (default 127.0.0.1)"},
+    {"port", INT, F(port), 1, 65535, 'p', "broker port (default 1883)"},
+    {"prefix", STR, F(prefix), 0, 0, 0, "the board's topic prefix (required)"},
+    {"root", STR, F(root), 0, 0, 0, "the board's filesystem (default .)"},
+    {"client-id", STR, F(client_id), 0, 0, 0, "MQTT client id"},
+    {"username", STR, F(username), 0, 0, 'u', "broker user name"},
+    {"password", STR, F(password), 0, 0, 'P', "broker password"},
+    {"cafile", STR, F(cafile), 0, 0, 0, "TLS with this CA certificate"},
+    {"psk-identity", STR, F(psk_identity), 0, 0, 0, "TLS-PSK identity"},
+    {"psk", STR, F(psk), 0, 0, 0, "TLS-PSK key (hex)"},
+    {"keepalive", INT, F(keepalive), 5, 65535, 0, "MQTT keepalive seconds (default 30)"},
+    {"rtc-file", STR, F(rtc_file), 0, 0, 0, "emulated RTC memory (default under /run)"},
+    {"plain-repl", BOOL, F(plain_repl), 0, 0, 0, "serve PREFIX/repl/in (default on)"},
+    {"log-rate", NUM, F(log_rate), 0.1, 1e6, 0, "log lines/s to PREFIX/log (default 20)"},
+    {"wdt-timeout", NUM, F(wdt_timeout), 0, 86400, 0, "watchdog seconds, 0 off (default 300)"},
+    {"allok", NUM, F(allok), 0, 864000, 0, "seconds of feeding to earn normal mode (300)"},
+    {"slots", STR, F(slots), 0, 0, 0, "A/B firmware slot directory (run as launcher)"},
+    {"hw-watchdog", STR, F(hw_watchdog), 0, 0, 0, "Linux watchdog device to pet while fed"},
+    {"syslog", BOOL, F(syslog), 0, 0, 0, "also log to syslog"},
+};
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: mqrepld [options]\n"
-               "  -s, --server HOST        broker host (MQREPLD_SERVER, default 127.0.0.1)\n"
-               "  -p, --port PORT          broker port (MQREPLD_PORT, default 1883)\n"
-               "      --prefix PREFIX      board prefix, e.g. esp32/kitchen (MQREPLD_PREFIX)\n"
-               "      --root DIR           the board's filesystem (MQREPLD_ROOT, default .)\n"
-               "      --client-id ID       MQTT client id (MQREPLD_CLIENT_ID)\n"
-               "  -u, --username USER      (MQREPLD_USERNAME)\n"
-               "  -P, --password PASS      (MQREPLD_PASSWORD)\n"
-               "      --cafile FILE        TLS with this CA (MQREPLD_CAFILE)\n"
-               "      --psk-identity ID    TLS-PSK identity (MQREPLD_PSK_IDENTITY)\n"
-               "      --psk HEXKEY         TLS-PSK key (MQREPLD_PSK)\n"
-               "      --keepalive SECONDS  MQTT keepalive (MQREPLD_KEEPALIVE, default 30)\n"
-               "  -v, --verbose            log each command on stderr\n"
-               "  -V, --version            print the version\n"
-               "  -h, --help               this help\n");
-}
-
-static const char *env_or(const char *name, const char *dflt) {
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : dflt;
-}
-
-static int parse_int(const char *what, const char *s, int lo, int hi) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "mqrepld: invalid %s '%s' (expected %d..%d)\n", what, s, lo, hi);
-        exit(2);
+    fprintf(f, "usage: mqrepld [options]\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        char opt[48];
+        snprintf(opt, sizeof(opt), "%s%c%s--%s%s", s->short_opt ? "-" : "",
+                 s->short_opt ? s->short_opt : ' ', s->short_opt ? ", " : "  ", s->name,
+                 s->kind == BOOL ? "" : " X");
+        fprintf(f, "  %-26s %s%s\n", opt, s->help, s->kind == BOOL ? " (--no-NAME: off)" : "");
     }
-    return (int)v;
+    fprintf(f, "  %-26s %s\n  %-26s %s\n  %-26s %s\n  %-26s %s\n", "    --config FILE",
+            "settings file: 'name = value' lines", "-v, --verbose", "log each command",
+            "-V, --version", "print the version", "-h, --help", "this help");
+    fprintf(f, "Every setting is also read from MQREPLD_NAME (e.g. MQREPLD_PREFIX).\n");
 }
 
-int main(int argc, char **argv) {
-    struct agent_config cfg = {
-        .server = env_or("MQREPLD_SERVER", "127.0.0.1"),
-        .prefix = env_or("MQREPLD_PREFIX", NULL),
-        .root = env_or("MQREPLD_ROOT", "."),
-        .client_id = env_or("MQREPLD_CLIENT_ID", NULL),
-        .username = env_or("MQREPLD_USERNAME", NULL),
-        .password = env_or("MQREPLD_PASSWORD", NULL),
-        .cafile = env_or("MQREPLD_CAFILE", NULL),
-        .psk_identity = env_or("MQREPLD_PSK_IDENTITY", NULL),
-        .psk = env_or("MQREPLD_PSK", NULL),
-    };
-    cfg.port = parse_int("port", env_or("MQREPLD_PORT", "1883"), 1, 65535);
-    cfg.keepalive = parse_int("keepalive", env_or("MQREPLD_KEEPALIVE", "30"), 5, 65535);
-    enum { OPT_PREFIX = 256, OPT_ROOT, OPT_CLIENT_ID, OPT_CAFILE, OPT_PSK_ID, OPT_PSK, OPT_KA };
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, 's'},
-        {"port", required_argument, NULL, 'p'},
-        {"prefix", required_argument, NULL, OPT_PREFIX},
-        {"root", required_argument, NULL, OPT_ROOT},
-        {"client-id", required_argument, NULL, OPT_CLIENT_ID},
-        {"username", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'P'},
-        {"cafile", required_argument, NULL, OPT_CAFILE},
-        {"psk-identity", required_argument, NULL, OPT_PSK_ID},
-        {"psk", required_argument, NULL, OPT_PSK},
-        {"keepalive", required_argument, NULL, OPT_KA},
-        {"verbose", no_argument, NULL, 'v'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+static bool apply(struct agent_config *cfg, const struct setting *s, const char *value,
+                  const char *from) {
+    char *p = (char *)cfg + s->off;
+    char *end;
+    double v = 0;
+    if (s->kind == STR) {
+        *(const char **)p = strdup(value);
+        return true;
+    }
+    if (s->kind == BOOL) {
+        bool on = strcmp(value, "1") == 0 || strcasecmp(value, "true") == 0 ||
+                  strcasecmp(value, "yes") == 0 || strcasecmp(value, "on") == 0;
+        bool off = strcmp(value, "0") == 0 || strcasecmp(value, "false") == 0 ||
+                   strcasecmp(value, "no") == 0 || strcasecmp(value, "off") == 0;
+        if (!on && !off) {
+            fprintf(stderr, "mqrepld: %s: %s wants true or false, not '%s'\n", from, s->name,
+                    value);
+            return false;
+        }
+        *(bool *)p = on;
+        return true;
+    }
+    v = strtod(value, &end);
+    if (*value == '\0' || *end != '\0' || v < s->lo || v > s->hi) {
+        fprintf(stderr, "mqrepld: %s: invalid %s '%s' (expected %g..%g)\n", from, s->name, value,
+                s->lo, s->hi);
+        return false;
+    }
+    if (s->kind == INT) {
+        *(int *)p = (int)v;
+    } else {
+        *(double *)p = v;
+    }
+    return true;
+}
+
+static const struct setting *find(const char *name) {
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (strcmp(settings[i].name, name) == 0) {
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+static bool load_config(struct agent_config *cfg, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "mqrepld: cannot read config file %s: %m\n", path);
+        return false;
+    }
+    char line[1024];
+    int n = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof(line), f) != NULL) {
+        n++;
+        char *s = trim(line);
+        if (*s == '#' || *s == '\0') {
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        char where[512];
+        snprintf(where, sizeof(where), "%s:%d", path, n);
+        if (eq == NULL) {
+            fprintf(stderr, "mqrepld: %s: expected 'name = value'\n", where);
+            ok = false;
+            break;
+        }
+        *eq = '\0';
+        const struct setting *st = find(trim(s));
+        if (st == NULL) {
+            fprintf(stderr, "mqrepld: %s: unknown setting '%s'\n", where, trim(s));
+            ok = false;
+        } else {
+            ok = apply(cfg, st, trim(eq + 1), where);
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+static bool load_env(struct agent_config *cfg) {
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char name[64] = "MQREPLD_";
+        for (const char *c = settings[i].name; *c; c++) {
+            char u = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+            strncat(name, &u, 1);
+        }
+        const char *v = getenv(name);
+        if (v != NULL && v[0] != '\0' && !apply(cfg, &settings[i], v, name)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Long options: every setting, --no-NAME for booleans, and the fixed ones.
+static struct option *long_options(void) {
+    static struct option opts[2 * NSETTINGS + 5];
+    size_t n = 0;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        opts[n++] = (struct option){settings[i].name,
+                                    settings[i].kind == BOOL ? no_argument : required_argument,
+                                    NULL, (int)(1000 + i)};
+        if (settings[i].kind == BOOL) {
+            static char names[NSETTINGS][40];
+            snprintf(names[i], sizeof(names[i]), "no-%s", settings[i].name);
+            opts[n++] = (struct option){names[i], no_argument, NULL, (int)(2000 + i)};
+        }
+    }
+    opts[n++] = (struct option){"config", required_argument, NULL, 'c'};
+    opts[n++] = (struct option){"verbose", no_argument, NULL, 'v'};
+    opts[n++] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+    return opts;
+}
+
+static int parse_args(struct agent_config *cfg, int argc, char **argv) {
+    struct option *opts = long_options();
+    const char *shorts = "s:p:u:P:c:vVh";
+    // The config file comes first, whatever its place on the command line.
     int c;
-    while ((c = getopt_long(argc, argv, "s:p:u:P:vVh", opts, NULL)) != -1) {
-        switch (c) {
-        case 's': cfg.server = optarg; break;
-        case 'p': cfg.port = parse_int("port", optarg, 1, 65535); break;
-        case OPT_PREFIX: cfg.prefix = optarg; break;
-        case OPT_ROOT: cfg.root = optarg; break;
-        case OPT_CLIENT_ID: cfg.client_id = optarg; break;
-        case 'u': cfg.username = optarg; break;
-        case 'P': cfg.password = optarg; break;
-        case OPT_CAFILE: cfg.cafile = optarg; break;
-        case OPT_PSK_ID: cfg.psk_identity = optarg; break;
-        case OPT_PSK: cfg.psk = optarg; break;
-        case OPT_KA: cfg.keepalive = parse_int("keepalive", optarg, 5, 65535); break;
-        case 'v': cfg.verbose++; break;
-        case 'V': printf("mqrepld " MQREPLD_VERSION "\n"); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+        if (c == 'c' && !load_config(cfg, optarg)) {
+            return 2;
+        }
+    }
+    if (!load_env(cfg)) {
+        return 2;
+    }
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+        const struct setting *s = NULL;
+        for (size_t i = 0; i < NSETTINGS; i++) {
+            if (c == settings[i].short_opt || c == (int)(1000 + i)) {
+                s = &settings[i];
+            }
+        }
+        if (s != NULL) {
+            if (!apply(cfg, s, s->kind == BOOL ? "true" : optarg, "option")) {
+                return 2;
+            }
+        } else if (c >= 2000 && c < 2000 + (int)NSETTINGS) {
+            apply(cfg, &settings[c - 2000], "false", "option");
+        } else if (c == 'v') {
+            cfg->verbose++;
+        } else if (c == 'V') {
+            printf("mqrepld " MQREPLD_VERSION "\n");
+            exit(0);
+        } else if (c == 'h') {
+            usage(stdout);
+            exit(0);
+        } else if (c != 'c') {
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
         fprintf(stderr, "mqrepld: unexpected argument '%s'\n", argv[optind]);
         return 2;
+    }
+    return 0;
+}
+
+// The default RTC memory file: in a directory that survives an agent restart but not a
+// reboot (a tmpfs such as /run), one file per board prefix.
+static const char *default_rtc_file(const char *prefix) {
+    const char *dir = getenv("XDG_RUNTIME_DIR");
+    static char path[4096];
+    char name[256];
+    snprintf(name, sizeof(name), "%s", prefix);
+    for (char *p = name; *p; p++) {
+        *p = *p == '/' ? '_' : *p;
+    }
+    snprintf(path, sizeof(path), "%s/mqrepld-%s.rtc",
+             dir != NULL ? dir : (access("/run", W_OK) == 0 ? "/run" : "/tmp"), name);
+    return path;
+}
+
+int main(int argc, char **argv) {
+    struct agent_config cfg = {
+        .server = "127.0.0.1",
+        .port = 1883,
+        .root = ".",
+        .keepalive = 30,
+        .plain_repl = true,
+        .log_rate = 20,
+        .wdt_timeout = 300,
+        .allok = 300,
+    };
+    int rc = parse_args(&cfg, argc, argv);
+    if (rc != 0) {
+        return rc;
     }
     if (cfg.prefix == NULL || cfg.prefix[0] == '\0') {
         fprintf(stderr, "mqrepld: --prefix is required (the board's topic prefix, "
@@ -104,5 +280,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mqrepld: --psk and --psk-identity go together\n");
         return 2;
     }
-    return agent_run(&cfg);
+    if (cfg.rtc_file == NULL) {
+        cfg.rtc_file = default_rtc_file(cfg.prefix);
+    }
+    // With --slots this process is the launcher ("bootloader"): it runs the agent from the
+    // slot the boot-state record chooses, and restarts it on every reset.
+    if (cfg.slots != NULL && getenv("MQREPLD_SLOT") == NULL) {
+        return launcher_run(&cfg, argv);
+    }
+    return agent_run(&cfg, argv);
 }

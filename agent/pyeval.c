@@ -1,5 +1,6 @@
-// Embedded CPython for eval: the evaluator thread, the eval-else-exec runner (in Python, see
-// RUNNER below), live output capture with back-pressure, and interrupts via a real signal.
+// Embedded CPython for eval: the evaluator thread, the _mqb module through which the
+// embedded Python side (agent/mpcompat/_board.py) talks to C, live output capture with
+// back-pressure, events for the loop, and interrupts via a real signal.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -14,87 +15,73 @@
 
 // Output a running eval may buffer before its writes block (back-pressure from the host).
 #define OUT_MAX (1024 * 1024)
+// Events (log lines) queued beyond this are dropped; the loop rate-limits what it sends.
+#define EVENTS_MAX 1000
 // The signal that interrupts the evaluator thread (bound to default_int_handler in Python).
 #define INTERRUPT_SIGNAL SIGUSR2
+
+extern const struct {
+    const char *name;
+    const char *src;
+} mpcompat_modules[];
 
 struct job {
     char id[MQB_ID_MAX + 1];
     char *src;
     size_t len;
+    bool json;
     struct job *next;
 };
 
+struct event_node {
+    struct pyeval_event ev;
+    struct event_node *next;
+};
+
 struct pyeval {
+    struct pyeval_config cfg;
+    char root[4096];
+    char rtc_path[4096];
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cond; // jobs queued, output drained
+    pthread_cond_t cond; // jobs queued, output drained, start-up done
     struct job *head, *tail;
-    int wake_fd;
-    char root[4096];
+    unsigned queued;
+    struct event_node *ev_head, *ev_tail;
+    unsigned ev_count;
     // The running (or finished, not yet drained) eval, under mu.
     bool running;
-    char cur_id[MQB_ID_MAX + 1];
+    struct job *cur;
     uint8_t *out;
     size_t out_len, out_cap;
     bool done;
-    char *error;
-    int started; // 1 ok, -1 failed
+    char *error, *result;
+    bool is_exec;
+    int started;       // 1 ok, -1 failed
+    PyObject *board;   // the _board module
+    PyObject *globals; // __main__'s dict (borrowed)
 };
 
-static struct pyeval *the_pe; // the _mqb module's write() reaches the evaluator through this
-
-// Runs src as the console REPL would: as an expression if it compiles as one, else as one
-// interactive statement (whose expression values are shown, as `import os; os.listdir()` at
-// the REPL), else as a block of statements; returns (output-suffix, error-text). The helper's own
-// frame is cut from tracebacks so that users see only their code.
-static const char RUNNER[] =
-    "import sys, traceback, _mqb\n"
-    "class _MqbOut:\n"
-    "    encoding = 'utf-8'\n"
-    "    def write(self, s):\n"
-    "        if not isinstance(s, str):\n"
-    "            raise TypeError('write() argument must be str, not ' + type(s).__name__)\n"
-    "        _mqb.write(s)\n"
-    "        return len(s)\n"
-    "    def flush(self):\n"
-    "        pass\n"
-    "    def isatty(self):\n"
-    "        return False\n"
-    "def _mqb_run(src, g):\n"
-    "    try:\n"
-    "        try:\n"
-    "            code = compile(src, '<stdin>', 'eval')\n"
-    "        except SyntaxError:\n"
-    "            try:\n"
-    "                code = compile(src, '<stdin>', 'single')\n"
-    "            except SyntaxError:\n"
-    "                code = compile(src, '<stdin>', 'exec')\n"
-    "        r = eval(code, g)\n"
-    "        return ('' if r is None else repr(r), None)\n"
-    "    except BaseException as ex:\n"
-    "        tb = ex.__traceback__\n"
-    "        if tb is not None and tb.tb_frame.f_code is _mqb_run.__code__:\n"
-    "            tb = tb.tb_next\n"
-    "        return ('', ''.join(traceback.format_exception(type(ex), ex, tb)))\n"
-    "    finally:\n"
-    "        sys.stdout.flush()\n"
-    "sys.stdout = sys.stderr = _MqbOut()\n";
+static struct pyeval *the_pe; // the _mqb module reaches the evaluator through this
 
 static void wake(struct pyeval *pe) {
     char b = 1;
-    ssize_t r = write(pe->wake_fd, &b, 1);
+    ssize_t r = write(pe->cfg.wake_fd, &b, 1);
     (void)r; // a full pipe already means "wake up"
 }
 
 // Appends to the current output, waiting (with the GIL released) while the buffer is full.
 static void out_append(struct pyeval *pe, const char *s, size_t n) {
     Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&pe->mu);
+    // A JSON job (repl/in) is answered in one message: what does not fit is dropped.
+    if (pe->cur->json && pe->out_len + n > OUT_MAX) {
+        n = OUT_MAX - pe->out_len;
+    }
     while (n > 0) {
         while (pe->out_len >= OUT_MAX) {
             pthread_cond_wait(&pe->cond, &pe->mu);
         }
-        size_t room = OUT_MAX - pe->out_len;
-        size_t take = n < room ? n : room;
+        size_t take = n < OUT_MAX - pe->out_len ? n : OUT_MAX - pe->out_len;
         if (pe->out_len + take > pe->out_cap) {
             size_t cap = pe->out_cap ? pe->out_cap : 4096;
             while (cap < pe->out_len + take) {
@@ -113,6 +100,28 @@ static void out_append(struct pyeval *pe, const char *s, size_t n) {
     Py_END_ALLOW_THREADS
 }
 
+static void post_event(struct pyeval *pe, enum pyeval_event_kind kind, const char *text,
+                       double seconds) {
+    pthread_mutex_lock(&pe->mu);
+    if (kind != PYEVAL_LOG || pe->ev_count < EVENTS_MAX) {
+        struct event_node *n = calloc(1, sizeof(*n));
+        n->ev.kind = kind;
+        n->ev.text = text != NULL ? strdup(text) : NULL;
+        n->ev.seconds = seconds;
+        if (pe->ev_tail != NULL) {
+            pe->ev_tail->next = n;
+        } else {
+            pe->ev_head = n;
+        }
+        pe->ev_tail = n;
+        pe->ev_count++;
+        wake(pe);
+    }
+    pthread_mutex_unlock(&pe->mu);
+}
+
+// ---- the _mqb module ----
+
 static PyObject *mqb_write(PyObject *self, PyObject *arg) {
     (void)self;
     Py_ssize_t n;
@@ -124,8 +133,115 @@ static PyObject *mqb_write(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *mqb_log(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *letter, *msg;
+    if (!PyArg_ParseTuple(args, "ss", &letter, &msg)) {
+        return NULL;
+    }
+    size_t n = strlen(msg);
+    char *line = malloc(n + 3);
+    line[0] = strchr("CEWID", letter[0]) != NULL && letter[0] != '\0' ? letter[0] : 'I';
+    line[1] = ' ';
+    memcpy(line + 2, msg, n + 1);
+    post_event(the_pe, PYEVAL_LOG, line, 0);
+    free(line);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mqb_reset(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *mode = PyUnicode_AsUTF8(arg);
+    if (mode == NULL) {
+        return NULL;
+    }
+    post_event(the_pe, PYEVAL_RESET, mode, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mqb_wdt_feed(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    post_event(the_pe, PYEVAL_WDT_FEED, NULL, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mqb_wdt_require(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    double seconds;
+    if (!PyArg_ParseTuple(args, "sd", &name, &seconds)) {
+        return NULL;
+    }
+    post_event(the_pe, PYEVAL_WDT_REQUIRE, name, seconds);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mqb_wdt_ok(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) {
+        return NULL;
+    }
+    post_event(the_pe, PYEVAL_WDT_OK, name, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mqb_root(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(the_pe->root);
+}
+
+static PyObject *mqb_rtc_path(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(the_pe->rtc_path);
+}
+
+static PyObject *mqb_version(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(the_pe->cfg.version);
+}
+
+static PyObject *mqb_reset_cause(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyLong_FromLong(the_pe->cfg.reset_cause);
+}
+
+static PyObject *mqb_safe_mode(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(the_pe->cfg.safe_mode);
+}
+
+static PyObject *mqb_sources(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    PyObject *d = PyDict_New();
+    for (int i = 0; mpcompat_modules[i].name != NULL; i++) {
+        PyObject *v = PyUnicode_FromString(mpcompat_modules[i].src);
+        PyDict_SetItemString(d, mpcompat_modules[i].name, v);
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef mqb_methods[] = {
     {"write", mqb_write, METH_O, "Append text to the output of the running eval."},
+    {"log", mqb_log, METH_VARARGS, "log(letter, message): a line on PREFIX/log."},
+    {"reset", mqb_reset, METH_O, "Request a reset: 'n', 'f', 's' or 'h'."},
+    {"wdt_feed", mqb_wdt_feed, METH_NOARGS, "The watchdog's loop-back feed."},
+    {"wdt_require", mqb_wdt_require, METH_VARARGS, "Register an application check."},
+    {"wdt_ok", mqb_wdt_ok, METH_O, "An application check is healthy."},
+    {"root", mqb_root, METH_NOARGS, "The board root (host path)."},
+    {"rtc_path", mqb_rtc_path, METH_NOARGS, "The file emulating RTC memory."},
+    {"version", mqb_version, METH_NOARGS, "The agent's version."},
+    {"reset_cause", mqb_reset_cause, METH_NOARGS, "machine.reset_cause() of this boot."},
+    {"safe_mode", mqb_safe_mode, METH_NOARGS, "True when booted in safe mode."},
+    {"sources", mqb_sources, METH_NOARGS, "The embedded modules' sources."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -136,6 +252,8 @@ static struct PyModuleDef mqb_module = {
 static PyObject *mqb_init(void) {
     return PyModule_Create(&mqb_module);
 }
+
+// ---- the evaluator thread ----
 
 static struct job *next_job(struct pyeval *pe) {
     pthread_mutex_lock(&pe->mu);
@@ -150,79 +268,85 @@ static struct job *next_job(struct pyeval *pe) {
     }
     pe->running = true;
     pe->done = false;
-    pe->error = NULL;
+    pe->error = pe->result = NULL;
     pe->out_len = 0;
-    snprintf(pe->cur_id, sizeof(pe->cur_id), "%s", j->id);
+    pe->cur = j;
     pthread_mutex_unlock(&pe->mu);
     return j;
 }
 
-static void finish_job(struct pyeval *pe, const char *suffix, size_t n, const char *error) {
-    if (n > 0) {
-        out_append(pe, suffix, n);
+static char *dup_str(PyObject *o) {
+    const char *s = o != NULL && o != Py_None ? PyUnicode_AsUTF8(o) : NULL;
+    return s != NULL ? strdup(s) : NULL;
+}
+
+// Runs one job with the GIL held, through _board.run.
+static void run_job(struct pyeval *pe, struct job *j) {
+    PyObject *src = PyUnicode_DecodeUTF8(j->src, (Py_ssize_t)j->len, "replace");
+    PyObject *res = src ? PyObject_CallMethod(pe->board, "run", "OO", src, pe->globals) : NULL;
+    Py_XDECREF(src);
+    char *result = NULL, *error = NULL;
+    bool is_exec = false;
+    if (res != NULL && PyTuple_Check(res) && PyTuple_Size(res) == 3) {
+        result = dup_str(PyTuple_GetItem(res, 0));
+        error = dup_str(PyTuple_GetItem(res, 1));
+        is_exec = PyObject_IsTrue(PyTuple_GetItem(res, 2)) == 1;
+    } else {
+        PyErr_Clear();
+        error = strdup("internal error: the eval runner failed\n");
+    }
+    Py_XDECREF(res);
+    // A normal eval's reply is the output followed by the result, as the console shows it.
+    if (result != NULL && !j->json) {
+        out_append(pe, result, strlen(result));
     }
     pthread_mutex_lock(&pe->mu);
-    pe->error = error != NULL ? strdup(error) : NULL;
+    pe->error = error;
+    pe->result = result;
+    pe->is_exec = is_exec;
     pe->done = true;
     wake(pe);
     pthread_mutex_unlock(&pe->mu);
 }
 
-// Runs one job with the GIL held.
-static void run_job(struct pyeval *pe, PyObject *runner, PyObject *globals, struct job *j) {
-    PyObject *src = PyUnicode_DecodeUTF8(j->src, (Py_ssize_t)j->len, "replace");
-    PyObject *res = src ? PyObject_CallFunctionObjArgs(runner, src, globals, NULL) : NULL;
-    Py_XDECREF(src);
-    const char *suffix = "";
-    Py_ssize_t n = 0;
-    const char *error = NULL;
-    if (res != NULL && PyTuple_Check(res) && PyTuple_Size(res) == 2) {
-        suffix = PyUnicode_AsUTF8AndSize(PyTuple_GetItem(res, 0), &n);
-        PyObject *e = PyTuple_GetItem(res, 1);
-        error = e == Py_None ? NULL : PyUnicode_AsUTF8(e);
+// Loads the embedded _board module and lets it set up the interpreter.
+static int load_board(struct pyeval *pe) {
+    const char *src = NULL;
+    for (int i = 0; mpcompat_modules[i].name != NULL; i++) {
+        if (strcmp(mpcompat_modules[i].name, "_board") == 0) {
+            src = mpcompat_modules[i].src;
+        }
     }
-    if (res == NULL || suffix == NULL) {
-        PyErr_Clear();
-        suffix = "";
-        n = 0;
-        error = "internal error: the eval runner failed\n";
-    }
-    finish_job(pe, suffix, (size_t)n, error);
-    Py_XDECREF(res);
-}
-
-static int init_python(struct pyeval *pe, PyObject **runner, PyObject **globals) {
-    PyImport_AppendInittab("_mqb", mqb_init);
-    Py_InitializeEx(0);
-    if (chdir(pe->root) != 0) {
-        perror("mqrepld: chdir to the board root");
+    PyObject *code = src ? Py_CompileString(src, "<mqrepld>/_board.py", Py_file_input) : NULL;
+    PyObject *mod = code ? PyImport_ExecCodeModule("_board", code) : NULL;
+    Py_XDECREF(code);
+    if (mod == NULL) {
+        PyErr_Print();
         return -1;
     }
+    pe->board = mod;
     PyObject *main = PyImport_AddModule("__main__"); // borrowed
-    *globals = PyModule_GetDict(main);               // borrowed
-    PyObject *ns = PyDict_New();
-    PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins());
-    PyObject *r = PyRun_String(RUNNER, Py_file_input, ns, ns);
+    pe->globals = PyModule_GetDict(main);            // borrowed
+    PyObject *r = PyObject_CallMethod(mod, "install", "O", pe->globals);
     // Interrupts arrive as a real signal so that blocking calls (time.sleep) wake up too.
-    PyObject *r2 = PyRun_String("import signal\nsignal.signal(" Py_STRINGIFY(
-                                    INTERRUPT_SIGNAL) ", signal.default_int_handler)\n",
-                                Py_file_input, ns, ns);
+    PyObject *r2 = r ? PyRun_String("import signal\nsignal.signal(" Py_STRINGIFY(
+                                        INTERRUPT_SIGNAL) ", signal.default_int_handler)\n",
+                                    Py_file_input, pe->globals, pe->globals)
+                     : NULL;
     if (r == NULL || r2 == NULL) {
         PyErr_Print();
         return -1;
     }
     Py_DECREF(r);
     Py_DECREF(r2);
-    *runner = PyDict_GetItemString(ns, "_mqb_run");
-    Py_INCREF(*runner);
-    Py_DECREF(ns);
     return 0;
 }
 
 static void *eval_thread(void *arg) {
     struct pyeval *pe = arg;
-    PyObject *runner = NULL, *globals = NULL;
-    int rc = init_python(pe, &runner, &globals);
+    PyImport_AppendInittab("_mqb", mqb_init);
+    Py_InitializeEx(0);
+    int rc = chdir(pe->root) == 0 ? load_board(pe) : -1;
     pthread_mutex_lock(&pe->mu);
     pe->started = rc == 0 ? 1 : -1;
     pthread_cond_broadcast(&pe->cond);
@@ -234,31 +358,33 @@ static void *eval_thread(void *arg) {
     for (;;) {
         struct job *j = next_job(pe);
         PyEval_RestoreThread(ts);
-        run_job(pe, runner, globals, j);
+        run_job(pe, j);
         ts = PyEval_SaveThread();
-        free(j->src);
-        free(j);
     }
     return NULL;
 }
 
-struct pyeval *pyeval_start(const char *root, int wake_fd) {
+struct pyeval *pyeval_start(const struct pyeval_config *cfg) {
     struct pyeval *pe = calloc(1, sizeof(*pe));
+    pe->cfg = *cfg;
+    snprintf(pe->root, sizeof(pe->root), "%s", cfg->root);
+    snprintf(pe->rtc_path, sizeof(pe->rtc_path), "%s", cfg->rtc_path);
+    pe->cfg.root = pe->root;
+    pe->cfg.rtc_path = pe->rtc_path;
     pthread_mutex_init(&pe->mu, NULL);
     pthread_cond_init(&pe->cond, NULL);
-    pe->wake_fd = wake_fd;
-    snprintf(pe->root, sizeof(pe->root), "%s", root);
     the_pe = pe;
     // Only the evaluator thread takes the interrupt signal.
-    sigset_t set, old;
+    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, INTERRUPT_SIGNAL);
-    pthread_sigmask(SIG_UNBLOCK, &set, &old);
-    if (pthread_create(&pe->thread, NULL, eval_thread, pe) != 0) {
-        free(pe);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int rc = pthread_create(&pe->thread, NULL, eval_thread, pe);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "mqrepld: cannot start the evaluator thread\n");
         return NULL;
     }
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_mutex_lock(&pe->mu);
     while (pe->started == 0) {
         pthread_cond_wait(&pe->cond, &pe->mu);
@@ -271,11 +397,28 @@ struct pyeval *pyeval_start(const char *root, int wake_fd) {
     return pe;
 }
 
-void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len) {
+void pyeval_start_app(struct pyeval *pe) {
+    char path[4200];
+    snprintf(path, sizeof(path), "%s%s", pe->root,
+             pe->cfg.safe_mode ? "/safemode/main.py" : "/main.py");
+    if (access(path, R_OK) != 0) {
+        return;
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", path, pe->globals);
+    if (r == NULL) {
+        PyErr_Print();
+    }
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+}
+
+void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json) {
     struct job *j = calloc(1, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", id);
     j->src = src;
     j->len = len;
+    j->json = json;
     pthread_mutex_lock(&pe->mu);
     if (pe->tail != NULL) {
         pe->tail->next = j;
@@ -283,6 +426,7 @@ void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len) {
         pe->head = j;
     }
     pe->tail = j;
+    pe->queued++;
     pthread_cond_broadcast(&pe->cond);
     pthread_mutex_unlock(&pe->mu);
 }
@@ -290,20 +434,31 @@ void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len) {
 bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk *out) {
     bool took = false;
     pthread_mutex_lock(&pe->mu);
-    if (pe->running && (pe->done || pe->out_len >= min) && (pe->out_len > 0 || pe->done)) {
+    // A JSON job's output is taken whole, once it is done.
+    if (pe->running && pe->cur->json && !pe->done) {
+        min = SIZE_MAX;
+        max = SIZE_MAX;
+    }
+    if (pe->running && (pe->done || (pe->out_len >= min && pe->out_len > 0))) {
         size_t n = pe->out_len < max ? pe->out_len : max;
-        snprintf(out->id, sizeof(out->id), "%s", pe->cur_id);
+        memset(out, 0, sizeof(*out));
+        snprintf(out->id, sizeof(out->id), "%s", pe->cur->id);
         out->data = malloc(n ? n : 1);
         memcpy(out->data, pe->out, n);
         out->len = n;
+        out->json = pe->cur->json;
         memmove(pe->out, pe->out + n, pe->out_len - n);
         pe->out_len -= n;
         out->done = pe->done && pe->out_len == 0;
-        out->error = NULL;
         if (out->done) {
             out->error = pe->error;
-            pe->error = NULL;
+            out->result = pe->result;
+            out->is_exec = pe->is_exec;
             pe->running = false;
+            free(pe->cur->src);
+            free(pe->cur);
+            pe->cur = NULL;
+            pe->queued--;
         }
         pthread_cond_broadcast(&pe->cond);
         took = true;
@@ -319,13 +474,39 @@ bool pyeval_has_output(struct pyeval *pe) {
     return has;
 }
 
+bool pyeval_take_event(struct pyeval *pe, struct pyeval_event *out) {
+    pthread_mutex_lock(&pe->mu);
+    struct event_node *n = pe->ev_head;
+    if (n != NULL) {
+        pe->ev_head = n->next;
+        if (pe->ev_head == NULL) {
+            pe->ev_tail = NULL;
+        }
+        pe->ev_count--;
+    }
+    pthread_mutex_unlock(&pe->mu);
+    if (n == NULL) {
+        return false;
+    }
+    *out = n->ev;
+    free(n);
+    return true;
+}
+
 bool pyeval_interrupt(struct pyeval *pe, const char *id) {
     bool hit = false;
     pthread_mutex_lock(&pe->mu);
-    if (pe->running && !pe->done && (id == NULL || strcmp(id, pe->cur_id) == 0)) {
+    if (pe->running && !pe->done && (id == NULL || strcmp(id, pe->cur->id) == 0)) {
         pthread_kill(pe->thread, INTERRUPT_SIGNAL);
         hit = true;
     }
     pthread_mutex_unlock(&pe->mu);
     return hit;
+}
+
+unsigned pyeval_pending(struct pyeval *pe) {
+    pthread_mutex_lock(&pe->mu);
+    unsigned n = pe->queued;
+    pthread_mutex_unlock(&pe->mu);
+    return n;
 }

@@ -1,6 +1,7 @@
 // The evaluator: embedded CPython on a thread of its own, running one eval at a time in the
 // board's __main__ globals, with output captured live into a bounded buffer that the event
-// loop drains into reply messages.
+// loop drains into reply messages, and events (log lines, reset requests, watchdog calls)
+// that code on the board raises for the loop to act on.
 #ifndef AGENT_PYEVAL_H
 #define AGENT_PYEVAL_H
 
@@ -12,6 +13,15 @@
 
 struct pyeval;
 
+struct pyeval_config {
+    const char *root;     // the board root (host path); becomes the working directory
+    const char *rtc_path; // the file that emulates RTC memory
+    const char *version;  // the agent's version
+    int reset_cause;      // machine.reset_cause() of this boot
+    bool safe_mode;       // booted in safe mode (run /safemode/main.py, not /main.py)
+    int wake_fd;          // written (one byte) when output or an event is ready
+};
+
 // Output of the current eval, taken by the event loop. data and error are malloc'd and owned
 // by the caller after pyeval_take.
 struct pyeval_chunk {
@@ -20,15 +30,34 @@ struct pyeval_chunk {
     size_t len;
     bool done;   // the eval finished and this is the rest of its output
     char *error; // when done: the traceback text, or NULL on success
+    // When done: repr of the result (NULL for statements or None) and whether the source ran
+    // as statements; for the plain JSON interface (repl/in).
+    char *result;
+    bool is_exec;
+    bool json; // the job came from repl/in and wants one JSON reply
 };
 
-// Starts the evaluator thread with Python initialized and the board root as its working
-// directory. wake_fd is written (one byte) whenever output becomes available.
-// Returns NULL on failure (with a message on stderr).
-struct pyeval *pyeval_start(const char *root, int wake_fd);
+enum pyeval_event_kind {
+    PYEVAL_LOG,         // text = "L message" (severity letter, space, message)
+    PYEVAL_RESET,       // text = mode: "n", "f", "s", "h"
+    PYEVAL_WDT_FEED,    // the loop-back feed arrived in the command path
+    PYEVAL_WDT_REQUIRE, // text = check name, seconds = period
+    PYEVAL_WDT_OK,      // text = check name
+};
+
+struct pyeval_event {
+    enum pyeval_event_kind kind;
+    char *text; // malloc'd, owned by the caller after pyeval_take_event
+    double seconds;
+};
+
+// Starts the evaluator thread with Python initialized. Returns NULL on failure (with a
+// message on stderr).
+struct pyeval *pyeval_start(const struct pyeval_config *cfg);
 
 // Queues an eval; takes ownership of src (malloc'd, len bytes, need not be NUL-terminated).
-void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len);
+// json=true marks a repl/in job (its output is collected for one JSON reply).
+void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json);
 
 // Takes up to max bytes of the current eval's output, but only when at least min bytes are
 // pending or the eval is done. Returns false when there was nothing to take.
@@ -37,8 +66,18 @@ bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk 
 // True when the current eval has output to take, or has finished.
 bool pyeval_has_output(struct pyeval *pe);
 
+// Takes the next event raised by code on the board. Returns false when there is none.
+bool pyeval_take_event(struct pyeval *pe, struct pyeval_event *out);
+
 // Raises KeyboardInterrupt in the running eval (if id is NULL or names it). Returns false
 // when no eval (of that id) is running.
 bool pyeval_interrupt(struct pyeval *pe, const char *id);
+
+// Number of evals queued or running.
+unsigned pyeval_pending(struct pyeval *pe);
+
+// Runs the application (main.py, or /safemode/main.py in safe mode) on a Python thread of its
+// own, in __main__'s globals, if the file exists. Call once, after start.
+void pyeval_start_app(struct pyeval *pe);
 
 #endif

@@ -28,7 +28,9 @@ enum mqb_err mqb_engine_init(struct mqb_engine *e, const struct mqb_platform *pl
 }
 
 static void xfer_free(struct mqb_engine *e, struct mqb_xfer *x, bool commit) {
-    if (x->fh >= 0) {
+    if (x->fh >= 0 && x->kind == MQB_XFER_OTA) {
+        e->plat->ota_close(e->ctx, x->fh, commit);
+    } else if (x->fh >= 0) {
         e->plat->file_close(e->ctx, x->fh, commit);
     }
     if (x->kind == MQB_XFER_EVAL) {
@@ -187,6 +189,14 @@ static enum mqb_err stream_accept(struct mqb_engine *e, enum mqb_xfer_kind kind,
 
 static enum mqb_err put_first(struct mqb_engine *e, struct mqb_xfer *x, const uint8_t **data,
                               size_t *len) {
+    if (x->kind == MQB_XFER_OTA) {
+        // The image's SHA-256 is the topic tail.
+        if (!mqb__parse_hex(x->path, strlen(x->path), x->sha256, MQB_SHA256_LEN)) {
+            return MQB_ERR_MALFORMED;
+        }
+        enum mqb_err err = e->plat->hash_init(e->ctx, slot_of(e, x));
+        return err != MQB_OK ? err : e->plat->ota_open(e->ctx, &x->fh);
+    }
     if (x->kind == MQB_XFER_XPUT) {
         // The first message of an xput carries the SHA-256 of the whole file, in hex.
         if (*len < SHA256_HEX_LEN ||
@@ -203,8 +213,12 @@ static enum mqb_err put_first(struct mqb_engine *e, struct mqb_xfer *x, const ui
     return e->plat->file_open_write(e->ctx, x->path, &x->fh);
 }
 
+static bool verified(const struct mqb_xfer *x) {
+    return x->kind == MQB_XFER_XPUT || x->kind == MQB_XFER_OTA;
+}
+
 static enum mqb_err put_last(struct mqb_engine *e, struct mqb_xfer *x) {
-    if (x->kind == MQB_XFER_XPUT) {
+    if (verified(x)) {
         uint8_t got[MQB_SHA256_LEN];
         enum mqb_err err = e->plat->hash_final(e->ctx, slot_of(e, x), got);
         if (err != MQB_OK) {
@@ -216,6 +230,9 @@ static enum mqb_err put_last(struct mqb_engine *e, struct mqb_xfer *x) {
     }
     int fh = x->fh;
     x->fh = -1;
+    if (x->kind == MQB_XFER_OTA) {
+        return e->plat->ota_close(e->ctx, fh, true);
+    }
     return e->plat->file_close(e->ctx, fh, true);
 }
 
@@ -223,7 +240,9 @@ static enum mqb_err on_put(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
                            const char *path, const struct mqb_hdr *h, const uint8_t *data,
                            size_t len, bool dup, uint64_t now_ms) {
     if (path[0] == '\0') {
-        reply_error(e, id, MQB_ERR_BADPATH, "put needs a file path in the topic");
+        reply_error(e, id, MQB_ERR_BADPATH,
+                    kind == MQB_XFER_OTA ? "ota needs the image's SHA-256 in the topic"
+                                         : "put needs a file path in the topic");
         return MQB_ERR_BADPATH;
     }
     struct mqb_xfer *x;
@@ -237,7 +256,7 @@ static enum mqb_err on_put(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
     if (err == MQB_OK && len > 0) {
         err = e->plat->file_write(e->ctx, x->fh, data, len);
     }
-    if (err == MQB_OK && kind == MQB_XFER_XPUT && len > 0) {
+    if (err == MQB_OK && verified(x) && len > 0) {
         err = e->plat->hash_update(e->ctx, slot_of(e, x), data, len);
     }
     if (err == MQB_OK && h->last) {
@@ -254,8 +273,9 @@ static enum mqb_err on_put(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
         xfer_fail(e, x, err);
         return err;
     }
-    if (kind == MQB_XFER_XPUT && x->received % (MQB_WINDOW / 2) == 0) {
-        // Flow control: acknowledge every half window ("SEQ n", n = index of this message).
+    if (verified(x) && x->received % (MQB_WINDOW / 2) == 0) {
+        // Flow control: acknowledge every half window ("SEQ n", n = index of this message),
+        // which for ota is the original's "every 8th message".
         char ack[32];
         struct mqb__strbuf sb;
         mqb__strbuf_init(&sb, ack, sizeof(ack));
@@ -441,6 +461,8 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
         return on_get(e, MQB_XFER_GET, id, tail, data, dlen, now_ms);
     } else if (strcmp(cmd, "xget") == 0) {
         return on_get(e, MQB_XFER_XGET, id, tail, data, dlen, now_ms);
+    } else if (strcmp(cmd, "ota") == 0 && e->plat->ota_open != NULL) {
+        return on_put(e, MQB_XFER_OTA, id, tail, &h, data, dlen, dup, now_ms);
     } else if (strcmp(cmd, "ack") == 0) {
         return on_ack(e, id, data, dlen, now_ms);
     } else if (strcmp(cmd, "caps") == 0) {

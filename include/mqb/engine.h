@@ -44,6 +44,11 @@ struct mqb_platform {
                          bool last);
     // An eval whose input stream failed (gap): forget what was buffered for id.
     void (*eval_abort)(void *ctx, const char *id);
+    // Optional (may be NULL, then ota is "not supported"): opens the inactive firmware slot
+    // for writing, and closes it; commit=true installs the image and makes it the one to
+    // boot next, commit=false discards it and leaves the boot choice as it was.
+    enum mqb_err (*ota_open)(void *ctx, int *fh);
+    enum mqb_err (*ota_close)(void *ctx, int fh, bool commit);
     // Optional (may be NULL): commands the engine does not know (interrupt, reset, ...).
     // Returns MQB_ERR_UNSUPPORTED for a command the platform does not know either.
     enum mqb_err (*command)(void *ctx, const char *cmd, const char *id, const char *tail,
@@ -59,6 +64,7 @@ enum mqb_xfer_kind {
     MQB_XFER_GET,  // original get: 2800-byte chunks, no acks
     MQB_XFER_XGET, // get with negotiated chunk, window and final hash
     MQB_XFER_EVAL, // multi-message eval input
+    MQB_XFER_OTA,  // firmware image into the inactive slot, hash in the topic tail
 };
 
 struct mqb_xfer {

@@ -84,7 +84,8 @@ class Board:
         self.log = open(self.tmp / "mqrepld.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "mqrepld"), "-p", str(self.broker.port), "--prefix", self.prefix,
-             "--root", str(self.root), "-v", *self.extra_args],
+             "--root", str(self.root), "--rtc-file", str(self.tmp / "rtc"), "-v",
+             *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         if wait:

@@ -1,0 +1,158 @@
+# mqrepld's Python side, run once when the evaluator starts: the importer for the embedded
+# MicroPython-compatibility modules, the u-module aliases, sys.path and sys.implementation,
+# the names the original mqboard's programs expect in __main__ (sys, machine, log, watchdog),
+# and logging to the board's PREFIX/log topic.
+import sys, types, threading, traceback, importlib, importlib.abc, importlib.util, logging
+import _mqb
+
+VERSION = _mqb.version()
+
+
+class _EmbeddedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports the modules built into mqrepld (uos, machine, watchdog, ...)."""
+
+    def __init__(self, sources):
+        self.sources = sources
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.sources:
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        code = compile(self.sources[module.__name__], "<mqrepld>/%s.py" % module.__name__, "exec")
+        exec(code, module.__dict__)
+
+
+sys.meta_path.insert(0, _EmbeddedFinder(_mqb.sources()))
+
+# MicroPython's u-prefixed names for the standard modules.
+for _name in ("binascii", "collections", "errno", "hashlib", "heapq", "io", "json", "random",
+              "re", "select", "socket", "ssl", "struct", "zlib", "asyncio"):
+    try:
+        sys.modules.setdefault("u" + _name, importlib.import_module(_name))
+    except ImportError:
+        pass
+sys.modules["usys"] = sys
+
+# The board's module path: the root and /lib, as on a MicroPython board.
+_root = _mqb.root()
+for _p in (_root + "/lib", _root):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+_impl = dict(vars(sys.implementation))
+_impl.update(name="mqrepld", version=tuple(int(x) for x in VERSION.split(".")),
+             _python=sys.implementation.name, _machine="mqrepld %s with Python %s" % (
+                 VERSION, sys.version.split()[0]))
+sys.implementation = types.SimpleNamespace(**_impl)
+
+
+class _MqttLogHandler(logging.Handler):
+    """Sends log records to PREFIX/log as 'L message' lines (L = severity letter)."""
+
+    def emit(self, record):
+        try:
+            _mqb.log(record.levelname[:1], self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_handler = _MqttLogHandler()
+_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+logging.getLogger().addHandler(_handler)
+logging.getLogger().setLevel(logging.INFO)
+
+
+class _Log:
+    """The original board's `log`: a logger that also has exc(exception, message)."""
+
+    def __init__(self, logger):
+        self._l = logger
+        for level in ("debug", "info", "warning", "error", "critical"):
+            setattr(self, level, getattr(logger, level))
+        self.warn = logger.warning
+
+    def exc(self, e, msg, *args):
+        self._l.error(msg, *args, exc_info=e)
+
+
+_eval_thread = threading.get_ident()  # this module is set up on the evaluator thread
+
+
+class _Out:
+    """sys.stdout and sys.stderr: output of an eval goes to its reply; output of other
+    threads (the application) goes to the log, as 'I' lines."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not " + type(s).__name__)
+        if threading.get_ident() == _eval_thread:
+            _mqb.write(s)
+        else:
+            for line in s.splitlines():
+                if line.strip():
+                    _mqb.log("I", line)
+        return len(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+sys.stdout = sys.stderr = _Out()
+
+
+def run(src, g):
+    """Runs src as the console REPL does: as an expression if it is one, else as one
+    interactive statement (its expression values are shown, as `import os; os.listdir()` at
+    the REPL), else as statements. Returns (repr of the result or None, traceback text or
+    None, whether it ran as statements)."""
+    is_exec = False
+    try:
+        try:
+            code = compile(src, "<stdin>", "eval")
+        except SyntaxError:
+            is_exec = True
+            try:
+                code = compile(src, "<stdin>", "single")
+            except SyntaxError:
+                code = compile(src, "<stdin>", "exec")
+        r = eval(code, g)
+        return (None if r is None else repr(r), None, is_exec)
+    except BaseException as ex:
+        # The user sees only their own frames.
+        tb = ex.__traceback__
+        if tb is not None and tb.tb_frame.f_code is run.__code__:
+            tb = tb.tb_next
+        return (None, "".join(traceback.format_exception(type(ex), ex, tb)), is_exec)
+
+
+def start_app(path, g):
+    """Runs the application file in __main__'s globals on a thread of its own."""
+
+    def app():
+        try:
+            with open(path) as f:
+                code = compile(f.read(), path[len(_root):] or path, "exec")
+            exec(code, g)
+        except BaseException as ex:
+            logging.getLogger("main").critical(
+                "application stopped: %s", "".join(traceback.format_exception(ex)).strip())
+
+    threading.Thread(target=app, name="main.py", daemon=True).start()
+
+
+def install(globals_):
+    """Puts the names the original tool's programs use into __main__'s globals."""
+    import uos, machine, watchdog
+    globals_.update(sys=sys, machine=machine, watchdog=watchdog, open=uos.board_open,
+                    log=_Log(logging.getLogger("main")))

@@ -1,0 +1,222 @@
+// The core engine's platform hooks on POSIX: publishing with back-pressure, the board
+// filesystem, SHA-256 (OpenSSL), eval input collection, OTA into the A/B slots, and the
+// commands the engine leaves to the agent (interrupt).
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+
+// Messages published but not yet acknowledged by the broker beyond which streams wait.
+#define OUT_QUEUE_MAX 64
+// Largest eval source accepted (over all its messages).
+#define EVAL_SRC_MAX (16u * 1024 * 1024)
+
+// Eval input that spans several messages, collected until its last message.
+struct eval_input {
+    char id[MQB_ID_MAX + 1];
+    char *buf;
+    size_t len;
+    bool used;
+};
+
+static enum mqb_err p_publish(void *ctx, const char *topic, const uint8_t *payload, size_t len) {
+    struct agent *a = ctx;
+    int rc = mqtt_publish(a, topic, payload, len, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        agent_log(a, 'W', "publish to %s failed: %s", topic, mosquitto_strerror(rc));
+        return MQB_ERR_IO;
+    }
+    return MQB_OK;
+}
+
+static size_t p_out_room(void *ctx) {
+    struct agent *a = ctx;
+    if (!a->connected || a->outstanding >= OUT_QUEUE_MAX) {
+        return 0;
+    }
+    return (size_t)(OUT_QUEUE_MAX - a->outstanding);
+}
+
+static enum mqb_err p_open_read(void *ctx, const char *path, int *fh, uint64_t *size) {
+    return fs_open_read(&((struct agent *)ctx)->fs, path, fh, size);
+}
+
+static enum mqb_err p_open_write(void *ctx, const char *path, int *fh) {
+    return fs_open_write(&((struct agent *)ctx)->fs, path, fh);
+}
+
+static enum mqb_err p_read(void *ctx, int fh, uint8_t *buf, size_t cap, size_t *n) {
+    return fs_read(&((struct agent *)ctx)->fs, fh, buf, cap, n);
+}
+
+static enum mqb_err p_write(void *ctx, int fh, const uint8_t *buf, size_t len) {
+    struct agent *a = ctx;
+    // OTA handles are numbered from FS_MAX_FILES up and are plain fds of the slots.
+    if (fh >= FS_MAX_FILES) {
+        return fs_write_fd(fh - FS_MAX_FILES, buf, len);
+    }
+    return fs_write(&a->fs, fh, buf, len);
+}
+
+static enum mqb_err p_close(void *ctx, int fh, bool commit) {
+    return fs_close(&((struct agent *)ctx)->fs, fh, commit);
+}
+
+static enum mqb_err p_hash_init(void *ctx, unsigned slot) {
+    struct agent *a = ctx;
+    return EVP_DigestInit_ex(a->hash[slot], EVP_sha256(), NULL) == 1 ? MQB_OK : MQB_ERR_IO;
+}
+
+static enum mqb_err p_hash_update(void *ctx, unsigned slot, const uint8_t *data, size_t len) {
+    struct agent *a = ctx;
+    return EVP_DigestUpdate(a->hash[slot], data, len) == 1 ? MQB_OK : MQB_ERR_IO;
+}
+
+static enum mqb_err p_hash_final(void *ctx, unsigned slot, uint8_t out[MQB_SHA256_LEN]) {
+    struct agent *a = ctx;
+    return EVP_DigestFinal_ex(a->hash[slot], out, NULL) == 1 ? MQB_OK : MQB_ERR_IO;
+}
+
+static struct eval_input *input_find(struct agent *a, const char *id, bool create) {
+    if (a->inputs == NULL) {
+        a->inputs = calloc(MQB_MAX_XFERS, sizeof(*a->inputs));
+    }
+    struct eval_input *free_slot = NULL;
+    for (unsigned i = 0; i < MQB_MAX_XFERS; i++) {
+        struct eval_input *in = &a->inputs[i];
+        if (in->used && strcmp(in->id, id) == 0) {
+            return in;
+        }
+        if (!in->used && free_slot == NULL) {
+            free_slot = in;
+        }
+    }
+    if (!create || free_slot == NULL) {
+        return NULL;
+    }
+    snprintf(free_slot->id, sizeof(free_slot->id), "%s", id);
+    free_slot->buf = NULL;
+    free_slot->len = 0;
+    free_slot->used = true;
+    return free_slot;
+}
+
+static void p_eval_abort(void *ctx, const char *id) {
+    struct eval_input *in = input_find(ctx, id, false);
+    if (in != NULL) {
+        free(in->buf);
+        in->used = false;
+    }
+}
+
+void agent_inputs_free(struct agent *a) {
+    for (unsigned i = 0; a->inputs != NULL && i < MQB_MAX_XFERS; i++) {
+        free(a->inputs[i].buf);
+    }
+    free(a->inputs);
+    a->inputs = NULL;
+}
+
+static void reply_err_text(struct agent *a, const char *id, const char *msg) {
+    mqb_engine_reply_err(&a->engine, id, msg, strlen(msg));
+}
+
+static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t len, bool first,
+                           bool last) {
+    struct agent *a = ctx;
+    if (a->cfg->verbose > 0) {
+        agent_log(a, 'D', "eval %s (%zu bytes%s)", id, len, last ? "" : ", more to come");
+    }
+    if (first && last) {
+        char *copy = malloc(len + 1);
+        memcpy(copy, src, len);
+        pyeval_submit(a->pe, id, copy, len, false);
+        return MQB_OK;
+    }
+    if (first) {
+        p_eval_abort(a, id);
+    }
+    struct eval_input *in = input_find(a, id, true);
+    if (in == NULL) {
+        reply_err_text(a, id, "too many evals being received at once");
+        return MQB_ERR_BUSY;
+    }
+    if (in->len + len > EVAL_SRC_MAX) {
+        p_eval_abort(a, id);
+        reply_err_text(a, id, "eval source too big: the board accepts at most 16 MB");
+        return MQB_ERR_TOOBIG;
+    }
+    in->buf = realloc(in->buf, in->len + len + 1);
+    memcpy(in->buf + in->len, src, len);
+    in->len += len;
+    if (last) {
+        pyeval_submit(a->pe, id, in->buf, in->len, false);
+        in->used = false;
+        in->buf = NULL;
+    }
+    return MQB_OK;
+}
+
+static enum mqb_err p_ota_open(void *ctx, int *fh) {
+    struct agent *a = ctx;
+    int fd;
+    if (a->slots.running < 0) {
+        return MQB_ERR_UNSUPPORTED;
+    }
+    if (slots_ota_open(&a->slots, &fd) != 0) {
+        return MQB_ERR_IO;
+    }
+    *fh = fd + FS_MAX_FILES;
+    return MQB_OK;
+}
+
+static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
+    struct agent *a = ctx;
+    if (slots_ota_close(&a->slots, fh - FS_MAX_FILES, commit) != 0) {
+        return MQB_ERR_IO;
+    }
+    if (commit) {
+        agent_log(a, 'W', "OTA: new image in slot %d, booted at the next reset",
+                  1 - a->slots.running);
+    }
+    return MQB_OK;
+}
+
+static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
+                              const uint8_t *data, size_t len) {
+    struct agent *a = ctx;
+    (void)data;
+    (void)len;
+    if (strcmp(cmd, "interrupt") == 0) {
+        // tail names the eval to interrupt; empty means whatever runs.
+        bool hit = pyeval_interrupt(a->pe, tail[0] != '\0' ? tail : NULL);
+        const char *r = hit ? "OK" : "no eval running";
+        mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, strlen(r));
+        return MQB_OK;
+    }
+    if (strcmp(cmd, "ota") == 0) {
+        reply_err_text(a, id, "ota needs the agent to run from A/B slots (mqrepld --slots DIR)");
+        return MQB_OK;
+    }
+    return MQB_ERR_UNSUPPORTED;
+}
+
+const struct mqb_platform agent_platform = {
+    .publish = p_publish,
+    .out_room = p_out_room,
+    .file_open_read = p_open_read,
+    .file_open_write = p_open_write,
+    .file_read = p_read,
+    .file_write = p_write,
+    .file_close = p_close,
+    .hash_init = p_hash_init,
+    .hash_update = p_hash_update,
+    .hash_final = p_hash_final,
+    .eval = p_eval,
+    .eval_abort = p_eval_abort,
+    .ota_open = p_ota_open,
+    .ota_close = p_ota_close,
+    .command = p_command,
+    .agent = "mqrepld " MQREPLD_VERSION,
+};
