@@ -195,6 +195,12 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
         mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, strlen(r));
         return MQB_OK;
     }
+    if (strcmp(cmd, "running") == 0) {
+        // Is the eval named by the tail queued or running? (The host's liveness check.)
+        const char *r = pyeval_known(a->pe, tail) ? "1" : "0";
+        mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, 1);
+        return MQB_OK;
+    }
     if (strcmp(cmd, "ota") == 0) {
         reply_err_text(a, id, "ota needs the agent to run from A/B slots (mqrepld --slots DIR)");
         return MQB_OK;

@@ -504,6 +504,16 @@ bool pyeval_interrupt(struct pyeval *pe, const char *id) {
     return hit;
 }
 
+bool pyeval_known(struct pyeval *pe, const char *id) {
+    pthread_mutex_lock(&pe->mu);
+    bool known = pe->running && strcmp(pe->cur->id, id) == 0;
+    for (struct job *j = pe->head; !known && j != NULL; j = j->next) {
+        known = strcmp(j->id, id) == 0;
+    }
+    pthread_mutex_unlock(&pe->mu);
+    return known;
+}
+
 unsigned pyeval_pending(struct pyeval *pe) {
     pthread_mutex_lock(&pe->mu);
     unsigned n = pe->queued;

@@ -73,6 +73,9 @@ bool pyeval_take_event(struct pyeval *pe, struct pyeval_event *out);
 // when no eval (of that id) is running.
 bool pyeval_interrupt(struct pyeval *pe, const char *id);
 
+// True when an eval of this id is queued or running.
+bool pyeval_known(struct pyeval *pe, const char *id);
+
 // Number of evals queued or running.
 unsigned pyeval_pending(struct pyeval *pe);
 

@@ -1,6 +1,10 @@
-// mqboard's eval command: send Python source, print the board's output as it arrives.
+// mqboard's eval, exec and run: send Python source (any size), print the board's output as
+// it arrives, forward Ctrl-C (and --timeout-run) to the board as an interrupt.
+#define _GNU_SOURCE
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tool.h"
 
@@ -20,14 +24,32 @@ static int send_source(struct session *s, const char *src, size_t len) {
     return EXIT_OK;
 }
 
+// Asks the board to raise KeyboardInterrupt in the running eval of the current command.
+static void send_interrupt(struct tool *t) {
+    struct session *s = &t->session;
+    session_send_cmd(s, "interrupt", s->id, NULL, 0);
+    if (t->opts.verbose) {
+        fprintf(stderr, "mqboard: interrupting the eval on the board\n");
+    }
+}
+
 // Receives the reply stream of an eval into out. *ends_nl tracks whether the output so far
-// ends with a newline.
-static int receive_output(struct session *s, FILE *out, bool *ends_nl) {
+// ends with a newline; *interrupted whether an interrupt was sent.
+static int receive_output(struct tool *t, FILE *out, bool *ends_nl, bool *interrupted) {
+    struct session *s = &t->session;
     struct mqb_seq seq;
     mqb_seq_init(&seq);
     for (;;) {
         struct reply r;
         int code = session_recv(s, -1, &r);
+        if (code == RECV_INTERRUPT) {
+            if (*interrupted) {
+                return EXIT_INTERRUPTED; // a second Ctrl-C: stop waiting
+            }
+            *interrupted = true;
+            send_interrupt(t);
+            continue;
+        }
         if (code != EXIT_OK) {
             return code;
         }
@@ -37,7 +59,8 @@ static int receive_output(struct session *s, FILE *out, bool *ends_nl) {
                 fputc('\n', out);
                 *ends_nl = true;
             }
-            return report_board_error(&r);
+            report_board_error(t, &r);
+            return *interrupted ? EXIT_INTERRUPTED : EXIT_BOARD;
         }
         bool single = mqb_hdr_is_single(&r.hdr);
         if (!single) {
@@ -46,7 +69,7 @@ static int receive_output(struct session *s, FILE *out, bool *ends_nl) {
                 continue;
             }
             if (err != MQB_OK) {
-                fprintf(stderr, "mqboard: a reply message was lost (%s)\n", mqb_strerror(err));
+                tool_error(t, "a reply message was lost (%s)", mqb_strerror(err));
                 return EXIT_BOARD;
             }
         }
@@ -70,10 +93,17 @@ int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
     if (code != EXIT_OK) {
         return code;
     }
-    bool ends_nl = true;
+    // A long eval keeps the board silent: ask whether it is alive instead of giving up.
+    s->ping_on_silence = true;
+    if (t->opts.timeout_run > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s->interrupt_at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + t->opts.timeout_run;
+    }
+    bool ends_nl = true, interrupted = false;
     code = send_source(s, src, len);
     if (code == EXIT_OK) {
-        code = receive_output(s, out, &ends_nl);
+        code = receive_output(t, out, &ends_nl, &interrupted);
     }
     session_end(s);
     // As the console REPL does, the result stands on a line of its own.
@@ -83,20 +113,51 @@ int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
     return code;
 }
 
-// Reads all of stdin into a malloc'd buffer.
-static char *read_stdin(size_t *len) {
-    size_t cap = 4096, n = 0;
+int run_capture(struct tool *t, const char *src, char **out) {
+    size_t len = 0;
+    FILE *f = open_memstream(out, &len);
+    int code = run_eval(t, src, strlen(src), f);
+    fclose(f);
+    return code;
+}
+
+// Reads all of a stream into a malloc'd buffer; NULL on a read error.
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 65536, n = 0, r;
     char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n, stdin)) > 0) {
+    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
         n += r;
         if (n == cap) {
             cap *= 2;
             buf = realloc(buf, cap);
         }
     }
+    if (ferror(f)) {
+        free(buf);
+        return NULL;
+    }
     *len = n;
     return buf;
+}
+
+// The source of eval/exec: the arguments joined with spaces, or stdin for "-".
+static char *source_from_args(int argc, char **argv, size_t *len) {
+    if (argc == 2 && strcmp(argv[1], "-") == 0) {
+        return read_all(stdin, len);
+    }
+    size_t n = 1;
+    for (int i = 1; i < argc; i++) {
+        n += strlen(argv[i]) + 1;
+    }
+    char *src = calloc(1, n);
+    for (int i = 1; i < argc; i++) {
+        strcat(src, argv[i]);
+        if (i + 1 < argc) {
+            strcat(src, " ");
+        }
+    }
+    *len = strlen(src);
+    return src;
 }
 
 int cmd_eval(struct tool *t, int argc, char **argv) {
@@ -105,24 +166,59 @@ int cmd_eval(struct tool *t, int argc, char **argv) {
         return EXIT_USAGE;
     }
     size_t len = 0;
-    char *src;
-    if (argc == 2 && strcmp(argv[1], "-") == 0) {
-        src = read_stdin(&len);
-    } else {
-        // Several words are joined with spaces, as a shell user would expect.
-        for (int i = 1; i < argc; i++) {
-            len += strlen(argv[i]) + 1;
-        }
-        src = calloc(1, len + 1);
-        for (int i = 1; i < argc; i++) {
-            strcat(src, argv[i]);
-            if (i + 1 < argc) {
-                strcat(src, " ");
-            }
-        }
-        len = strlen(src);
+    char *src = source_from_args(argc, argv, &len);
+    if (src == NULL) {
+        tool_error(t, "cannot read stdin");
+        return EXIT_LOCAL;
     }
-    int code = run_eval(t, src, len, stdout);
+    int code = run_eval(t, src, len, t->out);
+    free(src);
+    return code;
+}
+
+int cmd_exec(struct tool *t, int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: mqboard exec CODE|-\n");
+        return EXIT_USAGE;
+    }
+    size_t len = 0;
+    char *src = source_from_args(argc, argv, &len);
+    if (src == NULL) {
+        tool_error(t, "cannot read stdin");
+        return EXIT_LOCAL;
+    }
+    // A trailing statement makes the board run the code as statements (an expression's
+    // value is not shown), on our agent and on an original board alike.
+    src = realloc(src, len + 8);
+    memcpy(src + len, "\npass\n", 7);
+    int code = run_eval(t, src, len + 6, t->out);
+    free(src);
+    return code;
+}
+
+int cmd_run(struct tool *t, int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: mqboard run FILE\n");
+        return EXIT_USAGE;
+    }
+    FILE *f = strcmp(argv[1], "-") == 0 ? stdin : fopen(argv[1], "rb");
+    if (f == NULL) {
+        tool_error(t, "cannot read '%s': %s", argv[1], strerror(errno));
+        return EXIT_LOCAL;
+    }
+    size_t len = 0;
+    char *src = read_all(f, &len);
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (src == NULL) {
+        tool_error(t, "cannot read '%s'", argv[1]);
+        return EXIT_LOCAL;
+    }
+    // As a script: statements, even when the file is one expression.
+    src = realloc(src, len + 8);
+    memcpy(src + len, "\npass\n", 7);
+    int code = run_eval(t, src, len + 6, t->out);
     free(src);
     return code;
 }

@@ -1,6 +1,9 @@
-// mqboard's file transfers: put and get, flow-controlled and hash-verified against our agent
-// (xput/xget), plain put/get against a board running the original code.
+// mqboard's file transfers: put, get and cat, flow-controlled and hash-verified against our
+// agent (xput/xget), and put/get plus a hash check by eval against a board running the
+// original code. -r copies trees.
 #define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <openssl/evp.h>
@@ -9,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "remote.h"
 #include "tool.h"
 
 #define SHA256_HEX 64
@@ -36,11 +40,32 @@ static int file_sha256(FILE *f, char out[SHA256_HEX + 1]) {
     return bad ? EXIT_LOCAL : EXIT_OK;
 }
 
+static void take_sha(void *ctx, void *json) {
+    const cJSON *sha = cJSON_GetArrayItem(json, 1);
+    if (cJSON_IsString(sha)) {
+        snprintf(ctx, SHA256_HEX + 1, "%s", sha->valuestring);
+    }
+}
+
+// The SHA-256 of a board file, computed on the board (for boards without xput/xget).
+static int remote_sha(struct tool *t, const char *path, char out[SHA256_HEX + 1]) {
+    char *p = py_str(path);
+    size_t n = 3 * strlen(p) + 128;
+    char *prog = malloc(n);
+    snprintf(prog, n, "try:print(ujson.dumps([%s,_sha(%s)]))\nexcept OSError as e:_err(e,%s)", p, p,
+             p);
+    out[0] = '\0';
+    int code = remote_run(t, "sha256", prog, take_sha, out);
+    free(prog);
+    free(p);
+    return code;
+}
+
 // Handles a reply that arrives during a put: an error ends it, "SEQ n" acknowledges,
 // "OK" completes it. *acked counts the messages acknowledged.
-static int put_reply(const struct reply *r, uint32_t *acked, bool *done) {
+static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, bool *done) {
     if (r->is_err) {
-        return report_board_error(r);
+        return report_board_error(t, r);
     }
     if (r->len > 4 && memcmp(r->data, "SEQ ", 4) == 0) {
         uint32_t n = (uint32_t)strtoul((const char *)r->data + 4, NULL, 10);
@@ -53,31 +78,35 @@ static int put_reply(const struct reply *r, uint32_t *acked, bool *done) {
         *done = true;
         return EXIT_OK;
     }
-    fprintf(stderr, "mqboard: unexpected reply from the board: %.*s\n", (int)r->len,
-            (const char *)r->data);
+    tool_error(t, "unexpected reply from the board: %.*s", (int)r->len, (const char *)r->data);
     return EXIT_BOARD;
 }
 
-// Streams f to the board path remote. Extended boards get xput (hash first, windowed);
-// original boards get put in 1400-byte chunks.
-static int put_stream(struct session *s, FILE *f, uint64_t size, const char *remote,
-                      const struct board_caps *caps) {
-    bool ext = caps->proto >= 2;
-    size_t chunk = ext ? caps->chunk : MQB_CHUNK_ORIG_PUT;
-    uint32_t window = ext ? caps->window : UINT32_MAX;
-    uint32_t total = (uint32_t)((size + chunk - 1) / chunk) + (ext ? 1 : 0);
-    if (total == 0) {
-        total = 1; // an empty file still takes one (last) message
+// Streams f to the board: cmd is "xput" (hash first, windowed), "ota" (hash in the tail,
+// windowed) or "put" (the original: 1400-byte chunks, no acknowledgements).
+static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, const char *tail,
+                     const struct board_caps *caps, const char *label) {
+    struct session *s = &t->session;
+    bool xput = strcmp(cmd, "xput") == 0, windowed = strcmp(cmd, "put") != 0;
+    size_t chunk = xput ? caps->chunk : strcmp(cmd, "ota") == 0 ? 4096 : MQB_CHUNK_ORIG_PUT;
+    if (strcmp(cmd, "ota") == 0 && caps->proto >= 2) {
+        chunk = caps->chunk;
     }
-    int code = session_begin(s, ext ? "xput" : "put");
+    uint32_t window = !windowed ? UINT32_MAX : caps->proto >= 2 ? caps->window : 16;
+    uint32_t total = (uint32_t)((size + chunk - 1) / chunk) + (xput ? 1 : 0);
+    total = total == 0 ? 1 : total; // an empty file still takes one (last) message
+    int code = session_begin(s, cmd);
     uint8_t *buf = malloc(chunk);
     uint32_t sent = 0, acked = 0;
+    uint64_t bytes = 0;
     bool done = false;
-    if (ext && code == EXIT_OK) {
+    struct progress pg;
+    progress_begin(t, &pg, label, size);
+    if (xput && code == EXIT_OK) {
         char sha[SHA256_HEX + 1];
         code = file_sha256(f, sha);
         if (code == EXIT_OK) {
-            code = session_send(s, remote, 0, total == 1, (const uint8_t *)sha, SHA256_HEX);
+            code = session_send(s, tail, 0, total == 1, (const uint8_t *)sha, SHA256_HEX);
             sent = 1;
         }
     }
@@ -85,184 +114,299 @@ static int put_stream(struct session *s, FILE *f, uint64_t size, const char *rem
         while (code == EXIT_OK && sent < total && sent < acked + window) {
             size_t n = fread(buf, 1, chunk, f);
             if (ferror(f)) {
-                fprintf(stderr, "mqboard: read error: %s\n", strerror(errno));
+                tool_error(t, "read error: %s", strerror(errno));
                 code = EXIT_LOCAL;
                 break;
             }
             code =
-                session_send(s, remote, (uint16_t)(sent & MQB_SEQ_MASK), sent + 1 == total, buf, n);
+                session_send(s, tail, (uint16_t)(sent & MQB_SEQ_MASK), sent + 1 == total, buf, n);
             sent++;
+            bytes += n;
+            progress_update(&pg, bytes);
             // Look at replies without waiting, so that an early error stops the stream.
             struct reply r;
             if (code == EXIT_OK && session_recv(s, 0, &r) == EXIT_OK) {
-                code = put_reply(&r, &acked, &done);
+                code = put_reply(t, &r, &acked, &done);
             }
         }
         struct reply r;
         if (code == EXIT_OK && !done) {
             code = session_recv(s, -1, &r);
+            code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
             if (code == EXIT_OK) {
-                code = put_reply(&r, &acked, &done);
+                code = put_reply(t, &r, &acked, &done);
             }
         }
     }
+    progress_end(&pg);
     free(buf);
     session_end(s);
     return code;
 }
 
-// Puts the local file local at the board path remote ("dir/" puts it into dir).
-static int put_one(struct tool *t, const char *local, const char *remote) {
-    char path[MQB_PATH_MAX + 1];
-    size_t rlen = strlen(remote);
-    if (rlen > 0 && remote[rlen - 1] == '/') {
-        char *copy = strdup(local);
-        snprintf(path, sizeof(path), "%s%s", remote, basename(copy));
-        free(copy);
-        remote = path;
-    }
-    FILE *f = fopen(local, "rb");
+static int open_local(struct tool *t, const char *local, FILE **f, uint64_t *size) {
     struct stat st;
-    if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "mqboard: cannot read '%s': %s\n", local,
-                f == NULL ? strerror(errno) : "not a regular file");
-        if (f != NULL) {
-            fclose(f);
+    *f = fopen(local, "rb");
+    if (*f == NULL || fstat(fileno(*f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        tool_error(t, "cannot read '%s': %s", local,
+                   *f == NULL ? strerror(errno) : "not a regular file");
+        if (*f != NULL) {
+            fclose(*f);
         }
         return EXIT_LOCAL;
     }
+    *size = (uint64_t)st.st_size;
+    return EXIT_OK;
+}
+
+int put_file(struct tool *t, const char *local, const char *remote) {
+    FILE *f;
+    uint64_t size;
     struct board_caps caps;
-    int code = session_connect(t);
+    int code = open_local(t, local, &f, &size);
+    if (code != EXIT_OK) {
+        return code;
+    }
+    code = session_connect(t);
     if (code == EXIT_OK) {
         code = session_caps(&t->session, &caps);
     }
     if (code == EXIT_OK) {
-        code = put_stream(&t->session, f, (uint64_t)st.st_size, remote, &caps);
+        code = stream_up(t, f, size, caps.proto >= 2 ? "xput" : "put", remote, &caps, remote);
+    }
+    // An original board cannot verify a put itself: compare the hashes afterwards.
+    if (code == EXIT_OK && caps.proto < 2) {
+        char want[SHA256_HEX + 1], got[SHA256_HEX + 1];
+        code = file_sha256(f, want);
+        if (code == EXIT_OK) {
+            code = remote_sha(t, remote, got);
+        }
+        if (code == EXIT_OK && strcmp(want, got) != 0) {
+            tool_error(t, "%s: the board's copy differs from the local file (hash mismatch)",
+                       remote);
+            code = EXIT_BOARD;
+        }
     }
     fclose(f);
     return code;
 }
 
+int cmd_ota(struct tool *t, int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: mqboard ota IMAGE\n");
+        return EXIT_USAGE;
+    }
+    FILE *f;
+    uint64_t size;
+    struct board_caps caps;
+    char sha[SHA256_HEX + 1];
+    int code = open_local(t, argv[1], &f, &size);
+    if (code != EXIT_OK) {
+        return code;
+    }
+    code = file_sha256(f, sha);
+    if (code == EXIT_OK) {
+        code = session_connect(t);
+    }
+    if (code == EXIT_OK) {
+        code = session_caps(&t->session, &caps);
+    }
+    if (code == EXIT_OK) {
+        code = stream_up(t, f, size, "ota", sha, &caps, "ota");
+    }
+    fclose(f);
+    if (code == EXIT_OK && !t->opts.json) {
+        fprintf(t->out, "OTA done: the new image boots at the next reset (mqboard reset)\n");
+    }
+    return code;
+}
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static char *join(const char *a, const char *b) {
+    char *r;
+    size_t n = strlen(a);
+    return asprintf(&r, "%s%s%s", a, n > 0 && a[n - 1] == '/' ? "" : "/", b) < 0 ? NULL : r;
+}
+
+static char *base_of(const char *path) {
+    char *copy = strdup(path);
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/') {
+        copy[--n] = '\0';
+    }
+    char *b = strdup(basename(copy));
+    free(copy);
+    return b;
+}
+
+// Copies a local tree to the board: directories are created by the puts' parents.
+static int put_tree(struct tool *t, const char *local, const char *remote) {
+    DIR *d = opendir(local);
+    if (d == NULL) {
+        tool_error(t, "cannot read directory '%s': %s", local, strerror(errno));
+        return EXIT_LOCAL;
+    }
+    int code = EXIT_OK;
+    struct dirent *e;
+    while (code == EXIT_OK && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        char *l = join(local, e->d_name), *r = join(remote, e->d_name);
+        code = is_dir(l) ? put_tree(t, l, r) : put_file(t, l, r);
+        free(l);
+        free(r);
+    }
+    closedir(d);
+    return code;
+}
+
 int cmd_put(struct tool *t, int argc, char **argv) {
+    bool recursive = argc > 1 && strcmp(argv[1], "-r") == 0;
+    argc -= recursive;
+    argv += recursive;
     if (argc < 3) {
-        fprintf(stderr, "usage: mqboard put LOCAL... REMOTE\n");
+        fprintf(stderr, "usage: mqboard put [-r] LOCAL... REMOTE\n");
         return EXIT_USAGE;
     }
     const char *remote = argv[argc - 1];
-    if (argc > 3 && remote[strlen(remote) - 1] != '/') {
-        fprintf(stderr, "mqboard: several files go into a directory: end REMOTE with '/'\n");
+    bool into_dir = remote[strlen(remote) - 1] == '/';
+    if (argc > 3 && !into_dir) {
+        tool_error(t, "several files go into a directory: end REMOTE with '/'");
         return EXIT_USAGE;
     }
-    for (int i = 1; i < argc - 1; i++) {
-        int code = put_one(t, argv[i], remote);
-        if (code != EXIT_OK) {
-            return code;
+    int code = EXIT_OK;
+    for (int i = 1; code == EXIT_OK && i < argc - 1; i++) {
+        char *b = base_of(argv[i]);
+        char *target = into_dir ? join(remote, b) : strdup(remote);
+        if (is_dir(argv[i]) && !recursive) {
+            tool_error(t, "'%s' is a directory (use put -r)", argv[i]);
+            code = EXIT_USAGE;
+        } else {
+            code = is_dir(argv[i]) ? put_tree(t, argv[i], target) : put_file(t, argv[i], target);
         }
+        free(b);
+        free(target);
     }
-    return EXIT_OK;
+    return code;
 }
 
-// Where get writes: stdout, or a temporary file renamed over the target at the end.
+// Where get writes: a stream (stdout), or a temporary file renamed over the target at the end.
 struct sink {
     FILE *f;
-    const char *target; // NULL for stdout
-    char tmp[4096];
+    const char *target; // NULL for a stream
+    char *tmp;
     EVP_MD_CTX *md;
 };
 
-static int sink_open(struct sink *k, const char *local) {
+static int sink_open(struct tool *t, struct sink *k, const char *local) {
     memset(k, 0, sizeof(*k));
     k->md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(k->md, EVP_sha256(), NULL);
     if (local == NULL) {
-        k->f = stdout;
+        k->f = t->out;
         return EXIT_OK;
     }
     k->target = local;
-    if (snprintf(k->tmp, sizeof(k->tmp), "%s.mqb-part", local) >= (int)sizeof(k->tmp)) {
-        fprintf(stderr, "mqboard: local path too long: %s\n", local);
-        return EXIT_LOCAL;
-    }
-    k->f = fopen(k->tmp, "wb");
-    if (k->f == NULL) {
-        fprintf(stderr, "mqboard: cannot write '%s': %s\n", k->tmp, strerror(errno));
+    if (asprintf(&k->tmp, "%s.mqb-part", local) < 0 || (k->f = fopen(k->tmp, "wb")) == NULL) {
+        tool_error(t, "cannot write '%s': %s", local, strerror(errno));
         return EXIT_LOCAL;
     }
     return EXIT_OK;
 }
 
-static int sink_write(struct sink *k, const uint8_t *data, size_t len) {
+static int sink_write(struct tool *t, struct sink *k, const uint8_t *data, size_t len) {
     EVP_DigestUpdate(k->md, data, len);
     if (len > 0 && fwrite(data, 1, len, k->f) != len) {
-        fprintf(stderr, "mqboard: write error: %s\n", strerror(errno));
+        tool_error(t, "write error: %s", strerror(errno));
         return EXIT_LOCAL;
     }
     return EXIT_OK;
+}
+
+static void sink_hash(struct sink *k, char out[SHA256_HEX + 1]) {
+    uint8_t md[32];
+    EVP_DigestFinal_ex(k->md, md, NULL);
+    hex(md, sizeof(md), out);
 }
 
 // Finishes the sink: on success the file replaces the target; otherwise it is removed.
-static int sink_close(struct sink *k, int code) {
+static int sink_close(struct tool *t, struct sink *k, int code) {
     EVP_MD_CTX_free(k->md);
     if (k->target == NULL || k->f == NULL) {
-        fflush(stdout);
+        fflush(k->f);
+        free(k->tmp);
         return code;
     }
     if (fclose(k->f) != 0 && code == EXIT_OK) {
-        fprintf(stderr, "mqboard: write error on '%s': %s\n", k->tmp, strerror(errno));
+        tool_error(t, "write error on '%s': %s", k->tmp, strerror(errno));
         code = EXIT_LOCAL;
     }
     if (code == EXIT_OK && rename(k->tmp, k->target) != 0) {
-        fprintf(stderr, "mqboard: cannot write '%s': %s\n", k->target, strerror(errno));
+        tool_error(t, "cannot write '%s': %s", k->target, strerror(errno));
         code = EXIT_LOCAL;
     }
     if (code != EXIT_OK) {
         unlink(k->tmp);
     }
+    free(k->tmp);
     return code;
 }
 
-static int check_hash(struct sink *k, const struct reply *r) {
-    uint8_t md[32];
-    char want[SHA256_HEX + 1];
-    EVP_DigestFinal_ex(k->md, md, NULL);
-    hex(md, sizeof(md), want);
-    if (r->len != SHA256_HEX || memcmp(r->data, want, SHA256_HEX) != 0) {
-        fprintf(stderr, "mqboard: hash mismatch: the file arrived damaged; nothing written\n");
-        return EXIT_BOARD;
-    }
-    return EXIT_OK;
-}
-
 // Receives a get (or xget) stream into the sink, acknowledging as the board's window needs.
-static int get_stream(struct session *s, struct sink *k, bool ext, unsigned window) {
+static int stream_down(struct tool *t, struct sink *k, bool ext, unsigned window,
+                       const char *label) {
+    struct session *s = &t->session;
     struct mqb_seq seq;
     mqb_seq_init(&seq);
     uint32_t received = 0;
+    uint64_t bytes = 0;
+    struct progress pg;
+    progress_begin(t, &pg, label, 0);
     for (;;) {
         struct reply r;
         int code = session_recv(s, -1, &r);
-        if (code != EXIT_OK) {
-            return code;
+        code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
+        if (code == EXIT_OK && r.is_err) {
+            code = report_board_error(t, &r);
         }
-        if (r.is_err) {
-            return report_board_error(&r);
-        }
-        enum mqb_err err = mqb_seq_check(&seq, &r.hdr);
+        enum mqb_err err = code == EXIT_OK ? mqb_seq_check(&seq, &r.hdr) : MQB_OK;
         if (err == MQB_ERR_DUP) {
             continue;
         }
         if (err != MQB_OK) {
-            fprintf(stderr, "mqboard: a message of the file was lost; nothing written\n");
-            return EXIT_BOARD;
+            tool_error(t, "a message of the file was lost; nothing written");
+            code = EXIT_BOARD;
+        }
+        if (code != EXIT_OK) {
+            progress_end(&pg);
+            return code;
         }
         received++;
         if (r.hdr.last) {
-            return ext ? check_hash(k, &r) : sink_write(k, r.data, r.len);
+            progress_end(&pg);
+            if (!ext) {
+                return sink_write(t, k, r.data, r.len);
+            }
+            char got[SHA256_HEX + 1];
+            sink_hash(k, got);
+            if (r.len != SHA256_HEX || memcmp(r.data, got, SHA256_HEX) != 0) {
+                tool_error(t, "hash mismatch: the file arrived damaged; nothing written");
+                return EXIT_BOARD;
+            }
+            return EXIT_OK;
         }
-        // An xget's first message is the file size, not data.
-        if (!(ext && received == 1) && (code = sink_write(k, r.data, r.len)) != EXIT_OK) {
+        if (ext && received == 1) {
+            pg.total = strtoull((const char *)r.data, NULL, 10); // the size, not data
+        } else if ((code = sink_write(t, k, r.data, r.len)) != EXIT_OK) {
             return code;
         }
+        bytes += received == 1 && ext ? 0 : r.len;
+        progress_update(&pg, bytes);
         if (ext && received % (window / 2) == 0) {
             char ack[24];
             int n = snprintf(ack, sizeof(ack), "%u", received);
@@ -271,25 +415,10 @@ static int get_stream(struct session *s, struct sink *k, bool ext, unsigned wind
     }
 }
 
-static int get_one(struct tool *t, const char *remote, const char *local) {
+int get_file(struct tool *t, const char *remote, const char *local) {
     struct session *s = &t->session;
     struct board_caps caps;
     struct sink k;
-    char path[4096];
-    struct stat st;
-    if (local != NULL && strcmp(local, "-") == 0) {
-        local = NULL;
-    }
-    if (local != NULL && stat(local, &st) == 0 && S_ISDIR(st.st_mode)) {
-        char *copy = strdup(remote);
-        int n = snprintf(path, sizeof(path), "%s/%s", local, basename(copy));
-        free(copy);
-        if (n >= (int)sizeof(path)) {
-            fprintf(stderr, "mqboard: local path too long: %s\n", local);
-            return EXIT_LOCAL;
-        }
-        local = path;
-    }
     int code = session_connect(t);
     if (code == EXIT_OK) {
         code = session_caps(s, &caps);
@@ -298,7 +427,7 @@ static int get_one(struct tool *t, const char *remote, const char *local) {
         return code;
     }
     bool ext = caps.proto >= 2;
-    code = sink_open(&k, local);
+    code = sink_open(t, &k, local);
     if (code == EXIT_OK) {
         code = session_begin(s, ext ? "xget" : "get");
     }
@@ -308,16 +437,82 @@ static int get_one(struct tool *t, const char *remote, const char *local) {
         code = session_send(s, remote, 0, true, (const uint8_t *)opts, (size_t)n);
     }
     if (code == EXIT_OK) {
-        code = get_stream(s, &k, ext, caps.window);
+        code = stream_down(t, &k, ext, caps.window, remote);
     }
     session_end(s);
-    return sink_close(&k, code);
+    // An original board sends no hash: ask for one and compare.
+    if (code == EXIT_OK && !ext) {
+        char want[SHA256_HEX + 1], got[SHA256_HEX + 1];
+        sink_hash(&k, got);
+        code = remote_sha(t, remote, want);
+        if (code == EXIT_OK && strcmp(want, got) != 0) {
+            tool_error(t, "%s: hash mismatch: the file arrived damaged; nothing written", remote);
+            code = EXIT_BOARD;
+        }
+    }
+    return sink_close(t, &k, code);
+}
+
+static int get_tree(struct tool *t, const char *remote, const char *local) {
+    struct rlist l;
+    int code = remote_list(t, remote, true, false, &l);
+    size_t rlen = strlen(remote);
+    if (code == EXIT_OK && mkdir(local, 0755) != 0 && errno != EEXIST) {
+        tool_error(t, "cannot create '%s': %s", local, strerror(errno));
+        code = EXIT_LOCAL;
+    }
+    for (size_t i = 0; code == EXIT_OK && i < l.n; i++) {
+        // Entries come back as REMOTE/sub/path: mirror sub/path under local.
+        const char *sub = l.v[i].path + (strncmp(l.v[i].path, remote, rlen) == 0 ? rlen : 0);
+        char *dst = join(local, sub[0] == '/' ? sub + 1 : sub);
+        if (l.v[i].dir) {
+            if (mkdir(dst, 0755) != 0 && errno != EEXIST) {
+                tool_error(t, "cannot create '%s': %s", dst, strerror(errno));
+                code = EXIT_LOCAL;
+            }
+        } else {
+            code = get_file(t, l.v[i].path, dst);
+        }
+        free(dst);
+    }
+    rlist_free(&l);
+    return code;
 }
 
 int cmd_get(struct tool *t, int argc, char **argv) {
+    bool recursive = argc > 1 && strcmp(argv[1], "-r") == 0;
+    argc -= recursive;
+    argv += recursive;
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: mqboard get REMOTE [LOCAL|-]\n");
+        fprintf(stderr, "usage: mqboard get [-r] REMOTE [LOCAL|-]\n");
         return EXIT_USAGE;
     }
-    return get_one(t, argv[1], argc == 3 ? argv[2] : NULL);
+    const char *remote = argv[1];
+    const char *local = argc == 3 && strcmp(argv[2], "-") != 0 ? argv[2] : NULL;
+    if (recursive) {
+        char *b = base_of(remote);
+        char *dst = local == NULL ? strdup(b) : is_dir(local) ? join(local, b) : strdup(local);
+        int code = get_tree(t, remote, dst);
+        free(b);
+        free(dst);
+        return code;
+    }
+    char *b = base_of(remote);
+    char *dst = local != NULL && is_dir(local) ? join(local, b) : NULL;
+    int code = get_file(t, remote, dst != NULL ? dst : local);
+    free(dst);
+    free(b);
+    return code;
+}
+
+int cmd_cat(struct tool *t, int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: mqboard cat REMOTE...\n");
+        return EXIT_USAGE;
+    }
+    int code = EXIT_OK;
+    for (int i = 1; code == EXIT_OK && i < argc; i++) {
+        code = get_file(t, argv[i], NULL);
+    }
+    return code;
 }

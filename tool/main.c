@@ -1,10 +1,17 @@
-// mqboard: the host tool's entry point: global options (MQBOARD_* variables, then command-line
-// options), and the command table that every subcommand is dispatched through.
+// mqboard: the host tool's entry point: settings (config file and profiles, then MQBOARD_*
+// variables, then options), the command table every subcommand is dispatched through, help,
+// and the --json document.
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tool.h"
+
+volatile int tool_interrupted;
 
 struct command {
     const char *name;
@@ -14,43 +21,78 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board (expression or statements)"},
-    {"put", cmd_put, "LOCAL... REMOTE", "copy files to the board (REMOTE/ for a directory)"},
-    {"get", cmd_get, "REMOTE [LOCAL|-]", "copy a file from the board (stdout by default)"},
+    {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result"},
+    {"exec", cmd_exec, "CODE|-", "run Python statements on the board; shows their output"},
+    {"run", cmd_run, "FILE", "run a local script on the board, output as it is produced"},
+    {"put", cmd_put, "[-r] LOCAL... REMOTE", "copy files (trees with -r) to the board"},
+    {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board"},
+    {"cat", cmd_cat, "REMOTE...", "print board files"},
+    {"ls", cmd_ls, "[-l] [-r] [DIR]", "list a board directory"},
+    {"tree", cmd_tree, "[DIR]", "show a board directory tree"},
+    {"rm", cmd_rm, "[-r] PATH...", "remove board files (trees with -r)"},
+    {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories"},
+    {"rmdir", cmd_rmdir, "DIR...", "remove empty board directories"},
+    {"mv", cmd_mv, "SRC DST", "rename or move a board file or directory"},
+    {"sha256sum", cmd_sha256sum, "FILE...", "SHA-256 of board files"},
+    {"df", cmd_df, "[PATH]", "the board filesystem's size and free space"},
+    {"sync", cmd_sync, "[-n] SPEC | [-n] [--delete] LOCALDIR REMOTEDIR",
+     "copy what differs (by SHA-256) to the board"},
+    {"ota", cmd_ota, "IMAGE", "stream a firmware image into the board's inactive slot"},
+    {"reset", cmd_reset, "[--normal|--safe|--soft|--hard]", "reset the board"},
+    {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)"},
+    {"status", cmd_status, "", "the board's presence: online/offline, version, mode"},
 };
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: mqboard [options] COMMAND [args]\n\n"
-               "options (defaults from MQBOARD_SERVER, MQBOARD_PORT, MQBOARD_PREFIX, "
-               "MQBOARD_TIMEOUT, ...):\n"
+    fprintf(f, "usage: mqboard [options] COMMAND [args]      (mqboard help COMMAND for more)\n\n"
+               "options:\n"
+               "  -b, --board NAME        use the [NAME] profile of the config file\n"
                "  -s, --server HOST       broker host (default 127.0.0.1)\n"
                "  -p, --port PORT         broker port (default 1883, 8883 with TLS)\n"
                "      --prefix PREFIX     the board's topic prefix, e.g. esp32/kitchen\n"
                "      --topic PREFIX      same as --prefix (the original tool's name)\n"
-               "  -T, --timeout SECONDS   give up after this much silence from the board "
-               "(default 10)\n"
+               "  -T, --timeout SECONDS   give up after this much silence from the board (10)\n"
+               "      --timeout-run SECS  interrupt eval/exec/run after this long\n"
                "  -u, --username USER     broker user name\n"
-               "  -P, --password PASS     broker password (MQBOARD_PASSWORD)\n"
+               "  -P, --password PASS     broker password\n"
                "      --tls               use TLS (system CA certificates)\n"
                "      --cafile FILE       use TLS with this CA certificate\n"
                "      --psk-identity ID   TLS-PSK identity\n"
-               "      --psk HEXKEY        TLS-PSK key (MQBOARD_PSK)\n"
+               "      --psk HEXKEY        TLS-PSK key\n"
+               "  -j, --json              print one JSON document (result, output, error, time)\n"
+               "  -q, --quiet             no progress bar\n"
                "  -v, --verbose           say more (twice: every message)\n"
                "  -V, --version           print the version\n"
                "  -h, --help              this help\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        fprintf(f, "  %-5s %-18s %s\n", commands[i].name, commands[i].args, commands[i].summary);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
-    fprintf(f, "\nexit codes: 0 ok, 1 board error, 2 usage, 3 timeout, 4 connection, "
-               "5 local file\n");
+    fprintf(f, "\nSettings: $XDG_CONFIG_HOME/mqboard/config (key = value, [NAME] profiles), then\n"
+               "MQBOARD_SERVER, MQBOARD_PORT, MQBOARD_PREFIX, MQBOARD_TIMEOUT, MQBOARD_USERNAME,\n"
+               "MQBOARD_PASSWORD, MQBOARD_PSK_IDENTITY, MQBOARD_PSK, MQBOARD_BOARD, then options.\n"
+               "Exit codes: 0 ok, 1 board error, 2 usage, 3 timeout, 4 broker connection,\n"
+               "5 local file, 130 interrupted.\n");
 }
 
-static const char *env_or(const char *name, const char *dflt) {
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : dflt;
+static int help(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, argv[1]) == 0) {
+            printf("usage: mqboard [options] %s %s\n\n%s.\n", commands[i].name, commands[i].args,
+                   commands[i].summary);
+            printf("See mqboard(1) for the details of every command.\n");
+            return EXIT_OK;
+        }
+    }
+    fprintf(stderr, "mqboard: no command '%s' (see mqboard help)\n", argv[1]);
+    return EXIT_USAGE;
 }
 
-static bool parse_number(const char *what, const char *s, double lo, double hi, double *out) {
+static bool set_number(const char *what, const char *s, double lo, double hi, double *out) {
     char *end;
     double v = strtod(s, &end);
     if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
@@ -61,75 +103,208 @@ static bool parse_number(const char *what, const char *s, double lo, double hi, 
     return true;
 }
 
-// Settings from the environment, as the original tool read them.
-static bool opts_from_env(struct tool_opts *o) {
-    double port = 0, timeout = 10;
-    o->server = env_or("MQBOARD_SERVER", "127.0.0.1");
-    o->prefix = env_or("MQBOARD_PREFIX", env_or("MQBOARD_TOPIC", NULL));
-    o->username = env_or("MQBOARD_USERNAME", env_or("MQBOARD_USER", NULL));
-    o->password = env_or("MQBOARD_PASSWORD", NULL);
-    o->cafile = env_or("MQBOARD_CAFILE", NULL);
-    o->psk_identity = env_or("MQBOARD_PSK_IDENTITY", NULL);
-    o->psk = env_or("MQBOARD_PSK", NULL);
-    o->tls = env_or("MQBOARD_TLS", NULL) != NULL;
-    const char *p = env_or("MQBOARD_PORT", NULL);
-    const char *t = env_or("MQBOARD_TIMEOUT", NULL);
-    if ((p != NULL && !parse_number("MQBOARD_PORT", p, 1, 65535, &port)) ||
-        (t != NULL && !parse_number("MQBOARD_TIMEOUT", t, 0.1, 86400, &timeout))) {
+// A copy of a setting's value that stays reachable for the life of the process (values from
+// the config file; a later setting may replace the pointer, the copy is not lost).
+static const char *keep(const char *value) {
+    static char *kept[256];
+    static size_t n;
+    char *copy = strdup(value);
+    if (n < sizeof(kept) / sizeof(kept[0])) {
+        kept[n++] = copy;
+    }
+    return copy;
+}
+
+// Applies one setting by name (config file keys and variables share the names).
+static bool set_opt(struct tool_opts *o, const char *key, const char *value, const char *from) {
+    double v;
+    char what[256];
+    snprintf(what, sizeof(what), "%s (%s)", key, from);
+    if (strcmp(key, "server") == 0) {
+        o->server = keep(value);
+    } else if (strcmp(key, "port") == 0) {
+        if (!set_number(what, value, 1, 65535, &v)) {
+            return false;
+        }
+        o->port = (int)v;
+    } else if (strcmp(key, "prefix") == 0 || strcmp(key, "topic") == 0) {
+        o->prefix = keep(value);
+    } else if (strcmp(key, "timeout") == 0) {
+        return set_number(what, value, 0.1, 86400, &o->timeout);
+    } else if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0) {
+        o->username = keep(value);
+    } else if (strcmp(key, "password") == 0) {
+        o->password = keep(value);
+    } else if (strcmp(key, "tls") == 0) {
+        o->tls = strcmp(value, "0") != 0 && strcmp(value, "false") != 0 && value[0] != '\0';
+    } else if (strcmp(key, "cafile") == 0) {
+        o->cafile = keep(value);
+    } else if (strcmp(key, "psk-identity") == 0 || strcmp(key, "psk_identity") == 0) {
+        o->psk_identity = keep(value);
+    } else if (strcmp(key, "psk") == 0) {
+        o->psk = keep(value);
+    } else {
+        fprintf(stderr, "mqboard: %s: unknown setting '%s'\n", from, key);
         return false;
     }
-    o->port = (int)port;
-    o->timeout = timeout;
     return true;
 }
 
-// Parses the global options; returns the index of the command or -1 after a message.
-static int parse_opts(struct tool_opts *o, int argc, char **argv) {
-    enum { OPT_PREFIX = 256, OPT_TLS, OPT_CAFILE, OPT_PSK_ID, OPT_PSK };
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, 's'},
-        {"port", required_argument, NULL, 'p'},
-        {"prefix", required_argument, NULL, OPT_PREFIX},
-        {"topic", required_argument, NULL, OPT_PREFIX},
-        {"timeout", required_argument, NULL, 'T'},
-        {"username", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'P'},
-        {"tls", no_argument, NULL, OPT_TLS},
-        {"cafile", required_argument, NULL, OPT_CAFILE},
-        {"psk-identity", required_argument, NULL, OPT_PSK_ID},
-        {"psk", required_argument, NULL, OPT_PSK},
-        {"verbose", no_argument, NULL, 'v'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+// The config file: top-level settings, then the [board] section's.
+static bool load_config(struct tool_opts *o, const char *board) {
+    char path[4096];
+    const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+    if (xdg != NULL && xdg[0] != '\0') {
+        snprintf(path, sizeof(path), "%s/mqboard/config", xdg);
+    } else {
+        snprintf(path, sizeof(path), "%s/.config/mqboard/config", home ? home : ".");
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (board != NULL) {
+            fprintf(stderr, "mqboard: no config file %s for board '%s'\n", path, board);
+            return false;
+        }
+        return true;
+    }
+    char line[1024], from[4200];
+    const char *section = NULL;
+    bool found = board == NULL, ok = true;
+    for (int n = 1; ok && fgets(line, sizeof(line), f) != NULL; n++) {
+        char *s = trim(line);
+        snprintf(from, sizeof(from), "%s:%d", path, n);
+        if (*s == '#' || *s == ';' || *s == '\0') {
+            continue;
+        }
+        if (*s == '[') {
+            char *end = strchr(s, ']');
+            free((void *)section);
+            section = end ? strndup(s + 1, (size_t)(end - s - 1)) : NULL;
+            found |= board != NULL && section != NULL && strcmp(section, board) == 0;
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            fprintf(stderr, "mqboard: %s: expected 'key = value'\n", from);
+            ok = false;
+            break;
+        }
+        *eq = '\0';
+        if (section == NULL || (board != NULL && strcmp(section, board) == 0)) {
+            ok = set_opt(o, trim(s), trim(eq + 1), from);
+        }
+    }
+    free((void *)section);
+    fclose(f);
+    if (ok && !found) {
+        fprintf(stderr, "mqboard: no [%s] profile in %s\n", board, path);
+        return false;
+    }
+    return ok;
+}
+
+static bool load_env(struct tool_opts *o) {
+    static const char *const vars[][2] = {
+        {"MQBOARD_SERVER", "server"},
+        {"MQBOARD_PORT", "port"},
+        {"MQBOARD_TOPIC", "prefix"},
+        {"MQBOARD_PREFIX", "prefix"},
+        {"MQBOARD_TIMEOUT", "timeout"},
+        {"MQBOARD_USER", "username"},
+        {"MQBOARD_USERNAME", "username"},
+        {"MQBOARD_PASSWORD", "password"},
+        {"MQBOARD_TLS", "tls"},
+        {"MQBOARD_CAFILE", "cafile"},
+        {"MQBOARD_PSK_IDENTITY", "psk-identity"},
+        {"MQBOARD_PSK", "psk"},
     };
-    double v;
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i][0]);
+        if (v != NULL && v[0] != '\0' && !set_opt(o, vars[i][1], v, vars[i][0])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+enum { OPT_PREFIX = 256, OPT_TLS, OPT_CAFILE, OPT_PSK_ID, OPT_PSK, OPT_TIMEOUT_RUN };
+
+static const struct option long_opts[] = {
+    {"board", required_argument, NULL, 'b'},
+    {"server", required_argument, NULL, 's'},
+    {"port", required_argument, NULL, 'p'},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"topic", required_argument, NULL, OPT_PREFIX},
+    {"timeout", required_argument, NULL, 'T'},
+    {"timeout-run", required_argument, NULL, OPT_TIMEOUT_RUN},
+    {"username", required_argument, NULL, 'u'},
+    {"password", required_argument, NULL, 'P'},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"cafile", required_argument, NULL, OPT_CAFILE},
+    {"psk-identity", required_argument, NULL, OPT_PSK_ID},
+    {"psk", required_argument, NULL, OPT_PSK},
+    {"json", no_argument, NULL, 'j'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+static const char short_opts[] = "+b:s:p:T:u:P:jqvVh";
+
+// Parses the options; returns the index of the command, or -1 after a message.
+static int parse_opts(struct tool_opts *o, int argc, char **argv) {
+    // The profile first: the config file sits below the variables and the options.
+    const char *board = getenv("MQBOARD_BOARD");
     int c;
-    while ((c = getopt_long(argc, argv, "+s:p:T:u:P:vVh", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+        if (c == 'b') {
+            board = optarg;
+        }
+    }
+    if (!load_config(o, board != NULL && board[0] ? board : NULL) || !load_env(o)) {
+        return -1;
+    }
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+        bool ok = true;
         switch (c) {
-        case 's': o->server = optarg; break;
-        case 'p':
-            if (!parse_number("port", optarg, 1, 65535, &v)) {
-                return -1;
-            }
-            o->port = (int)v;
+        case 'b': break;
+        case 's': ok = set_opt(o, "server", optarg, "option"); break;
+        case 'p': ok = set_opt(o, "port", optarg, "option"); break;
+        case OPT_PREFIX: ok = set_opt(o, "prefix", optarg, "option"); break;
+        case 'T': ok = set_opt(o, "timeout", optarg, "option"); break;
+        case OPT_TIMEOUT_RUN:
+            ok = set_number("--timeout-run", optarg, 0.001, 1e9, &o->timeout_run);
             break;
-        case OPT_PREFIX: o->prefix = optarg; break;
-        case 'T':
-            if (!parse_number("timeout", optarg, 0.1, 86400, &o->timeout)) {
-                return -1;
-            }
-            break;
-        case 'u': o->username = optarg; break;
-        case 'P': o->password = optarg; break;
+        case 'u': ok = set_opt(o, "username", optarg, "option"); break;
+        case 'P': ok = set_opt(o, "password", optarg, "option"); break;
         case OPT_TLS: o->tls = true; break;
-        case OPT_CAFILE: o->cafile = optarg; break;
-        case OPT_PSK_ID: o->psk_identity = optarg; break;
-        case OPT_PSK: o->psk = optarg; break;
+        case OPT_CAFILE: ok = set_opt(o, "cafile", optarg, "option"); break;
+        case OPT_PSK_ID: ok = set_opt(o, "psk-identity", optarg, "option"); break;
+        case OPT_PSK: ok = set_opt(o, "psk", optarg, "option"); break;
+        case 'j': o->json = true; break;
+        case 'q': o->quiet = true; break;
         case 'v': o->verbose++; break;
         case 'V': printf("mqboard " MQBOARD_VERSION "\n"); exit(EXIT_OK);
         case 'h': usage(stdout); exit(EXIT_OK);
         default: usage(stderr); return -1;
+        }
+        if (!ok) {
+            return -1;
         }
     }
     return optind;
@@ -137,7 +312,8 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
 
 static bool check_opts(struct tool_opts *o) {
     if (o->prefix == NULL || o->prefix[0] == '\0') {
-        fprintf(stderr, "mqboard: which board? Give --prefix PREFIX (or MQBOARD_PREFIX)\n");
+        fprintf(stderr, "mqboard: which board? Give --prefix PREFIX (or MQBOARD_PREFIX, or a "
+                        "profile with -b NAME)\n");
         return false;
     }
     if ((o->psk == NULL) != (o->psk_identity == NULL)) {
@@ -150,11 +326,54 @@ static bool check_opts(struct tool_opts *o) {
     return true;
 }
 
-int main(int argc, char **argv) {
-    static struct tool t; // large (the session), so not on the stack
-    if (!opts_from_env(&t.opts)) {
-        return EXIT_USAGE;
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (tool_interrupted) {
+        _exit(EXIT_INTERRUPTED); // a second Ctrl-C while nothing listens
     }
+    tool_interrupted = 1;
+}
+
+// The --json document: what the command printed, its error text, its result, the time.
+static void print_json(struct tool *t, int code) {
+    fclose(t->out);
+    fclose(t->err);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "command", t->command);
+    cJSON_AddBoolToObject(j, "ok", code == EXIT_OK);
+    cJSON_AddNumberToObject(j, "exit_code", code);
+    cJSON_AddStringToObject(j, "output", t->out_buf);
+    if (t->err_len > 0) {
+        cJSON_AddStringToObject(j, "error", t->err_buf);
+    } else {
+        cJSON_AddNullToObject(j, "error");
+    }
+    if (t->result != NULL) {
+        cJSON_AddItemToObject(j, "result", t->result);
+        t->result = NULL;
+    } else {
+        cJSON_AddNullToObject(j, "result");
+    }
+    cJSON_AddNumberToObject(j, "elapsed_s", now_s() - t->started);
+    char *s = cJSON_Print(j);
+    puts(s);
+    free(s);
+    cJSON_Delete(j);
+    free(t->out_buf);
+    free(t->err_buf);
+}
+
+int main(int argc, char **argv) {
+    static struct tool t; // large (the session): not on the stack
+    t.started = now_s();
+    t.opts.timeout = 10;
+    t.opts.server = "127.0.0.1";
     int first = parse_opts(&t.opts, argc, argv);
     if (first < 0) {
         return EXIT_USAGE;
@@ -163,20 +382,37 @@ int main(int argc, char **argv) {
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (strcmp(argv[first], "help") == 0) {
+        return help(argc - first, argv + first);
+    }
     const struct command *cmd = NULL;
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+    for (size_t i = 0; i < NCOMMANDS; i++) {
         if (strcmp(commands[i].name, argv[first]) == 0) {
             cmd = &commands[i];
         }
     }
     if (cmd == NULL) {
-        fprintf(stderr, "mqboard: unknown command '%s' (see mqboard --help)\n", argv[first]);
+        fprintf(stderr, "mqboard: unknown command '%s' (see mqboard help)\n", argv[first]);
         return EXIT_USAGE;
     }
     if (!check_opts(&t.opts)) {
         return EXIT_USAGE;
     }
+    struct sigaction sa = {.sa_handler = on_sigint}; // no SA_RESTART: waits wake up
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    t.command = cmd->name;
+    t.out = stdout;
+    t.err = stderr;
+    if (t.opts.json) {
+        t.out = open_memstream(&t.out_buf, &t.out_len);
+        t.err = open_memstream(&t.err_buf, &t.err_len);
+    }
     int code = cmd->run(&t, argc - first, argv + first);
     session_close(&t.session);
+    if (t.opts.json) {
+        print_json(&t, code);
+    }
+    cJSON_Delete(t.result);
     return code;
 }

@@ -91,6 +91,12 @@ static bool got_connack(struct session *s) {
     return s->connack >= 0;
 }
 
+static int subacked_target;
+
+static bool got_suback(struct session *s) {
+    return s->subacked >= subacked_target;
+}
+
 static int setup_client(struct session *s) {
     const struct tool_opts *o = s->o;
     mosquitto_lib_init();
@@ -148,6 +154,16 @@ int session_connect(struct tool *t) {
                 mosquitto_connack_string(s->connack));
         return EXIT_CONN;
     }
+    // One subscription for all replies of this board: a command then costs no extra round
+    // trip, and replies are told apart by their id.
+    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
+    subacked_target = s->subacked + 1;
+    rc = mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
+    if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
+        fprintf(stderr, "mqboard: cannot subscribe to the board's replies: %s\n",
+                mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
+        return EXIT_CONN;
+    }
     t->connected = true;
     return EXIT_OK;
 }
@@ -185,23 +201,11 @@ static void new_id(char *id, size_t cap) {
     id[i] = '\0';
 }
 
-static int subacked_target;
-
-static bool got_suback(struct session *s) {
-    return s->subacked >= subacked_target;
-}
-
 int session_begin(struct session *s, const char *cmd) {
     new_id(s->id, sizeof(s->id));
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
-    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/+/%s", s->o->prefix, s->id);
-    subacked_target = s->subacked + 1;
-    int rc = mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
-    if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
-        fprintf(stderr, "mqboard: cannot subscribe to the board's replies: %s\n",
-                mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
-        return EXIT_CONN;
-    }
+    s->ping_id[0] = '\0';
+    s->pong = false;
     return EXIT_OK;
 }
 
@@ -244,73 +248,153 @@ int session_send_cmd(struct session *s, const char *cmd, const char *tail, const
     return code;
 }
 
-static bool has_msg(struct session *s) {
-    return s->head != NULL;
+static bool has_msg_or_signal(struct session *s) {
+    return s->head != NULL || tool_interrupted ||
+           (s->interrupt_at > 0 && now_s() >= s->interrupt_at);
 }
 
-int session_recv(struct session *s, double timeout_s, struct reply *r) {
-    node_free(s->current);
-    s->current = NULL;
-    for (;;) {
-        if (s->head == NULL) {
-            // Non-blocking poll first, so that a sender sees replies between its messages.
-            mosquitto_loop(s->mosq, 0, 1);
-        }
-        if (s->head == NULL && timeout_s != 0 &&
-            !pump(s, timeout_s < 0 ? s->o->timeout : timeout_s, has_msg)) {
-            fprintf(stderr, "mqboard: lost the connection to the broker\n");
-            return EXIT_CONN;
-        }
-        if (s->head == NULL) {
-            if (timeout_s != 0) {
-                fprintf(stderr,
-                        "mqboard: no answer from board '%s' for %g s (is its agent running, "
-                        "and is the prefix right?)\n",
-                        s->o->prefix, timeout_s < 0 ? s->o->timeout : timeout_s);
-            }
-            return EXIT_TIMEOUT;
-        }
+// Asks the board whether it is still working on the current command (running, under an id of
+// its own); used while a long eval keeps the board silent. Only a board that answers other
+// commands while an eval runs (mqrepld) says yes; an original board stays silent, as it did.
+static void send_ping(struct session *s) {
+    char topic[MQB_TOPIC_MAX];
+    uint8_t hdr[MQB_HDR_LEN];
+    new_id(s->ping_id, sizeof(s->ping_id));
+    s->pong = false;
+    mqb_hdr_encode(hdr, 0, true);
+    mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", s->ping_id, s->id);
+    mosquitto_publish(s->mosq, NULL, topic, sizeof(hdr), hdr, 1, false);
+}
+
+static bool id_is(const struct mqb_slice *id, const char *want) {
+    return want[0] != '\0' && id->len == strlen(want) && memcmp(id->ptr, want, id->len) == 0;
+}
+
+// Takes the next queued reply of the current command (dropping others); NULL when none.
+static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
+    while (s->head != NULL) {
         struct msg_node *n = s->head;
         s->head = n->next;
         if (s->head == NULL) {
             s->tail = NULL;
         }
-        struct mqb_topic t;
-        if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), &t) != MQB_OK ||
-            t.kind == MQB_TOPIC_CMD || t.id.len != strlen(s->id) ||
-            memcmp(t.id.ptr, s->id, t.id.len) != 0) {
-            node_free(n); // a stale reply of an earlier command
+        if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), t) == MQB_OK &&
+            t->kind != MQB_TOPIC_CMD) {
+            if (id_is(&t->id, s->id)) {
+                return n;
+            }
+            if (id_is(&t->id, s->ping_id)) {
+                // "1" after the 2-byte header: the board is still on it.
+                s->pong = t->kind == MQB_TOPIC_REPLY_OUT && n->len == MQB_HDR_LEN + 1 &&
+                          n->payload[MQB_HDR_LEN] == '1';
+            }
+        }
+        node_free(n); // a reply of another command
+    }
+    return NULL;
+}
+
+int session_recv(struct session *s, double timeout_s, struct reply *r) {
+    node_free(s->current);
+    s->current = NULL;
+    double silence = timeout_s < 0 ? s->o->timeout : timeout_s;
+    double deadline = now_s() + silence;
+    struct mqb_topic t;
+    struct msg_node *n;
+    // Non-blocking poll first, so that a sender sees replies between its messages.
+    mosquitto_loop(s->mosq, 0, 1);
+    while ((n = next_reply(s, &t)) == NULL) {
+        if (tool_interrupted || (s->interrupt_at > 0 && now_s() >= s->interrupt_at)) {
+            tool_interrupted = 0;
+            s->interrupt_at = 0;
+            return RECV_INTERRUPT;
+        }
+        if (timeout_s == 0) {
+            return EXIT_TIMEOUT;
+        }
+        double left = deadline - now_s();
+        if (left <= 0 && s->ping_on_silence && (s->ping_id[0] == '\0' || s->pong)) {
+            send_ping(s); // silent, but was it alive? ask, and give it another period
+            deadline = now_s() + silence;
             continue;
         }
-        memset(r, 0, sizeof(*r));
-        r->is_err = t.kind == MQB_TOPIC_REPLY_ERR;
-        r->data = n->payload;
-        r->len = n->len;
-        if (!r->is_err) {
-            if (mqb_hdr_decode(n->payload, n->len, &r->hdr) != MQB_OK) {
-                node_free(n);
-                fprintf(stderr, "mqboard: the board sent a reply without a header\n");
-                return EXIT_BOARD;
-            }
-            r->data += MQB_HDR_LEN;
-            r->len -= MQB_HDR_LEN;
+        if (left <= 0) {
+            fprintf(stderr,
+                    "mqboard: no answer from board '%s' for %g s (is its agent running, and is "
+                    "the prefix right? -T sets the timeout)\n",
+                    s->o->prefix, silence);
+            return EXIT_TIMEOUT;
         }
-        s->current = n;
-        return EXIT_OK;
+        if (!pump(s, left, has_msg_or_signal)) {
+            fprintf(stderr, "mqboard: lost the connection to the broker\n");
+            return EXIT_CONN;
+        }
+    }
+    memset(r, 0, sizeof(*r));
+    r->is_err = t.kind == MQB_TOPIC_REPLY_ERR;
+    r->data = n->payload;
+    r->len = n->len;
+    s->current = n;
+    if (!r->is_err) {
+        if (mqb_hdr_decode(n->payload, n->len, &r->hdr) != MQB_OK) {
+            fprintf(stderr, "mqboard: the board sent a reply without a header\n");
+            return EXIT_BOARD;
+        }
+        r->data += MQB_HDR_LEN;
+        r->len -= MQB_HDR_LEN;
+    }
+    return EXIT_OK;
+}
+
+int session_subscribe(struct session *s, const char *topic) {
+    subacked_target = s->subacked + 1;
+    int rc = mosquitto_subscribe(s->mosq, NULL, topic, 1);
+    if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
+        fprintf(stderr, "mqboard: cannot subscribe to %s\n", topic);
+        return EXIT_CONN;
+    }
+    return EXIT_OK;
+}
+
+int session_recv_raw(struct session *s, const char *topic, double timeout_s, struct reply *r) {
+    node_free(s->current);
+    s->current = NULL;
+    double deadline = now_s() + timeout_s;
+    for (;;) {
+        while (s->head != NULL) {
+            struct msg_node *n = s->head;
+            s->head = n->next;
+            if (s->head == NULL) {
+                s->tail = NULL;
+            }
+            if (strcmp(n->topic, topic) == 0) {
+                memset(r, 0, sizeof(*r));
+                r->data = n->payload;
+                r->len = n->len;
+                s->current = n;
+                return EXIT_OK;
+            }
+            node_free(n);
+        }
+        if (tool_interrupted) {
+            return RECV_INTERRUPT;
+        }
+        double left = timeout_s < 0 ? 1.0 : deadline - now_s();
+        if (left <= 0) {
+            return EXIT_TIMEOUT;
+        }
+        if (!pump(s, left, has_msg_or_signal)) {
+            fprintf(stderr, "mqboard: lost the connection to the broker\n");
+            return EXIT_CONN;
+        }
     }
 }
 
 void session_end(struct session *s) {
-    mosquitto_unsubscribe(s->mosq, NULL, s->reply_topic);
     s->id[0] = '\0';
-}
-
-int report_board_error(const struct reply *r) {
-    fprintf(stderr, "%.*s", (int)r->len, (const char *)r->data);
-    if (r->len == 0 || r->data[r->len - 1] != '\n') {
-        fputc('\n', stderr);
-    }
-    return EXIT_BOARD;
+    s->ping_id[0] = '\0';
+    s->ping_on_silence = false;
+    s->interrupt_at = 0;
 }
 
 static void parse_caps(const struct reply *r, struct board_caps *caps) {

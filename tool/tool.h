@@ -20,9 +20,17 @@ enum exit_code {
     EXIT_TIMEOUT = 3, // the board stayed silent for --timeout seconds
     EXIT_CONN = 4,    // cannot connect or authenticate to the broker, or the connection was lost
     EXIT_LOCAL = 5,   // a local file could not be read or written
+    EXIT_INTERRUPTED = 130, // interrupted with Ctrl-C (or --timeout-run)
 };
 
+// session_recv's answer when Ctrl-C was pressed or the run deadline passed.
+#define RECV_INTERRUPT (-1)
+
 struct tool_opts {
+    const char *board;  // -b profile name
+    bool json;          // --json: one JSON document on stdout
+    bool quiet;         // -q: no progress bar
+    double timeout_run; // --timeout-run: interrupt an eval after this many seconds (0: never)
     const char *server;
     int port;
     const char *prefix;
@@ -60,6 +68,10 @@ struct session {
     bool lost;
     int subacked;
     char id[16];
+    char ping_id[16];
+    bool pong;            // the board answered the last ping
+    bool ping_on_silence; // a silent board is asked whether it is alive (long evals)
+    double interrupt_at;  // monotonic time at which recv reports RECV_INTERRUPT (0: never)
     char cmd[MQB_CMD_MAX + 1];
     char reply_topic[MQB_TOPIC_MAX];
     struct msg_node *head, *tail;
@@ -72,7 +84,19 @@ struct tool {
     struct tool_opts opts;
     struct session session;
     bool connected;
+    const char *command;
+    FILE *out;     // where command output goes: stdout, or a buffer for --json
+    char *out_buf; // the --json buffer (open_memstream)
+    size_t out_len;
+    FILE *err; // where error messages go: stderr, or a buffer for --json
+    char *err_buf;
+    size_t err_len;
+    void *result; // cJSON of a command's structured result, for --json (owned)
+    double started;
 };
+
+// Set by SIGINT; eval-like commands forward it to the board as an interrupt.
+extern volatile int tool_interrupted;
 
 // Connects to the broker (once per tool run). Returns EXIT_OK or EXIT_CONN/EXIT_TIMEOUT
 // after printing what went wrong.
@@ -89,23 +113,74 @@ int session_send_cmd(struct session *s, const char *cmd, const char *tail, const
                      size_t len);
 // Waits for the next reply of the current command; timeout_s < 0 uses the session's silence
 // timeout, 0 only polls. Returns EXIT_OK with *r set, EXIT_TIMEOUT (message printed unless
-// polling), or EXIT_CONN.
+// polling), EXIT_CONN, or RECV_INTERRUPT (Ctrl-C, or interrupt_at reached).
 int session_recv(struct session *s, double timeout_s, struct reply *r);
-// Unsubscribes from the current command's replies.
+// Ends the current command (its late replies are dropped).
 void session_end(struct session *s);
+
+// Subscribes to another topic of the board (log, status).
+int session_subscribe(struct session *s, const char *topic);
+// Waits for the next message on topic (timeout_s < 0: forever). Returns EXIT_OK with *r set
+// (data = payload), EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
+int session_recv_raw(struct session *s, const char *topic, double timeout_s, struct reply *r);
 
 // Asks the board what it can do (once, cached). Returns EXIT_OK (caps->proto 0 for a board
 // running the original code), or an error exit code.
 int session_caps(struct session *s, struct board_caps *caps);
 
-// Prints a board error reply on stderr and returns EXIT_BOARD.
-int report_board_error(const struct reply *r);
+// Prints a board error reply on t->err and returns EXIT_BOARD.
+int report_board_error(struct tool *t, const struct reply *r);
+
+// Prints "mqboard: <message>" on t->err (stderr, or the --json document's error).
+void tool_error(struct tool *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // Runs an eval and writes its output to out. Returns an exit code.
 int run_eval(struct tool *t, const char *src, size_t len, FILE *out);
 
+// Runs a program on the board and returns its whole output (malloc'd, NUL-terminated) in
+// *out. Board errors are reported; returns an exit code.
+int run_capture(struct tool *t, const char *src, char **out);
+
+// A Python string literal for s (JSON string syntax, which Python accepts): quotes,
+// backslashes and control characters cannot break out of it. malloc'd.
+char *py_str(const char *s);
+
+// Formats a byte count as "1.5M" style into buf.
+const char *human_size(double bytes, char *buf, size_t cap);
+
+// Progress on stderr for long transfers (only on a terminal, and not with -q).
+struct progress {
+    bool on;
+    const char *label;
+    uint64_t total, done;
+    double start, last_draw;
+};
+void progress_begin(struct tool *t, struct progress *p, const char *label, uint64_t total);
+void progress_update(struct progress *p, uint64_t done);
+void progress_end(struct progress *p);
+
+// File transfers, used by put/get and by sync.
+int put_file(struct tool *t, const char *local, const char *remote);
+int get_file(struct tool *t, const char *remote, const char *local);
+
 int cmd_eval(struct tool *t, int argc, char **argv);
+int cmd_exec(struct tool *t, int argc, char **argv);
+int cmd_run(struct tool *t, int argc, char **argv);
 int cmd_put(struct tool *t, int argc, char **argv);
 int cmd_get(struct tool *t, int argc, char **argv);
+int cmd_cat(struct tool *t, int argc, char **argv);
+int cmd_ls(struct tool *t, int argc, char **argv);
+int cmd_tree(struct tool *t, int argc, char **argv);
+int cmd_rm(struct tool *t, int argc, char **argv);
+int cmd_mkdir(struct tool *t, int argc, char **argv);
+int cmd_rmdir(struct tool *t, int argc, char **argv);
+int cmd_mv(struct tool *t, int argc, char **argv);
+int cmd_sha256sum(struct tool *t, int argc, char **argv);
+int cmd_df(struct tool *t, int argc, char **argv);
+int cmd_sync(struct tool *t, int argc, char **argv);
+int cmd_ota(struct tool *t, int argc, char **argv);
+int cmd_reset(struct tool *t, int argc, char **argv);
+int cmd_view(struct tool *t, int argc, char **argv);
+int cmd_status(struct tool *t, int argc, char **argv);
 
 #endif

@@ -1,0 +1,89 @@
+// mqboard's output: error messages (stderr, or the --json document), sizes for humans, and
+// the progress bar of long transfers.
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+void tool_error(struct tool *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mqboard: ", t->err);
+    vfprintf(t->err, fmt, ap);
+    fputc('\n', t->err);
+    va_end(ap);
+}
+
+int report_board_error(struct tool *t, const struct reply *r) {
+    fprintf(t->err, "%.*s", (int)r->len, (const char *)r->data);
+    if (r->len == 0 || r->data[r->len - 1] != '\n') {
+        fputc('\n', t->err);
+    }
+    return EXIT_BOARD;
+}
+
+const char *human_size(double bytes, char *buf, size_t cap) {
+    static const char units[] = "BKMGTP";
+    int u = 0;
+    while (bytes >= 1024 && u < 5) {
+        bytes /= 1024;
+        u++;
+    }
+    if (u == 0) {
+        snprintf(buf, cap, "%.0f", bytes);
+    } else {
+        snprintf(buf, cap, bytes < 10 ? "%.1f%c" : "%.0f%c", bytes, units[u]);
+    }
+    return buf;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void progress_begin(struct tool *t, struct progress *p, const char *label, uint64_t total) {
+    memset(p, 0, sizeof(*p));
+    p->on = !t->opts.quiet && !t->opts.json && isatty(STDERR_FILENO);
+    p->label = label;
+    p->total = total;
+    p->start = now_s();
+}
+
+static void draw(struct progress *p, double now) {
+    char done[16], rate_s[16];
+    double secs = now - p->start;
+    double rate = secs > 0 ? (double)p->done / secs : 0;
+    int pct = p->total ? (int)(100.0 * (double)p->done / (double)p->total) : 100;
+    int width = 30, fill = pct * width / 100;
+    char bar[64];
+    memset(bar, '#', (size_t)fill);
+    memset(bar + fill, '.', (size_t)(width - fill));
+    bar[width] = '\0';
+    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+    fprintf(stderr, "\r%-20.20s [%s] %3d%% %7s %7s/s ETA %02d:%02d ", p->label, bar, pct,
+            human_size((double)p->done, done, sizeof(done)),
+            human_size(rate, rate_s, sizeof(rate_s)), (int)eta / 60, (int)eta % 60);
+}
+
+void progress_update(struct progress *p, uint64_t done) {
+    p->done = done;
+    double now = now_s();
+    // Only transfers that last more than a moment get a bar; redraw at most 10 times a second.
+    if (p->on && now - p->start > 0.5 && now - p->last_draw > 0.1) {
+        p->last_draw = now;
+        draw(p, now);
+    }
+}
+
+void progress_end(struct progress *p) {
+    if (p->on && p->last_draw > 0) {
+        draw(p, now_s());
+        fputc('\n', stderr);
+    }
+}
