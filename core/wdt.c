@@ -78,7 +78,8 @@ unsigned mqb_wdt_tick(struct mqb_wdt *w, uint64_t now_ms) {
     if (now_ms - w->last_feed_ms > w->timeout_ms) {
         return MQB_WDT_EXPIRED;
     }
-    if (w->last_send_ms == 0 || now_ms - w->last_send_ms >= w->timeout_ms / 4) {
+    if (!w->sent_once || now_ms - w->last_send_ms >= w->timeout_ms / 4) {
+        w->sent_once = true;
         w->last_send_ms = now_ms;
         actions |= MQB_WDT_SEND_FEED;
     }
@@ -91,7 +92,7 @@ unsigned mqb_wdt_tick(struct mqb_wdt *w, uint64_t now_ms) {
 }
 
 uint32_t mqb_wdt_next_ms(const struct mqb_wdt *w, uint64_t now_ms) {
-    uint64_t next = w->last_send_ms + w->timeout_ms / 4;
+    uint64_t next = w->sent_once ? w->last_send_ms + w->timeout_ms / 4 : now_ms;
     uint64_t expiry = w->last_feed_ms + w->timeout_ms + 1;
     if (expiry < next) {
         next = expiry;

@@ -27,7 +27,7 @@ static int send_source(struct session *s, const char *src, size_t len) {
 // Asks the board to raise KeyboardInterrupt in the running eval of the current command.
 static void send_interrupt(struct tool *t) {
     struct session *s = &t->session;
-    session_send_cmd(s, "interrupt", s->id, NULL, 0);
+    session_send_aside(s, "interrupt", s->id);
     if (t->opts.verbose) {
         fprintf(stderr, "mqboard: interrupting the eval on the board\n");
     }

@@ -248,6 +248,17 @@ int session_send_cmd(struct session *s, const char *cmd, const char *tail, const
     return code;
 }
 
+int session_send_aside(struct session *s, const char *cmd, const char *tail) {
+    char topic[MQB_TOPIC_MAX], id[16];
+    uint8_t hdr[MQB_HDR_LEN];
+    new_id(id, sizeof(id));
+    mqb_hdr_encode(hdr, 0, true);
+    if (mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, cmd, id, tail) != MQB_OK) {
+        return EXIT_USAGE;
+    }
+    return publish(s, topic, hdr, sizeof(hdr));
+}
+
 static bool has_msg_or_signal(struct session *s) {
     return s->head != NULL || tool_interrupted ||
            (s->interrupt_at > 0 && now_s() >= s->interrupt_at);

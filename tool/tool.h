@@ -111,6 +111,8 @@ int session_send(struct session *s, const char *tail, uint16_t seq, bool last, c
 // Publishes a message for another command of the current id (e.g. "ack").
 int session_send_cmd(struct session *s, const char *cmd, const char *tail, const uint8_t *data,
                      size_t len);
+// Publishes a one-message command under a fresh id whose replies are ignored (interrupt).
+int session_send_aside(struct session *s, const char *cmd, const char *tail);
 // Waits for the next reply of the current command; timeout_s < 0 uses the session's silence
 // timeout, 0 only polls. Returns EXIT_OK with *r set, EXIT_TIMEOUT (message printed unless
 // polling), EXIT_CONN, or RECV_INTERRUPT (Ctrl-C, or interrupt_at reached).

@@ -36,6 +36,7 @@ struct mqb_wdt {
     uint64_t last_send_ms; // last loop-back feed sent
     uint64_t streak_ms;    // start of the current run of continuous feeding; 0: none
     bool fed_once;
+    bool sent_once;
     bool allok_done;
     struct mqb_wdt_check checks[MQB_WDT_CHECKS];
 };

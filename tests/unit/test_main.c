@@ -5,5 +5,6 @@ int main(void) {
     int failed = 0;
     failed += run_wire_tests();
     failed += run_engine_tests();
+    failed += run_boot_tests();
     return failed == 0 ? 0 : 1;
 }

@@ -1,0 +1,278 @@
+"""mqboard's commands end to end, against mqrepld through a real broker: each command, its
+negative cases, hostile names, --json, config profiles, big transfers and a board or broker
+that goes away."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, Board, Broker, stop
+
+HOSTILE = "it's a \"quoted\" name \\ with spaces.txt"
+
+
+def test_help_and_version(board):
+    r = board.mqb("--version", text=True)
+    assert r.stdout.startswith("mqboard ")
+    r = board.mqb("help", text=True)
+    for cmd in ("eval", "exec", "run", "put", "get", "ls", "sync", "ota", "reset", "view"):
+        assert f"  {cmd} " in r.stdout
+    assert "usage: mqboard [options] ls [-l] [-r] [DIR]" in board.out("help", "ls")
+    assert board.mqb("help", "nosuch", check=False).returncode == 2
+
+
+def test_exec_shows_output_not_values(board):
+    assert board.out("exec", "1+1") == ""
+    assert board.out("exec", "print(5)") == "5\n"
+    assert board.out("eval", "1+1") == "2\n"
+
+
+def test_run_script(board, tmp_path):
+    script = tmp_path / "s.py"
+    body = "\n".join(f"v{i} = {i}" for i in range(8000))  # > 64 KiB: several messages
+    script.write_text(body + "\nprint(sum(globals()[f'v{i}'] for i in range(8000)))\n")
+    assert os.path.getsize(script) > 65536
+    assert board.out("run", str(script)) == f"{sum(range(8000))}\n"
+    r = board.mqb("run", str(tmp_path / "missing.py"), check=False, text=True)
+    assert r.returncode == 5
+
+
+def test_ls_mkdir_rmdir_rm_mv(board):
+    board.out("mkdir", "-p", "a/b/c")
+    assert (board.root / "a/b/c").is_dir()
+    board.out("mkdir", "-p", "a/b/c")  # exists: fine with -p
+    r = board.mqb("mkdir", "a", check=False, text=True)
+    assert r.returncode == 1 and "mkdir: \"a\"" not in r.stderr and "File exists" in r.stderr
+    (board.root / "a/f.txt").write_bytes(b"12345")
+    assert board.out("ls", "a") == "b/\nf.txt\n" or board.out("ls", "a") == "f.txt\nb/\n"
+    assert "-            5  f.txt" in board.out("ls", "-l", "a")
+    assert sorted(board.out("ls", "-r", "a").split()) == ["b/", "b/c/", "f.txt"]
+    board.out("mv", "a/f.txt", "a/b")
+    assert (board.root / "a/b/f.txt").read_bytes() == b"12345"
+    board.out("mv", "a/b/f.txt", "g.txt")
+    assert (board.root / "g.txt").exists()
+    board.out("rm", "g.txt")
+    assert not (board.root / "g.txt").exists()
+    r = board.mqb("rmdir", "a", check=False, text=True)
+    assert r.returncode == 1 and "not empty" in r.stderr
+    board.out("rmdir", "a/b/c")
+    board.out("rm", "-r", "a")
+    assert list(board.root.iterdir()) == []
+    r = board.mqb("rm", "-r", "/", check=False, text=True)
+    assert r.returncode == 2 and "refusing" in r.stderr
+    r = board.mqb("ls", "nope", check=False, text=True)
+    assert r.returncode == 1 and "nope: No such file or directory" in r.stderr
+    r = board.mqb("rm", "nope", check=False, text=True)
+    assert r.returncode == 1
+
+
+def test_tree_and_df(board):
+    (board.root / "lib").mkdir()
+    (board.root / "lib/x.py").write_text("x")
+    (board.root / "main.py").write_text("m")
+    out = board.out("tree")
+    assert "|-- lib/" in out and "    |-- x.py" in out and "1 directories, 2 files" in out
+    df = board.out("df")
+    assert "Size" in df and "Avail" in df
+
+
+def test_hostile_names(board, tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"hostile")
+    for name in (HOSTILE, "'); import os; os.remove('victim'); x=('", "naïve €.txt"):
+        (board.root / "victim").write_text("still here")
+        board.mqb("put", str(src), name)
+        assert (board.root / name).read_bytes() == b"hostile"
+        assert board.mqb("cat", name).stdout == b"hostile"
+        assert name in board.out("ls")
+        assert hashlib.sha256(b"hostile").hexdigest() in board.out("sha256sum", name)
+        board.out("rm", name)
+        assert not (board.root / name).exists()
+        assert (board.root / "victim").read_text() == "still here"
+    for bad in ("a#b", "a+b", "new\nline"):
+        r = board.mqb("put", str(src), bad, check=False, text=True)
+        assert r.returncode == 2 and "cannot contain '+', '#' or control" in r.stderr
+    board.out("mkdir", HOSTILE)
+    assert (board.root / HOSTILE).is_dir()
+    board.out("rmdir", HOSTILE)
+
+
+def test_sha256sum(board):
+    (board.root / "a.bin").write_bytes(os.urandom(10000))
+    want = hashlib.sha256((board.root / "a.bin").read_bytes()).hexdigest()
+    assert board.out("sha256sum", "a.bin") == f"{want}  a.bin\n"
+
+
+def test_put_get_trees(board, tmp_path):
+    src = tmp_path / "proj"
+    (src / "lib/sub").mkdir(parents=True)
+    (src / "main.py").write_text("main")
+    (src / "lib/a.py").write_text("a")
+    (src / "lib/sub/b.py").write_text("b")
+    r = board.mqb("put", str(src), "proj", check=False, text=True)
+    assert r.returncode == 2 and "put -r" in r.stderr
+    board.mqb("put", "-r", str(src), "proj")
+    assert (board.root / "proj/lib/sub/b.py").read_text() == "b"
+    back = tmp_path / "back"
+    board.mqb("get", "-r", "proj", str(back))
+    assert (back / "lib/sub/b.py").read_text() == "b"
+    assert (back / "main.py").read_text() == "main"
+    # Several files into a directory.
+    board.mqb("put", str(src / "main.py"), str(src / "lib/a.py"), "many/")
+    assert sorted(p.name for p in (board.root / "many").iterdir()) == ["a.py", "main.py"]
+
+
+def test_sync_tree(board, tmp_path):
+    src = tmp_path / "app"
+    (src / "lib").mkdir(parents=True)
+    (src / "main.py").write_text("v1")
+    (src / "lib/u.py").write_text("u")
+    out = board.out("sync", str(src), "/app")
+    assert "2 put, 0 removed, 0 unchanged" in out
+    assert (board.root / "app/lib/u.py").read_text() == "u"
+    assert "0 put, 0 removed, 2 unchanged" in board.out("sync", str(src), "/app")
+    (src / "main.py").write_text("v2")
+    out = board.out("sync", "-n", str(src), "/app")
+    assert "(dry run) 1 put" in out and "changed" in out
+    assert (board.root / "app/main.py").read_text() == "v1"
+    assert "1 put" in board.out("sync", str(src), "/app")
+    assert (board.root / "app/main.py").read_text() == "v2"
+    (board.root / "app/extra.py").write_text("x")
+    assert "0 removed" in board.out("sync", str(src), "/app")
+    out = board.out("sync", "--delete", str(src), "/app")
+    assert "rm   /app/extra.py" in out and "1 removed" in out
+    assert not (board.root / "app/extra.py").exists()
+
+
+def test_sync_spec(board, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.py").write_text("a")
+    (tmp_path / "src/b.py").write_text("b")
+    (tmp_path / "cfg.py").write_text("cfg")
+    (tmp_path / "keep.py").write_text("keep")
+    spec = tmp_path / "board.spec"
+    spec.write_text(
+        "# the original mqsync format\n"
+        "/lib:\n"
+        f"  {tmp_path}/src: *.py\n"
+        "/:\n"
+        f"  {tmp_path}: cfg.py->board_config.py\n"
+        "/etc: --check-only\n"
+        f"  {tmp_path}: keep.py\n")
+    out = board.out("sync", str(spec))
+    assert "Target directory /lib" in out
+    assert (board.root / "lib/a.py").read_text() == "a"
+    assert (board.root / "board_config.py").read_text() == "cfg"
+    assert not (board.root / "etc/keep.py").exists()  # --check-only reports, never copies
+    assert "skip missing" in out
+    assert "0 put" in board.out("sync", str(spec))
+    bad = tmp_path / "bad.spec"
+    bad.write_text("  orphan.py\n")
+    r = board.mqb("sync", str(bad), check=False, text=True)
+    assert r.returncode == 2 and "no target directory" in r.stderr
+
+
+def test_json_output(board):
+    doc = json.loads(board.out("--json", "eval", "6*7"))
+    assert doc["ok"] is True and doc["output"] == "42\n" and doc["exit_code"] == 0
+    assert doc["error"] is None and doc["elapsed_s"] >= 0
+    doc = json.loads(board.mqb("--json", "eval", "1/0", check=False, text=True).stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 1 and "ZeroDivisionError" in doc["error"]
+    (board.root / "f.txt").write_text("xyz")
+    doc = json.loads(board.out("--json", "ls"))
+    assert doc["result"] == [{"path": "./f.txt", "name": "f.txt", "type": "file", "size": 3}]
+    doc = json.loads(board.out("--json", "status"))
+    assert doc["result"]["status"] == "online"
+
+
+def test_config_profiles(board, tmp_path):
+    cfg = tmp_path / "xdg" / "mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(
+        f"server = 127.0.0.1\nport = {board.broker.port}\n"
+        f"[kitchen]\nprefix = {board.prefix}\n[bad]\nprefix = nobody/here\n")
+    env = {"PATH": os.environ["PATH"], "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    run = lambda *a: subprocess.run([str(BIN / "mqboard"), *a], capture_output=True, text=True,
+                                    env=env, timeout=60)
+    assert run("-b", "kitchen", "eval", "2+2").stdout == "4\n"
+    assert run("-b", "bad", "-T", "0.3", "eval", "1").returncode == 3
+    # Options override the profile.
+    assert run("-b", "bad", "--prefix", board.prefix, "eval", "3").stdout == "3\n"
+    r = run("-b", "nosuch", "eval", "1")
+    assert r.returncode == 2 and "no [nosuch] profile" in r.stderr
+
+
+def test_big_transfers_default_broker(board, tmp_path):
+    data = os.urandom(50 * 1024 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    board.mqb("-q", "put", str(src), "big.bin", timeout=300)
+    assert hashlib.sha256((board.root / "big.bin").read_bytes()).digest() == \
+        hashlib.sha256(data).digest()
+    out = tmp_path / "back.bin"
+    board.mqb("-q", "get", "big.bin", str(out), timeout=300)
+    assert out.read_bytes() == data
+
+
+def test_wrong_hash_put_keeps_old_file(board):
+    (board.root / "app.py").write_bytes(b"old")
+    topic = f"{board.prefix}/mqb/cmd/xput/BadHash1/app.py"
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-C", "1", "-W", "10",
+         "-t", f"{board.prefix}/mqb/reply/err/BadHash1"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    for payload in (b"\x00\x00" + b"0" * 64, b"\x80\x01new contents"):
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-q",
+                        "1", "-t", topic, "-s"], input=payload, check=True)
+    out, _ = sub.communicate(timeout=15)
+    assert "hash mismatch: app.py" in out
+    assert (board.root / "app.py").read_bytes() == b"old"
+
+
+def test_board_stops_answering(board):
+    os.kill(board.proc.pid, signal.SIGSTOP)
+    try:
+        r = board.mqb("-T", "1", "eval", "1", check=False, text=True)
+        assert r.returncode == 3 and "no answer from board" in r.stderr
+    finally:
+        os.kill(board.proc.pid, signal.SIGCONT)
+
+
+def test_broker_goes_away_mid_transfer(tmp_path):
+    broker = Broker(tmp_path)
+    b = Board(broker, tmp_path)
+    try:
+        (b.root / "big.bin").write_bytes(b"old")
+        src = tmp_path / "big.bin"
+        src.write_bytes(os.urandom(30 * 1024 * 1024))
+        p = subprocess.Popen(b.mqb_args("-q", "put", str(src), "big.bin"),
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+        broker.stop()
+        _, err = p.communicate(timeout=60)
+        assert p.returncode in (3, 4), err
+        assert (b.root / "big.bin").read_bytes() == b"old"
+    finally:
+        b.stop()
+
+
+def test_ctrl_c_interrupts_the_board(board):
+    p = subprocess.Popen(board.mqb_args("eval", "while True: pass"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130
+    assert "KeyboardInterrupt" in err
+    assert board.out("-T", "2", "eval", "'alive'") == "'alive'\n"
+
+
+def test_timeout_run(board):
+    r = board.mqb("--timeout-run", "0.5", "eval", "import time\nwhile True: time.sleep(0.01)",
+                  check=False, text=True)
+    assert r.returncode == 130 and "KeyboardInterrupt" in r.stderr
