@@ -223,6 +223,13 @@ static int publish(struct session *s, const char *topic, const uint8_t *payload,
 
 int session_send(struct session *s, const char *tail, uint16_t seq, bool last, const uint8_t *data,
                  size_t len) {
+    for (const char *c = tail; c != NULL && *c != '\0'; c++) {
+        if (*c == '+' || *c == '#' || (unsigned char)*c < 0x20) {
+            fprintf(stderr, "mqboard: a board path cannot contain '+', '#' or control "
+                            "characters (MQTT topics carry the path)\n");
+            return EXIT_USAGE;
+        }
+    }
     char topic[MQB_TOPIC_MAX];
     if (mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, s->cmd, s->id, tail) != MQB_OK) {
         fprintf(stderr, "mqboard: topic too long (path over %d bytes?)\n", MQB_PATH_MAX);
