@@ -86,7 +86,10 @@ static void log_line(struct agent *a, const char *line, bool from_agent) {
     if (a->cfg->syslog) {
         syslog(prios[level], "%s", line);
     }
-    publish_log_line(a, line);
+    // The agent's own debug lines (-v) stay local; the application's go out too.
+    if (!from_agent || level < 4) {
+        publish_log_line(a, line);
+    }
 }
 
 void agent_log(struct agent *a, char level, const char *fmt, ...) {

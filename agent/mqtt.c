@@ -13,8 +13,9 @@
 #include "agent.h"
 
 // The broker does not deliver bigger packets to the agent (MQTT 5): a flood of huge
-// messages cannot make the agent's memory grow. Bigger than one maximal chunk message.
-#define MAX_PACKET (MQB_CHUNK_MAX + MQB_TOPIC_MAX + 1024)
+// messages cannot make the agent's memory grow. Up to this size a message that is too big
+// for the engine still reaches it and gets an error reply.
+#define MAX_PACKET (256 * 1024)
 
 void agent_on_message(struct agent *a, const struct mosquitto_message *m);
 
