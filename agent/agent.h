@@ -17,6 +17,12 @@
 
 #define MQREPLD_VERSION "0.1.0"
 
+// The version this binary reports, and "mqrepld VERSION". Both come from one tag in writable
+// data ("MQREPLD-VERSION=0.1.0"), never merged with other strings, so that a build can be
+// re-stamped (the OTA tests make a "newer build" that way).
+const char *agent_version(void);
+const char *agent_name(void);
+
 // Exit status by which a supervised agent asks its launcher for a reset.
 #define EXIT_RESET 77
 #define EXIT_WATCHDOG 78
@@ -118,7 +124,10 @@ int slots_ota_open(struct slots *s, int *fd);
 int slots_ota_close(struct slots *s, int fd, bool commit);
 bool slots_mark_valid(struct slots *s);
 int launcher_run(const struct agent_config *cfg, char **argv);
+#define RTC_MEMORY_MAX 2048
 int rtc_read(const char *path, uint8_t *buf, size_t cap);
+// Sets the safe-mode word (the first 4 bytes) to the magic (normal) or to "not the magic".
+int rtc_mark(const char *path, bool normal);
 int rtc_write(const char *path, const uint8_t *buf, size_t len);
 
 #endif

@@ -27,7 +27,6 @@
 // A requested reset waits at most this long for the replies under way to leave.
 #define RESET_GRACE_MS 2000
 #define FEED_ID "0F00D"
-#define RTC_MAX 2048
 
 static volatile sig_atomic_t stop_signal;
 static char **saved_argv;
@@ -207,14 +206,7 @@ static void drain_eval(struct agent *a, uint64_t now) {
 // ---- resets, watchdog, boot ----
 
 static void rtc_set_magic(struct agent *a, bool normal) {
-    uint8_t mem[RTC_MAX];
-    int n = rtc_read(a->cfg->rtc_file, mem, sizeof(mem));
-    if (n < MQB_RTC_MAGIC_LEN) {
-        memset(mem + n, 0, (size_t)(MQB_RTC_MAGIC_LEN - n));
-        n = MQB_RTC_MAGIC_LEN;
-    }
-    memcpy(mem, normal ? mqb_rtc_magic : mqb_rtc_cleared, MQB_RTC_MAGIC_LEN);
-    if (rtc_write(a->cfg->rtc_file, mem, (size_t)n) != 0) {
+    if (rtc_mark(a->cfg->rtc_file, normal) != 0) {
         agent_log(a, 'E', "cannot write RTC memory %s: %s", a->cfg->rtc_file, strerror(errno));
     }
 }
@@ -314,8 +306,10 @@ static void send_feed(struct agent *a) {
 static void watchdog_tick(struct agent *a, uint64_t now) {
     unsigned act = mqb_wdt_tick(&a->wdt, now);
     if (act & MQB_WDT_EXPIRED) {
-        agent_log(a, 'C', "watchdog expired: not controllable for %g s: resetting",
+        // Control was lost: whatever this boot earned before, the next one is safe mode.
+        agent_log(a, 'C', "watchdog expired: not controllable for %g s: resetting into safe mode",
                   a->cfg->wdt_timeout);
+        rtc_set_magic(a, false);
         do_reset(a, CAUSE_WDT);
     }
     if (act & MQB_WDT_SEND_FEED) {
@@ -344,7 +338,7 @@ static void decide_boot_mode(struct agent *a) {
     if (!a->wdt_on) {
         return; // without a watchdog nothing could ever earn normal mode back
     }
-    uint8_t mem[RTC_MAX];
+    uint8_t mem[RTC_MEMORY_MAX];
     int n = rtc_read(a->cfg->rtc_file, mem, sizeof(mem));
     a->mode = mqb_boot_mode(mem, (size_t)n);
     rtc_set_magic(a, false);
@@ -439,7 +433,7 @@ static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
     }
     // A reset waits until the replies under way (the reset command's own) have left.
     if (a->reset_mode != 0 &&
-        (now >= a->reset_at || (a->outstanding == 0 && !pyeval_has_output(a->pe)))) {
+        (now >= a->reset_at || (a->outstanding == 0 && pyeval_pending(a->pe) == 0))) {
         do_reset(a, a->reset_mode == 's' ? CAUSE_SOFT : CAUSE_HARD);
     }
 }
@@ -478,7 +472,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         return -1;
     }
     int cleaned = fs_clean_temps(&a->fs);
-    if (mqb_engine_init(&a->engine, &agent_platform, a, cfg->prefix) != MQB_OK) {
+    if (mqb_engine_init(&a->engine, &agent_platform, a, cfg->prefix, agent_name()) != MQB_OK) {
         fprintf(stderr, "mqrepld: prefix too long (at most %d bytes)\n", MQB_PREFIX_MAX);
         return -1;
     }
@@ -492,7 +486,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
     struct pyeval_config pc = {
         .root = a->fs.root,
         .rtc_path = cfg->rtc_file,
-        .version = MQREPLD_VERSION,
+        .version = agent_version(),
         .reset_cause = a->reset_cause,
         .safe_mode = a->mode == MQB_BOOT_SAFE,
         .wake_fd = a->wake[1],

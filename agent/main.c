@@ -11,6 +11,20 @@
 
 #include "agent.h"
 
+char mqrepld_version_tag[] = "MQREPLD-VERSION=" MQREPLD_VERSION;
+static char name[64];
+
+const char *agent_version(void) {
+    return mqrepld_version_tag + strlen("MQREPLD-VERSION=");
+}
+
+const char *agent_name(void) {
+    if (name[0] == '\0') {
+        snprintf(name, sizeof(name), "mqrepld %s", agent_version());
+    }
+    return name;
+}
+
 enum kind { STR, INT, NUM, BOOL };
 
 struct setting {
@@ -224,7 +238,7 @@ static int parse_args(struct agent_config *cfg, int argc, char **argv) {
         } else if (c == 'v') {
             cfg->verbose++;
         } else if (c == 'V') {
-            printf("mqrepld " MQREPLD_VERSION "\n");
+            printf("%s\n", agent_name());
             exit(0);
         } else if (c == 'h') {
             usage(stdout);

@@ -23,7 +23,7 @@ static char *status_json(struct agent *a, bool online) {
     static const char *causes[] = {"", "power-on", "hard", "watchdog", "deepsleep", "soft"};
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "status", online ? "online" : "offline");
-    cJSON_AddStringToObject(j, "agent", "mqrepld " MQREPLD_VERSION);
+    cJSON_AddStringToObject(j, "agent", agent_name());
     cJSON_AddStringToObject(j, "mode", a->mode == MQB_BOOT_SAFE ? "safe" : "normal");
     cJSON_AddNumberToObject(j, "boot_time", (double)a->boot_time);
     cJSON_AddStringToObject(j, "reset_cause",

@@ -224,5 +224,4 @@ const struct mqb_platform agent_platform = {
     .ota_open = p_ota_open,
     .ota_close = p_ota_close,
     .command = p_command,
-    .agent = "mqrepld " MQREPLD_VERSION,
 };

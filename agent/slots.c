@@ -40,6 +40,18 @@ int rtc_write(const char *path, const uint8_t *buf, size_t len) {
     return ok && rename(tmp, path) == 0 ? 0 : -1;
 }
 
+int rtc_mark(const char *path, bool normal) {
+    uint8_t mem[RTC_MEMORY_MAX];
+    int n = rtc_read(path, mem, sizeof(mem));
+    if (n < MQB_RTC_MAGIC_LEN) {
+        memset(mem + n, 0, (size_t)(MQB_RTC_MAGIC_LEN - n));
+        n = MQB_RTC_MAGIC_LEN;
+    }
+    // Only the first 4 bytes: the rest of RTC memory belongs to the application.
+    memcpy(mem, normal ? mqb_rtc_magic : mqb_rtc_cleared, MQB_RTC_MAGIC_LEN);
+    return rtc_write(path, mem, (size_t)n);
+}
+
 static void copy_path(struct slots *s, char *out, size_t cap, int copy) {
     snprintf(out, cap, "%s/otadata%d", s->dir, copy);
 }
@@ -61,24 +73,30 @@ static int record_read(struct slots *s) {
                : -1;
 }
 
-// Writes the record into the older copy, in place, so that a crash at any byte of the write
-// leaves the newer copy (the last committed choice) intact.
-static int record_write(struct slots *s) {
-    uint8_t buf[MQB_OTADATA_LEN];
+static int write_copy(struct slots *s, int copy, const uint8_t buf[MQB_OTADATA_LEN]) {
     char path[4200];
-    int target = 1 - s->newer;
-    mqb_otadata_encode(&s->st, buf);
-    copy_path(s, path, sizeof(path), target);
+    copy_path(s, path, sizeof(path), copy);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         return -1;
     }
-    bool ok = pwrite(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) && fsync(fd) == 0;
+    bool ok = pwrite(fd, buf, MQB_OTADATA_LEN, 0) == MQB_OTADATA_LEN && fsync(fd) == 0;
     close(fd);
-    if (ok) {
-        s->newer = target;
-    }
     return ok ? 0 : -1;
+}
+
+// Writes the record into the older copy first, in place, then into the other: a crash at any
+// byte of either write leaves one intact copy with the last committed choice, and once both
+// are written, damage to either copy alone changes nothing.
+static int record_write(struct slots *s) {
+    uint8_t buf[MQB_OTADATA_LEN];
+    int first = 1 - s->newer;
+    mqb_otadata_encode(&s->st, buf);
+    if (write_copy(s, first, buf) != 0) {
+        return -1;
+    }
+    s->newer = first;
+    return write_copy(s, 1 - first, buf);
 }
 
 int slots_open(struct slots *s, const char *dir, int running) {
@@ -194,6 +212,7 @@ static int boot_once(const struct agent_config *cfg, struct slots *s, int slot, 
         if (r == 0) {
             fprintf(stderr, "mqrepld launcher: no watchdog heartbeat: resetting\n");
             kill(pid, SIGKILL);
+            rtc_mark(cfg->rtc_file, false); // control was lost: the next boot is safe mode
             next = CAUSE_WDT;
             break;
         }

@@ -10,7 +10,7 @@
 #define SHA256_HEX_LEN (2 * MQB_SHA256_LEN)
 
 enum mqb_err mqb_engine_init(struct mqb_engine *e, const struct mqb_platform *plat, void *ctx,
-                             const char *prefix) {
+                             const char *prefix, const char *agent) {
     size_t plen = strlen(prefix);
     if (plen > MQB_PREFIX_MAX) {
         return MQB_ERR_TOOBIG;
@@ -20,6 +20,7 @@ enum mqb_err mqb_engine_init(struct mqb_engine *e, const struct mqb_platform *pl
     e->ctx = ctx;
     memcpy(e->prefix, prefix, plen + 1);
     e->startup = true;
+    e->agent = agent;
     for (unsigned i = 0; i < MQB_MAX_XFERS; i++) {
         e->xfers[i].kind = MQB_XFER_NONE;
         e->xfers[i].fh = -1;
@@ -382,7 +383,7 @@ static enum mqb_err on_caps(struct mqb_engine *e, const char *id) {
     mqb__strbuf_add(&sb, "{\"proto\":");
     mqb__strbuf_add_u64(&sb, MQB_PROTO_VERSION);
     mqb__strbuf_add(&sb, ",\"agent\":\"");
-    mqb__strbuf_add(&sb, e->plat->agent != NULL ? e->plat->agent : "mqb");
+    mqb__strbuf_add(&sb, e->agent != NULL ? e->agent : "mqb");
     mqb__strbuf_add(&sb, "\",\"chunk\":");
     mqb__strbuf_add_u64(&sb, MQB_CHUNK_MAX);
     mqb__strbuf_add(&sb, ",\"window\":");

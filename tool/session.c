@@ -281,6 +281,9 @@ static void send_ping(struct session *s) {
     s->pong = false;
     mqb_hdr_encode(hdr, 0, true);
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", s->ping_id, s->id);
+    if (s->o->verbose > 1) {
+        fprintf(stderr, "mqboard: -> %s (is the board still on it?)\n", topic);
+    }
     mosquitto_publish(s->mosq, NULL, topic, sizeof(hdr), hdr, 1, false);
 }
 
@@ -305,6 +308,9 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
                 // "1" after the 2-byte header: the board is still on it.
                 s->pong = t->kind == MQB_TOPIC_REPLY_OUT && n->len == MQB_HDR_LEN + 1 &&
                           n->payload[MQB_HDR_LEN] == '1';
+                if (s->o->verbose > 1) {
+                    fprintf(stderr, "mqboard: <- %s\n", s->pong ? "still on it" : "not on it");
+                }
             }
         }
         node_free(n); // a reply of another command

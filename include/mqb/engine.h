@@ -53,8 +53,6 @@ struct mqb_platform {
     // Returns MQB_ERR_UNSUPPORTED for a command the platform does not know either.
     enum mqb_err (*command)(void *ctx, const char *cmd, const char *id, const char *tail,
                             const uint8_t *data, size_t len);
-    // Name and version of the agent, for caps (e.g. "mqrepld 0.1.0").
-    const char *agent;
 };
 
 enum mqb_xfer_kind {
@@ -87,15 +85,17 @@ struct mqb_engine {
     const struct mqb_platform *plat;
     void *ctx;
     char prefix[MQB_PREFIX_MAX + 1];
-    bool startup; // still ignoring MQTT-duplicate commands (see docs/protocol.md)
+    const char *agent; // borrowed: name and version for caps
+    bool startup;      // still ignoring MQTT-duplicate commands (see docs/protocol.md)
     struct mqb_xfer xfers[MQB_MAX_XFERS];
     char topic[MQB_TOPIC_MAX];
     uint8_t buf[MQB_HDR_LEN + MQB_CHUNK_MAX];
 };
 
-// Initializes e; prefix is copied. Returns MQB_ERR_TOOBIG when prefix exceeds MQB_PREFIX_MAX.
+// Initializes e; prefix is copied; agent (name and version for caps, e.g. "mqrepld 0.1.0")
+// is borrowed and must outlive e. Returns MQB_ERR_TOOBIG when prefix exceeds MQB_PREFIX_MAX.
 enum mqb_err mqb_engine_init(struct mqb_engine *e, const struct mqb_platform *plat, void *ctx,
-                             const char *prefix);
+                             const char *prefix, const char *agent);
 
 // Aborts every open transfer (temporary files are discarded).
 void mqb_engine_deinit(struct mqb_engine *e);

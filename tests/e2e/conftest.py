@@ -1,6 +1,7 @@
 """End-to-end fixture: a real mosquitto on a free loopback port, mqrepld on a temporary board
 root, and mqboard run as a user runs it. Every process started here is stopped by its PID."""
 
+import json
 import os
 import signal
 import socket
@@ -70,7 +71,7 @@ class Broker:
 class Board:
     """One mqrepld agent on its own prefix and temporary root."""
 
-    def __init__(self, broker, tmp, *extra_args):
+    def __init__(self, broker, tmp, *extra_args, wait=True):
         self.broker = broker
         self.root = tmp / "root"
         self.root.mkdir(exist_ok=True)
@@ -78,7 +79,7 @@ class Board:
         self.tmp = tmp
         self.extra_args = list(extra_args)
         self.proc = None
-        self.start()
+        self.start(wait)
 
     def start(self, wait=True):
         self.log = open(self.tmp / "mqrepld.log", "ab")
@@ -91,14 +92,21 @@ class Board:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout=15.0):
+    def wait_ready(self, timeout=15.0, check=None):
+        """Waits until the board answers an eval (and, with check, until check() holds)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            r = self.mqb("-T", "0.5", "eval", "1", check=False)
-            if r.returncode == 0:
+            r = self.mqb("-T", "0.5", "eval", "1", check=False, timeout=30)
+            if r.returncode == 0 and (check is None or check()):
                 return
             assert self.proc.poll() is None, f"mqrepld exited: {self.proc.returncode}"
-        raise RuntimeError("mqrepld did not answer")
+            time.sleep(0.1)
+        raise RuntimeError("mqrepld did not answer" + (" as expected" if check else ""))
+
+    def status(self):
+        """The board's retained status (a dict), or None."""
+        r = self.mqb("-T", "1", "--json", "status", check=False, text=True)
+        return json.loads(r.stdout)["result"] if r.returncode == 0 else None
 
     def stop(self, sig=signal.SIGTERM):
         stop(self.proc, sig)

@@ -22,12 +22,12 @@ static void test_safe_mode_rule(void **state) {
         size_t len;
         enum mqb_boot_mode want;
     } rows[] = {
-        {{0}, 0, MQB_BOOT_NORMAL},                               // power-on: empty memory
-        {{0x0D, 0xF0, 0xEF, 0xBE}, 4, MQB_BOOT_NORMAL},          // the magic
-        {{0x0D, 0xF0, 0xEF, 0xBE, 1, 2}, 6, MQB_BOOT_NORMAL},    // the magic, more data
-        {{0, 0, 0, 0}, 4, MQB_BOOT_SAFE},                        // cleared, never earned back
-        {{0xBE, 0xEF, 0xF0, 0x0D}, 4, MQB_BOOT_SAFE},            // wrong byte order
-        {{0x0D, 0xF0, 0xEF}, 3, MQB_BOOT_SAFE},                  // too short
+        {{0}, 0, MQB_BOOT_NORMAL},                            // power-on: empty memory
+        {{0x0D, 0xF0, 0xEF, 0xBE}, 4, MQB_BOOT_NORMAL},       // the magic
+        {{0x0D, 0xF0, 0xEF, 0xBE, 1, 2}, 6, MQB_BOOT_NORMAL}, // the magic, more data
+        {{0, 0, 0, 0}, 4, MQB_BOOT_SAFE},                     // cleared, never earned back
+        {{0xBE, 0xEF, 0xF0, 0x0D}, 4, MQB_BOOT_SAFE},         // wrong byte order
+        {{0x0D, 0xF0, 0xEF}, 3, MQB_BOOT_SAFE},               // too short
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         assert_int_equal(mqb_boot_mode(rows[i].mem, rows[i].len), rows[i].want);

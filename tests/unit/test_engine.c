@@ -179,7 +179,6 @@ static const struct mqb_platform fake_platform = {
     .hash_final = f_hash_final,
     .eval = f_eval,
     .eval_abort = f_eval_abort,
-    .agent = "fake 1",
 };
 
 struct fixture {
@@ -190,7 +189,8 @@ struct fixture {
 static int setup(void **state) {
     struct fixture *fx = calloc(1, sizeof(*fx));
     fx->fake.room = 1000;
-    assert_int_equal(mqb_engine_init(&fx->engine, &fake_platform, &fx->fake, "b"), MQB_OK);
+    assert_int_equal(mqb_engine_init(&fx->engine, &fake_platform, &fx->fake, "b", "fake 1"),
+                     MQB_OK);
     *state = fx;
     return 0;
 }
