@@ -1,6 +1,7 @@
 // mqboard's eval, exec and run: send Python source (any size), print the board's output as
 // it arrives, forward Ctrl-C (and --timeout-run) to the board as an interrupt.
 #define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,5 +221,57 @@ int cmd_run(struct tool *t, int argc, char **argv) {
     memcpy(src + len, "\npass\n", 7);
     int code = run_eval(t, src, len + 6, t->out);
     free(src);
+    return code;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int cmd_ping(struct tool *t, int argc, char **argv) {
+    long count = 5;
+    if (argc == 3 && strcmp(argv[1], "-c") == 0) {
+        count = strtol(argv[2], NULL, 10);
+    }
+    if ((argc != 1 && argc != 3) || count < 1) {
+        fprintf(stderr, "usage: mqboard ping [-c COUNT]\n");
+        return EXIT_USAGE;
+    }
+    double *ms = calloc((size_t)count, sizeof(double));
+    int code = session_connect(t);
+    long i = 0;
+    for (; code == EXIT_OK && i < count; i++) {
+        // A round trip through the broker and the board's command path: an eval of "1".
+        char *out = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&out, &len);
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        code = run_eval(t, "1", 1, f);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        fclose(f);
+        free(out);
+        ms[i] = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    }
+    if (code == EXIT_OK) {
+        qsort(ms, (size_t)count, sizeof(double), cmp_double);
+        double sum = 0;
+        for (long k = 0; k < count; k++) {
+            sum += ms[k];
+        }
+        double p99 = ms[(count * 99) / 100];
+        fprintf(t->out, "%ld evals: min %.3f / median %.3f / p99 %.3f / max %.3f ms, %.0f/s\n",
+                count, ms[0], ms[count / 2], p99, ms[count - 1], 1000.0 * (double)count / sum);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "count", (double)count);
+        cJSON_AddNumberToObject(j, "min_ms", ms[0]);
+        cJSON_AddNumberToObject(j, "median_ms", ms[count / 2]);
+        cJSON_AddNumberToObject(j, "p99_ms", p99);
+        cJSON_AddNumberToObject(j, "max_ms", ms[count - 1]);
+        cJSON_AddNumberToObject(j, "per_s", 1000.0 * (double)count / sum);
+        t->result = j;
+    }
+    free(ms);
     return code;
 }

@@ -41,6 +41,7 @@ static const struct command commands[] = {
     {"reset", cmd_reset, "[--normal|--safe|--soft|--hard]", "reset the board"},
     {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)"},
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode"},
+    {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -54,6 +55,7 @@ static void usage(FILE *f) {
                "      --topic PREFIX      same as --prefix (the original tool's name)\n"
                "  -T, --timeout SECONDS   give up after this much silence from the board (10)\n"
                "      --timeout-run SECS  interrupt eval/exec/run after this long\n"
+               "      --chunk BYTES       at most this much data per message in transfers\n"
                "  -u, --username USER     broker user name\n"
                "  -P, --password PASS     broker password\n"
                "      --tls               use TLS (system CA certificates)\n"
@@ -238,7 +240,7 @@ static bool load_env(struct tool_opts *o) {
     return true;
 }
 
-enum { OPT_PREFIX = 256, OPT_TLS, OPT_CAFILE, OPT_PSK_ID, OPT_PSK, OPT_TIMEOUT_RUN };
+enum { OPT_PREFIX = 256, OPT_TLS, OPT_CAFILE, OPT_PSK_ID, OPT_PSK, OPT_TIMEOUT_RUN, OPT_CHUNK };
 
 static const struct option long_opts[] = {
     {"board", required_argument, NULL, 'b'},
@@ -248,6 +250,7 @@ static const struct option long_opts[] = {
     {"topic", required_argument, NULL, OPT_PREFIX},
     {"timeout", required_argument, NULL, 'T'},
     {"timeout-run", required_argument, NULL, OPT_TIMEOUT_RUN},
+    {"chunk", required_argument, NULL, OPT_CHUNK},
     {"username", required_argument, NULL, 'u'},
     {"password", required_argument, NULL, 'P'},
     {"tls", no_argument, NULL, OPT_TLS},
@@ -290,6 +293,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_TIMEOUT_RUN:
             ok = set_number("--timeout-run", optarg, 0.001, 1e9, &o->timeout_run);
             break;
+        case OPT_CHUNK: ok = set_number("--chunk", optarg, 256, 1 << 20, &o->chunk); break;
         case 'u': ok = set_opt(o, "username", optarg, "option"); break;
         case 'P': ok = set_opt(o, "password", optarg, "option"); break;
         case OPT_TLS: o->tls = true; break;

@@ -454,6 +454,10 @@ int session_caps(struct session *s, struct board_caps *caps) {
         if (!r.is_err) {
             parse_caps(&r, &s->caps);
         }
+        // --chunk caps the chunk size the board offers (slow links, benchmarks).
+        if (s->o->chunk > 0 && s->caps.chunk > (size_t)s->o->chunk) {
+            s->caps.chunk = (size_t)s->o->chunk;
+        }
         s->caps_known = true;
         if (s->o->verbose) {
             fprintf(stderr, "mqboard: board protocol %d, chunk %zu, window %u\n", s->caps.proto,

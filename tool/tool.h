@@ -31,6 +31,7 @@ struct tool_opts {
     bool json;          // --json: one JSON document on stdout
     bool quiet;         // -q: no progress bar
     double timeout_run; // --timeout-run: interrupt an eval after this many seconds (0: never)
+    double chunk;       // --chunk: largest data bytes per message (0: what the board allows)
     const char *server;
     int port;
     const char *prefix;
@@ -184,5 +185,6 @@ int cmd_ota(struct tool *t, int argc, char **argv);
 int cmd_reset(struct tool *t, int argc, char **argv);
 int cmd_view(struct tool *t, int argc, char **argv);
 int cmd_status(struct tool *t, int argc, char **argv);
+int cmd_ping(struct tool *t, int argc, char **argv);
 
 #endif
