@@ -104,7 +104,7 @@ def timed(argv):
 def raw_stream(port, nbytes, msg):
     out = subprocess.run([str(BIN / "rawpipe"), "-p", str(port), "stream", str(nbytes), str(msg),
                           "16"], capture_output=True, text=True, check=True).stdout
-    return float(out.split()[2])
+    return float(out.split()[0])
 
 
 def stats(xs):
