@@ -444,11 +444,13 @@ bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk 
         memset(out, 0, sizeof(*out));
         snprintf(out->id, sizeof(out->id), "%s", pe->cur->id);
         out->data = malloc(n ? n : 1);
-        memcpy(out->data, pe->out, n);
         out->len = n;
         out->json = pe->cur->json;
-        memmove(pe->out, pe->out + n, pe->out_len - n);
-        pe->out_len -= n;
+        if (n > 0) {
+            memcpy(out->data, pe->out, n);
+            memmove(pe->out, pe->out + n, pe->out_len - n);
+            pe->out_len -= n;
+        }
         out->done = pe->done && pe->out_len == 0;
         if (out->done) {
             out->error = pe->error;

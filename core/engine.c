@@ -421,7 +421,8 @@ static enum mqb_err on_other(struct mqb_engine *e, const char *cmd, const char *
 enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uint8_t *payload,
                               size_t len, bool dup, uint64_t now_ms) {
     struct mqb_topic t;
-    if (mqb_topic_parse(e->prefix, topic, strlen(topic), &t) != MQB_OK || t.kind != MQB_TOPIC_CMD) {
+    enum mqb_err perr = mqb_topic_parse(e->prefix, topic, strlen(topic), &t);
+    if ((perr != MQB_OK && perr != MQB_ERR_TOOBIG) || t.kind != MQB_TOPIC_CMD) {
         return MQB_ERR_MALFORMED;
     }
     // Right after start-up a redelivered command may be the one that crashed the board.
@@ -433,6 +434,10 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
     slice_copy(cmd, t.cmd);
     slice_copy(id, t.id);
     slice_copy(tail, t.tail);
+    if (perr == MQB_ERR_TOOBIG) {
+        reply_error(e, id, MQB_ERR_BADPATH, "longer than the board allows (512 bytes)");
+        return MQB_ERR_BADPATH;
+    }
     struct mqb_hdr h;
     if (mqb_hdr_decode(payload, len, &h) != MQB_OK) {
         reply_error(e, id, MQB_ERR_MALFORMED, "missing the 2-byte header");

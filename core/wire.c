@@ -67,7 +67,12 @@ static enum mqb_err parse_cmd(const char *p, const char *end, struct mqb_topic *
     }
     out->tail.ptr = p;
     out->tail.len = (size_t)(end - p);
-    return out->tail.len > MQB_PATH_MAX ? MQB_ERR_MALFORMED : MQB_OK;
+    // The command and id are good, so the sender can be told what is wrong.
+    if (out->tail.len > MQB_PATH_MAX) {
+        out->tail.len = MQB_PATH_MAX;
+        return MQB_ERR_TOOBIG;
+    }
+    return MQB_OK;
 }
 
 static enum mqb_err parse_reply(const char *p, const char *end, struct mqb_topic *out) {

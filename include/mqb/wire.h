@@ -50,8 +50,9 @@ struct mqb_topic {
 };
 
 // Parses topic (len bytes, no NUL needed) under prefix. Returns MQB_ERR_MALFORMED when the
-// topic is not under PREFIX/mqb/, or the command, id or tail is missing or over its limit
-// (MQB_CMD_MAX, MQB_ID_MAX, MQB_PATH_MAX).
+// topic is not under PREFIX/mqb/, or the command or id is missing or over its limit
+// (MQB_CMD_MAX, MQB_ID_MAX); MQB_ERR_TOOBIG when only the tail is over MQB_PATH_MAX (then
+// kind, cmd and id are set, and tail is cut to MQB_PATH_MAX).
 enum mqb_err mqb_topic_parse(const char *prefix, const char *topic, size_t len,
                              struct mqb_topic *out);
 

@@ -229,3 +229,18 @@ def test_damaged_record_still_boots_last_choice(slotted, tmp_path, damage):
         copy.write_bytes(copy.read_bytes()[:7])
     b.start(wait=False)
     b.wait_ready(check=lambda: version(b) == "'0.1.1'")
+
+
+def test_hw_watchdog_is_petted_while_fed(broker, tmp_path):
+    wd = tmp_path / "watchdog"  # a file stands in for /dev/watchdog
+    wd.write_bytes(b"")
+    b = Board(broker, tmp_path, "--wdt-timeout", "1", "--allok", "100", "--hw-watchdog", str(wd))
+    try:
+        deadline = time.monotonic() + 10
+        while wd.stat().st_size < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert wd.stat().st_size >= 2  # one byte per accepted feed
+    finally:
+        b.stop()
+    data = wd.read_bytes()
+    assert data.endswith(b"V") and set(data[:-1]) == {1}  # the magic close on a clean stop

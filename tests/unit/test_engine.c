@@ -311,6 +311,16 @@ static void test_get_original_chunks(void **state) {
     assert_false(ff->open);
 }
 
+static void test_path_too_long(void **state) {
+    struct fixture *fx = *state;
+    static char topic[MQB_PATH_MAX + 64];
+    int n = snprintf(topic, sizeof(topic), "b/mqb/cmd/get/l1/");
+    memset(topic + n, 'a', MQB_PATH_MAX + 1);
+    assert_int_equal(send(fx, topic, 0, true, "", 0), MQB_ERR_BADPATH);
+    assert_pub(fx, 0, "b/mqb/reply/err/l1", 0,
+               "invalid path: longer than the board allows (512 bytes)");
+}
+
 static void test_get_missing(void **state) {
     struct fixture *fx = *state;
     assert_int_equal(send(fx, "b/mqb/cmd/get/g2/nope", 0, true, "", 0), MQB_ERR_NOENT);
@@ -455,6 +465,7 @@ int run_engine_tests(void) {
         cmocka_unit_test_setup_teardown(test_unknown_and_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_original_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xget_window_and_acks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xput_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xput_acks, setup, teardown),
