@@ -8,6 +8,7 @@ same run, on a default mosquitto and on one with set_tcp_nodelay. Writes docs/be
 """
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -67,15 +68,17 @@ class Agent:
         self.root = tmp / f"root-{name}"
         self.root.mkdir(exist_ok=True)
         self.prefix = f"bench/{name}"
-        self.proc = subprocess.Popen(
-            [str(BIN / "mqrepld"), "-p", str(broker.port), "--prefix", self.prefix, "--root",
-             str(self.root), "--rtc-file", str(tmp / f"rtc-{name}"), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = tmp / f"mqrepld-{name}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "mqrepld"), "-p", str(broker.port), "--prefix", self.prefix, "--root",
+                 str(self.root), "--rtc-file", str(tmp / f"rtc-{name}"), *extra],
+                stdout=log, stderr=log)
         self.port = broker.port
         for _ in range(100):
             if self.mqb("-T", "0.3", "eval", "1").returncode == 0:
                 return
-        raise RuntimeError("agent did not start")
+        raise RuntimeError("agent did not start: " + self.log.read_text()[-2000:])
 
     def args(self, *a):
         return [str(BIN / "mqboard"), "-q", "-p", str(self.port), "--prefix", self.prefix, *a]
@@ -141,7 +144,6 @@ def bench_transfers(tmp, broker, agent, sizes, chunks, runs, rows):
 
 def bench_rtt(broker, agent, count, rows):
     out = agent.mqb("--json", "ping", "-c", str(count)).stdout
-    import json
     r = json.loads(out)["result"]
     raw = subprocess.run([str(BIN / "rawpipe"), "-p", str(broker.port), "rtt", str(count)],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -165,7 +167,8 @@ def bench_scaling(tmp, broker, agent, procs_list, agents_list, count, rows):
         rows.append((f"{n} mqboard processes, one agent", f"{rate:.0f} evals/s", "", "",
                      f"{n} x mqboard ping -c {count}"))
     for n in agents_list:
-        agents = [Agent(tmp, broker, f"scale{n}-{i}", "--wdt-timeout", "0") for i in range(n)]
+        agents = [Agent(tmp, broker, f"scale{n}-{i}-{broker.port}", "--wdt-timeout", "0")
+                  for i in range(n)]
         t0 = time.monotonic()
         ps = [subprocess.Popen(a.args("ping", "-c", str(count)), stdout=subprocess.DEVNULL)
               for a in agents]
@@ -180,19 +183,21 @@ def bench_scaling(tmp, broker, agent, procs_list, agents_list, count, rows):
 
 def bench_memory(tmp, broker, sizes, rows):
     for size in sizes:
-        a = Agent(tmp, broker, f"mem{size}", "--wdt-timeout", "0")
+        a = Agent(tmp, broker, f"mem{size}-{broker.port}", "--wdt-timeout", "0")
         data = tmp / f"data-{size}"
         if not data.exists():
             data.write_bytes(os.urandom(int(size * MB)))
-        _, tool_put = timed(a.args("put", str(data), "m.bin"))
-        _, tool_get = timed(a.args("get", "m.bin", str(tmp / "m.bin")))
+        # mqboard reports its own VmHWM: the rusage of a child forked from this harness would
+        # count the harness's memory from before the exec.
+        peak = lambda *cmd: json.loads(a.mqb("--json", *cmd).stdout)["peak_rss_kb"]
+        tool = max(peak("put", str(data), "m.bin"), peak("get", "m.bin", str(tmp / "m.bin")))
         rows.append((f"peak RSS during {size:g} MB put+get", f"mqrepld {a.peak_rss_kb()} kB",
-                     f"mqboard {max(tool_put, tool_get)} kB", "", "VmHWM / ru_maxrss"))
+                     f"mqboard {tool} kB", "", "VmHWM of each"))
         stop(a.proc)
 
 
 def bench_ota(tmp, broker, size_mb, runs, rows):
-    a = Agent(tmp, broker, "ota", "--slots", str(tmp / "slots"))
+    a = Agent(tmp, broker, f"ota{broker.port}", "--slots", str(tmp / f"slots{broker.port}"))
     image = tmp / "image.bin"
     image.write_bytes(os.urandom(int(size_mb * MB)))
     ts = [timed(a.args("ota", str(image)))[0] * 1000 for _ in range(runs)]
@@ -233,7 +238,7 @@ def main():
                 agent = Agent(tmp, broker, f"main{int(nodelay)}", "--wdt-timeout", "0")
                 bench_transfers(tmp, broker, agent, sizes, chunks, runs, rows)
                 if sweep:
-                    bench_transfers(tmp, broker, agent, [10], sweep, runs, rows)
+                    bench_transfers(tmp, broker, agent, [5], sweep, runs, rows)
                 bench_rtt(broker, agent, 20 if q else 1000, rows)
                 bench_ota(tmp, broker, 0.2 if q else 2, runs, rows)
                 bench_memory(tmp, broker, [0.1, 0.2] if q else [1, 100], rows)
@@ -244,6 +249,8 @@ def main():
                 stop(broker.proc)
             sections.append(("set_tcp_nodelay true" if nodelay else "default config", rows))
             print(f"done: broker {'nodelay' if nodelay else 'default'}", file=sys.stderr)
+            for r in rows:
+                print(" | ".join(r), file=sys.stderr)
     write(out, sections, q)
     print(out)
 

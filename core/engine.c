@@ -198,14 +198,9 @@ static enum mqb_err put_first(struct mqb_engine *e, struct mqb_xfer *x, const ui
         enum mqb_err err = e->plat->hash_init(e->ctx, slot_of(e, x));
         return err != MQB_OK ? err : e->plat->ota_open(e->ctx, &x->fh);
     }
+    (void)data;
+    (void)len;
     if (x->kind == MQB_XFER_XPUT) {
-        // The first message of an xput carries the SHA-256 of the whole file, in hex.
-        if (*len < SHA256_HEX_LEN ||
-            !mqb__parse_hex((const char *)*data, SHA256_HEX_LEN, x->sha256, MQB_SHA256_LEN)) {
-            return MQB_ERR_MALFORMED;
-        }
-        *data += SHA256_HEX_LEN;
-        *len -= SHA256_HEX_LEN;
         enum mqb_err err = e->plat->hash_init(e->ctx, slot_of(e, x));
         if (err != MQB_OK) {
             return err;
@@ -253,6 +248,14 @@ static enum mqb_err on_put(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
     }
     if (x->received == 1) {
         err = put_first(e, x, &data, &len);
+    }
+    if (err == MQB_OK && kind == MQB_XFER_XPUT && h->last) {
+        // The last message of an xput carries the SHA-256 of the whole file, in hex, and
+        // no data: the host hashes while it sends.
+        if (!mqb__parse_hex((const char *)data, len, x->sha256, MQB_SHA256_LEN)) {
+            err = MQB_ERR_MALFORMED;
+        }
+        len = 0;
     }
     if (err == MQB_OK && len > 0) {
         err = e->plat->file_write(e->ctx, x->fh, data, len);

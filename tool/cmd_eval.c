@@ -161,25 +161,24 @@ static char *source_from_args(int argc, char **argv, size_t *len) {
     return src;
 }
 
-int cmd_eval(struct tool *t, int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: mqboard eval EXPR|-\n");
-        return EXIT_USAGE;
-    }
-    size_t len = 0;
-    char *src = source_from_args(argc, argv, &len);
-    if (src == NULL) {
-        tool_error(t, "cannot read stdin");
-        return EXIT_LOCAL;
+// Runs src (malloc'd, len bytes; freed here). As statements: a trailing statement makes the
+// board run the code as statements (an expression's value is not shown), on our agent and on
+// an original board alike.
+static int run_source(struct tool *t, char *src, size_t len, bool statements) {
+    if (statements) {
+        src = realloc(src, len + 8);
+        memcpy(src + len, "\npass\n", 7);
+        len += 6;
     }
     int code = run_eval(t, src, len, t->out);
     free(src);
     return code;
 }
 
-int cmd_exec(struct tool *t, int argc, char **argv) {
+// eval and exec: the source from the arguments or stdin.
+static int eval_or_exec(struct tool *t, int argc, char **argv, bool statements) {
     if (argc < 2) {
-        fprintf(stderr, "usage: mqboard exec CODE|-\n");
+        fprintf(stderr, "usage: mqboard %s %s|-\n", argv[0], statements ? "CODE" : "EXPR");
         return EXIT_USAGE;
     }
     size_t len = 0;
@@ -188,13 +187,15 @@ int cmd_exec(struct tool *t, int argc, char **argv) {
         tool_error(t, "cannot read stdin");
         return EXIT_LOCAL;
     }
-    // A trailing statement makes the board run the code as statements (an expression's
-    // value is not shown), on our agent and on an original board alike.
-    src = realloc(src, len + 8);
-    memcpy(src + len, "\npass\n", 7);
-    int code = run_eval(t, src, len + 6, t->out);
-    free(src);
-    return code;
+    return run_source(t, src, len, statements);
+}
+
+int cmd_eval(struct tool *t, int argc, char **argv) {
+    return eval_or_exec(t, argc, argv, false);
+}
+
+int cmd_exec(struct tool *t, int argc, char **argv) {
+    return eval_or_exec(t, argc, argv, true);
 }
 
 int cmd_run(struct tool *t, int argc, char **argv) {
@@ -216,12 +217,7 @@ int cmd_run(struct tool *t, int argc, char **argv) {
         tool_error(t, "cannot read '%s'", argv[1]);
         return EXIT_LOCAL;
     }
-    // As a script: statements, even when the file is one expression.
-    src = realloc(src, len + 8);
-    memcpy(src + len, "\npass\n", 7);
-    int code = run_eval(t, src, len + 6, t->out);
-    free(src);
-    return code;
+    return run_source(t, src, len, true); // a script: statements, even if one expression
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -23,8 +23,7 @@ static void hex(const uint8_t *b, size_t n, char *out) {
     }
 }
 
-// SHA-256 of a whole open file, in hex; rewinds it.
-static int file_sha256(FILE *f, char out[SHA256_HEX + 1]) {
+int file_sha256(FILE *f, char out[SHA256_HEX + 1]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint8_t buf[65536], md[32];
     size_t n;
@@ -93,6 +92,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
         chunk = caps->chunk;
     }
     uint32_t window = !windowed ? UINT32_MAX : caps->proto >= 2 ? caps->window : 16;
+    // xput ends with a message that holds only the hash.
     uint32_t total = (uint32_t)((size + chunk - 1) / chunk) + (xput ? 1 : 0);
     total = total == 0 ? 1 : total; // an empty file still takes one (last) message
     int code = session_begin(s, cmd);
@@ -102,17 +102,22 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
     bool done = false;
     struct progress pg;
     progress_begin(t, &pg, label, size);
-    if (xput && code == EXIT_OK) {
-        char sha[SHA256_HEX + 1];
-        code = file_sha256(f, sha);
-        if (code == EXIT_OK) {
-            code = session_send(s, tail, 0, total == 1, (const uint8_t *)sha, SHA256_HEX);
-            sent = 1;
-        }
-    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     while (code == EXIT_OK && !done) {
         while (code == EXIT_OK && sent < total && sent < acked + window) {
-            size_t n = fread(buf, 1, chunk, f);
+            size_t n = 0;
+            if (xput && sent + 1 == total) {
+                // The last message: the SHA-256 of what was sent, hashed on the way.
+                uint8_t digest[32];
+                EVP_DigestFinal_ex(md, digest, NULL);
+                hex(digest, sizeof(digest), (char *)buf);
+                n = SHA256_HEX;
+            } else {
+                n = fread(buf, 1, chunk, f);
+                EVP_DigestUpdate(md, buf, n);
+                bytes += n;
+            }
             if (ferror(f)) {
                 tool_error(t, "read error: %s", strerror(errno));
                 code = EXIT_LOCAL;
@@ -121,7 +126,6 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
             code =
                 session_send(s, tail, (uint16_t)(sent & MQB_SEQ_MASK), sent + 1 == total, buf, n);
             sent++;
-            bytes += n;
             progress_update(&pg, bytes);
             // Look at replies without waiting, so that an early error stops the stream.
             struct reply r;
@@ -139,6 +143,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
         }
     }
     progress_end(&pg);
+    EVP_MD_CTX_free(md);
     free(buf);
     session_end(s);
     return code;

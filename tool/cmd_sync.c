@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <glob.h>
 #include <libgen.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,20 +25,12 @@ static int local_sha(struct tool *t, const char *path, char out[65]) {
         tool_error(t, "cannot read '%s': %s", path, strerror(errno));
         return EXIT_LOCAL;
     }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint8_t buf[65536], md[32];
-    size_t n;
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        EVP_DigestUpdate(ctx, buf, n);
-    }
-    EVP_DigestFinal_ex(ctx, md, NULL);
-    EVP_MD_CTX_free(ctx);
+    int code = file_sha256(f, out);
     fclose(f);
-    for (int i = 0; i < 32; i++) {
-        sprintf(out + 2 * i, "%02x", md[i]);
+    if (code != EXIT_OK) {
+        tool_error(t, "cannot read '%s'", path);
     }
-    return EXIT_OK;
+    return code;
 }
 
 static const struct rentry *find_entry(const struct rlist *l, const char *path) {

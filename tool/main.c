@@ -344,7 +344,24 @@ static void on_sigint(int sig) {
     tool_interrupted = 1;
 }
 
-// The --json document: what the command printed, its error text, its result, the time.
+// The peak resident memory of this process since it started (VmHWM), in kB.
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kb;
+}
+
+// The --json document: what the command printed, its error text, its result, the time and
+// the peak memory.
 static void print_json(struct tool *t, int code) {
     fclose(t->out);
     fclose(t->err);
@@ -365,6 +382,7 @@ static void print_json(struct tool *t, int code) {
         cJSON_AddNullToObject(j, "result");
     }
     cJSON_AddNumberToObject(j, "elapsed_s", now_s() - t->started);
+    cJSON_AddNumberToObject(j, "peak_rss_kb", (double)peak_rss_kb());
     char *s = cJSON_Print(j);
     puts(s);
     free(s);

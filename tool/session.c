@@ -102,7 +102,7 @@ static int setup_client(struct session *s) {
     mosquitto_lib_init();
     s->mosq = mosquitto_new(NULL, true, s);
     if (s->mosq == NULL) {
-        fprintf(stderr, "mqboard: cannot create an MQTT client\n");
+        fprintf(s->err, "mqboard: cannot create an MQTT client\n");
         return EXIT_CONN;
     }
     mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
@@ -121,7 +121,7 @@ static int setup_client(struct session *s) {
                                NULL);
     }
     if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "mqboard: TLS set-up failed: %s\n", mosquitto_strerror(rc));
+        fprintf(s->err, "mqboard: TLS set-up failed: %s\n", mosquitto_strerror(rc));
         return EXIT_CONN;
     }
     return EXIT_OK;
@@ -133,6 +133,7 @@ int session_connect(struct tool *t) {
         return EXIT_OK;
     }
     s->o = &t->opts;
+    s->err = t->err;
     s->connack = -1;
     int code = setup_client(s);
     if (code != EXIT_OK) {
@@ -140,17 +141,17 @@ int session_connect(struct tool *t) {
     }
     int rc = mosquitto_connect(s->mosq, s->o->server, s->o->port, 30);
     if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
+        fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
                 s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         return EXIT_CONN;
     }
     if (!pump(s, s->o->timeout, got_connack) || s->connack < 0) {
-        fprintf(stderr, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
+        fprintf(s->err, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
                 s->o->server, s->o->port);
         return EXIT_CONN;
     }
     if (s->connack != 0) {
-        fprintf(stderr, "mqboard: the broker refused the connection: %s\n",
+        fprintf(s->err, "mqboard: the broker refused the connection: %s\n",
                 mosquitto_connack_string(s->connack));
         return EXIT_CONN;
     }
@@ -160,7 +161,7 @@ int session_connect(struct tool *t) {
     subacked_target = s->subacked + 1;
     rc = mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
-        fprintf(stderr, "mqboard: cannot subscribe to the board's replies: %s\n",
+        fprintf(s->err, "mqboard: cannot subscribe to the board's replies: %s\n",
                 mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
         return EXIT_CONN;
     }
@@ -212,7 +213,7 @@ int session_begin(struct session *s, const char *cmd) {
 static int publish(struct session *s, const char *topic, const uint8_t *payload, size_t len) {
     int rc = mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
     if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "mqboard: cannot send to the broker: %s\n", mosquitto_strerror(rc));
+        fprintf(s->err, "mqboard: cannot send to the broker: %s\n", mosquitto_strerror(rc));
         return EXIT_CONN;
     }
     if (s->o->verbose > 1) {
@@ -225,14 +226,14 @@ int session_send(struct session *s, const char *tail, uint16_t seq, bool last, c
                  size_t len) {
     for (const char *c = tail; c != NULL && *c != '\0'; c++) {
         if (*c == '+' || *c == '#' || (unsigned char)*c < 0x20) {
-            fprintf(stderr, "mqboard: a board path cannot contain '+', '#' or control "
+            fprintf(s->err, "mqboard: a board path cannot contain '+', '#' or control "
                             "characters (MQTT topics carry the path)\n");
             return EXIT_USAGE;
         }
     }
     char topic[MQB_TOPIC_MAX];
     if (mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, s->cmd, s->id, tail) != MQB_OK) {
-        fprintf(stderr, "mqboard: topic too long (path over %d bytes?)\n", MQB_PATH_MAX);
+        fprintf(s->err, "mqboard: topic too long (path over %d bytes?)\n", MQB_PATH_MAX);
         return EXIT_USAGE;
     }
     uint8_t *payload = malloc(len + MQB_HDR_LEN);
@@ -343,14 +344,14 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
             continue;
         }
         if (left <= 0) {
-            fprintf(stderr,
+            fprintf(s->err,
                     "mqboard: no answer from board '%s' for %g s (is its agent running, and is "
                     "the prefix right? -T sets the timeout)\n",
                     s->o->prefix, silence);
             return EXIT_TIMEOUT;
         }
         if (!pump(s, left, has_msg_or_signal)) {
-            fprintf(stderr, "mqboard: lost the connection to the broker\n");
+            fprintf(s->err, "mqboard: lost the connection to the broker\n");
             return EXIT_CONN;
         }
     }
@@ -361,7 +362,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     s->current = n;
     if (!r->is_err) {
         if (mqb_hdr_decode(n->payload, n->len, &r->hdr) != MQB_OK) {
-            fprintf(stderr, "mqboard: the board sent a reply without a header\n");
+            fprintf(s->err, "mqboard: the board sent a reply without a header\n");
             return EXIT_BOARD;
         }
         r->data += MQB_HDR_LEN;
@@ -374,7 +375,7 @@ int session_subscribe(struct session *s, const char *topic) {
     subacked_target = s->subacked + 1;
     int rc = mosquitto_subscribe(s->mosq, NULL, topic, 1);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
-        fprintf(stderr, "mqboard: cannot subscribe to %s\n", topic);
+        fprintf(s->err, "mqboard: cannot subscribe to %s\n", topic);
         return EXIT_CONN;
     }
     return EXIT_OK;
@@ -408,7 +409,7 @@ int session_recv_raw(struct session *s, const char *topic, double timeout_s, str
             return EXIT_TIMEOUT;
         }
         if (!pump(s, left, has_msg_or_signal)) {
-            fprintf(stderr, "mqboard: lost the connection to the broker\n");
+            fprintf(s->err, "mqboard: lost the connection to the broker\n");
             return EXIT_CONN;
         }
     }

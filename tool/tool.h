@@ -64,6 +64,7 @@ struct board_caps {
 
 struct session {
     const struct tool_opts *o;
+    FILE *err; // where the session's error messages go (the tool's err)
     struct mosquitto *mosq;
     int connack; // -1 until CONNACK
     bool lost;
@@ -161,6 +162,10 @@ struct progress {
 void progress_begin(struct tool *t, struct progress *p, const char *label, uint64_t total);
 void progress_update(struct progress *p, uint64_t done);
 void progress_end(struct progress *p);
+
+// SHA-256 of the rest of an open file, in lower-case hex; rewinds it. EXIT_LOCAL on a read
+// error.
+int file_sha256(FILE *f, char out[65]);
 
 // File transfers, used by put/get and by sync.
 int put_file(struct tool *t, const char *local, const char *remote);

@@ -226,7 +226,7 @@ def test_wrong_hash_put_keeps_old_file(board):
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-C", "1", "-W", "10",
          "-t", f"{board.prefix}/mqb/reply/err/BadHash1"], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
-    for payload in (b"\x00\x00" + b"0" * 64, b"\x80\x01new contents"):
+    for payload in (b"\x00\x00new contents", b"\x80\x01" + b"0" * 64):
         subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-q",
                         "1", "-t", topic, "-s"], input=payload, check=True)
     out, _ = sub.communicate(timeout=15)
@@ -276,3 +276,10 @@ def test_timeout_run(board):
     r = board.mqb("--timeout-run", "0.5", "eval", "import time\nwhile True: time.sleep(0.01)",
                   check=False, text=True)
     assert r.returncode == 130 and "KeyboardInterrupt" in r.stderr
+
+
+def test_json_reports_timeouts(broker):
+    r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", "nobody/here",
+                        "-T", "0.3", "--json", "eval", "1"], capture_output=True, text=True)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 3 and doc["exit_code"] == 3 and "no answer from board" in doc["error"]

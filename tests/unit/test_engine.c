@@ -378,28 +378,33 @@ static void test_xput_hash(void **state) {
     for (int i = 0; i < 32; i++) {
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
     }
-    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 0, false, hex, 64), MQB_OK);
-    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 1, false, data, 32), MQB_OK);
-    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 2, true, data + 32, 32), MQB_OK);
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 0, false, data, 32), MQB_OK);
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 1, false, data + 32, 32), MQB_OK);
+    assert_int_equal(find(&fx->fake, "f")->len, 0); // nothing visible before the hash
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v1/f", 2, true, hex, 64), MQB_OK);
     assert_int_equal(find(&fx->fake, "f")->len, 64);
     assert_pub(fx, 0, "b/mqb/reply/out/v1", 0xFFFF, "OK");
 
     // The same upload with one byte changed fails and leaves the file as it was.
     data[3] ^= 1;
-    send(fx, "b/mqb/cmd/xput/v2/f", 0, false, hex, 64);
-    send(fx, "b/mqb/cmd/xput/v2/f", 1, false, data, 32);
-    assert_int_equal(send(fx, "b/mqb/cmd/xput/v2/f", 2, true, data + 32, 32), MQB_ERR_HASH);
+    send(fx, "b/mqb/cmd/xput/v2/f", 0, false, data, 32);
+    send(fx, "b/mqb/cmd/xput/v2/f", 1, false, data + 32, 32);
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v2/f", 2, true, hex, 64), MQB_ERR_HASH);
     assert_int_equal(find(&fx->fake, "f")->data[3], 4);
     assert_pub(fx, 1, "b/mqb/reply/err/v2", 0, "hash mismatch: f");
-    assert_int_equal(send(fx, "b/mqb/cmd/xput/v3/f", 0, false, "zz", 2), MQB_ERR_MALFORMED);
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v3/f", 0, true, "zz", 2), MQB_ERR_MALFORMED);
+    // An empty file: one message, the hash of nothing.
+    char empty[65];
+    for (int i = 0; i < 32; i++) {
+        snprintf(empty + 2 * i, 3, "%02x", 0);
+    }
+    assert_int_equal(send(fx, "b/mqb/cmd/xput/v4/e", 0, true, empty, 64), MQB_OK);
+    assert_int_equal(find(&fx->fake, "e")->len, 0);
 }
 
 static void test_xput_acks(void **state) {
     struct fixture *fx = *state;
-    char hex[65];
-    memset(hex, '0', 64);
-    send(fx, "b/mqb/cmd/xput/a1/f", 0, false, hex, 64);
-    for (uint16_t s = 1; s < MQB_WINDOW; s++) {
+    for (uint16_t s = 0; s < MQB_WINDOW; s++) {
         send(fx, "b/mqb/cmd/xput/a1/f", s, false, "x", 1);
     }
     assert_int_equal(fx->fake.npubs, 2);
