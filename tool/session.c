@@ -329,13 +329,13 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     // Non-blocking poll first, so that a sender sees replies between its messages.
     mosquitto_loop(s->mosq, 0, 1);
     while ((n = next_reply(s, &t)) == NULL) {
+        if (timeout_s == 0) {
+            return EXIT_TIMEOUT; // a poll leaves a pending interrupt to the next wait
+        }
         if (tool_interrupted || (s->interrupt_at > 0 && now_s() >= s->interrupt_at)) {
             tool_interrupted = 0;
             s->interrupt_at = 0;
             return RECV_INTERRUPT;
-        }
-        if (timeout_s == 0) {
-            return EXIT_TIMEOUT;
         }
         double left = deadline - now_s();
         if (left <= 0 && s->ping_on_silence && (s->ping_id[0] == '\0' || s->pong)) {
