@@ -99,6 +99,15 @@ static void wait_subscribed(struct shared *s, int n) {
     pthread_mutex_unlock(&s->mu);
 }
 
+static void teardown(struct mosquitto *a, struct mosquitto *b) {
+    struct mosquitto *both[] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        mosquitto_disconnect(both[i]);
+        mosquitto_loop_stop(both[i], false);
+        mosquitto_destroy(both[i]);
+    }
+}
+
 static int stream(int port, long bytes, long chunk, long window) {
     struct shared s = {
         .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .window = window};
@@ -129,12 +138,7 @@ static int stream(int port, long bytes, long chunk, long window) {
     }
     double secs = now_s() - t0;
     printf("%.3f MB/s %.4f s\n", (double)bytes / 1e6 / secs, secs);
-    mosquitto_disconnect(main);
-    mosquitto_disconnect(peer);
-    mosquitto_loop_stop(main, false);
-    mosquitto_loop_stop(peer, false);
-    mosquitto_destroy(main);
-    mosquitto_destroy(peer);
+    teardown(main, peer);
     free(buf);
     return 0;
 }
@@ -163,12 +167,7 @@ static int rtt(int port, long count) {
     }
     qsort(t, (size_t)count, sizeof(double), cmp);
     printf("median %.3f ms p99 %.3f ms\n", t[count / 2], t[(count * 99) / 100]);
-    mosquitto_disconnect(main);
-    mosquitto_disconnect(peer);
-    mosquitto_loop_stop(main, false);
-    mosquitto_loop_stop(peer, false);
-    mosquitto_destroy(main);
-    mosquitto_destroy(peer);
+    teardown(main, peer);
     free(t);
     return 0;
 }

@@ -9,13 +9,15 @@
 #include "remote.h"
 #include "tool.h"
 
-// Accepts the flags in `flags` (e.g. "lr") before the arguments; returns the index of the
-// first argument, or -1 after a usage message.
-static int parse_flags(int argc, char **argv, const char *flags, bool *set, const char *usage) {
+// Accepts the flags in `flags` (e.g. "lr") before the arguments, and at least min_args
+// arguments; returns the index of the first argument, or -1 after a usage message.
+static int parse_flags(int argc, char **argv, const char *flags, bool *set, const char *usage,
+                       int min_args) {
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
         if (strcmp(argv[i], "--") == 0) {
-            return i + 1;
+            i++;
+            break;
         }
         for (const char *c = argv[i] + 1; *c; c++) {
             const char *f = strchr(flags, *c);
@@ -25,6 +27,10 @@ static int parse_flags(int argc, char **argv, const char *flags, bool *set, cons
             }
             set[f - flags] = true;
         }
+    }
+    if (argc - i < min_args) {
+        fprintf(stderr, "usage: mqboard %s\n", usage);
+        return -1;
     }
     return i;
 }
@@ -69,8 +75,12 @@ static char *board_dir(const char *arg) {
 
 int cmd_ls(struct tool *t, int argc, char **argv) {
     bool f[2] = {false, false}; // -l, -r
-    int i = parse_flags(argc, argv, "lr", f, "ls [-l] [-r] [DIR]");
-    if (i < 0 || argc - i > 1) {
+    int i = parse_flags(argc, argv, "lr", f, "ls [-l] [-r] [DIR]", 0);
+    if (i >= 0 && argc - i > 1) {
+        fprintf(stderr, "usage: mqboard ls [-l] [-r] [DIR]   (one directory)\n");
+        i = -1;
+    }
+    if (i < 0) {
         return EXIT_USAGE;
     }
     char *dir = board_dir(i < argc ? argv[i] : ".");
@@ -148,11 +158,8 @@ static int per_path(struct tool *t, const char *what, const char *fmt, int argc,
 
 int cmd_rm(struct tool *t, int argc, char **argv) {
     bool f[1] = {false};
-    int i = parse_flags(argc, argv, "r", f, "rm [-r] PATH...");
-    if (i < 0 || i >= argc) {
-        if (i >= 0) {
-            fprintf(stderr, "usage: mqboard rm [-r] PATH...\n");
-        }
+    int i = parse_flags(argc, argv, "r", f, "rm [-r] PATH...", 1);
+    if (i < 0) {
         return EXIT_USAGE;
     }
     for (int k = i; k < argc; k++) {
@@ -178,11 +185,8 @@ int cmd_rm(struct tool *t, int argc, char **argv) {
 
 int cmd_mkdir(struct tool *t, int argc, char **argv) {
     bool f[1] = {false};
-    int i = parse_flags(argc, argv, "p", f, "mkdir [-p] DIR...");
-    if (i < 0 || i >= argc) {
-        if (i >= 0) {
-            fprintf(stderr, "usage: mqboard mkdir [-p] DIR...\n");
-        }
+    int i = parse_flags(argc, argv, "p", f, "mkdir [-p] DIR...", 1);
+    if (i < 0) {
         return EXIT_USAGE;
     }
     static const char plain[] = "try:uos.mkdir(%s)\nexcept OSError as e:_err(e,%s)\n";
