@@ -30,6 +30,7 @@ struct job {
     char *src;
     size_t len;
     bool json;
+    char *app; // not an eval: start the application in this file
     struct job *next;
 };
 
@@ -309,6 +310,24 @@ static void run_job(struct pyeval *pe, struct job *j) {
     pthread_mutex_unlock(&pe->mu);
 }
 
+// Starts the application thread (with the GIL held, on the evaluator thread: should the
+// application hold the interpreter at once, only this thread waits, never the event loop).
+static void start_app(struct pyeval *pe, struct job *j) {
+    PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", j->app, pe->globals);
+    if (r == NULL) {
+        PyErr_Print();
+    }
+    Py_XDECREF(r);
+    pthread_mutex_lock(&pe->mu);
+    pe->running = false;
+    pe->cur = NULL;
+    pe->queued--;
+    free(j->app);
+    free(j);
+    pthread_cond_broadcast(&pe->cond);
+    pthread_mutex_unlock(&pe->mu);
+}
+
 // Loads the embedded _board module and lets it set up the interpreter.
 static int load_board(struct pyeval *pe) {
     const char *src = NULL;
@@ -358,7 +377,11 @@ static void *eval_thread(void *arg) {
     for (;;) {
         struct job *j = next_job(pe);
         PyEval_RestoreThread(ts);
-        run_job(pe, j);
+        if (j->app != NULL) {
+            start_app(pe, j);
+        } else {
+            run_job(pe, j);
+        }
         ts = PyEval_SaveThread();
     }
     return NULL;
@@ -397,28 +420,7 @@ struct pyeval *pyeval_start(const struct pyeval_config *cfg) {
     return pe;
 }
 
-void pyeval_start_app(struct pyeval *pe) {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s%s", pe->root,
-             pe->cfg.safe_mode ? "/safemode/main.py" : "/main.py");
-    if (access(path, R_OK) != 0) {
-        return;
-    }
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", path, pe->globals);
-    if (r == NULL) {
-        PyErr_Print();
-    }
-    Py_XDECREF(r);
-    PyGILState_Release(g);
-}
-
-void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json) {
-    struct job *j = calloc(1, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", id);
-    j->src = src;
-    j->len = len;
-    j->json = json;
+static void enqueue(struct pyeval *pe, struct job *j) {
     pthread_mutex_lock(&pe->mu);
     if (pe->tail != NULL) {
         pe->tail->next = j;
@@ -429,6 +431,27 @@ void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, boo
     pe->queued++;
     pthread_cond_broadcast(&pe->cond);
     pthread_mutex_unlock(&pe->mu);
+}
+
+void pyeval_start_app(struct pyeval *pe) {
+    char path[4200];
+    snprintf(path, sizeof(path), "%s%s", pe->root,
+             pe->cfg.safe_mode ? "/safemode/main.py" : "/main.py");
+    if (access(path, R_OK) != 0) {
+        return;
+    }
+    struct job *j = calloc(1, sizeof(*j));
+    j->app = strdup(path);
+    enqueue(pe, j);
+}
+
+void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json) {
+    struct job *j = calloc(1, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    j->src = src;
+    j->len = len;
+    j->json = json;
+    enqueue(pe, j);
 }
 
 bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk *out) {

@@ -80,7 +80,8 @@ bool pyeval_known(struct pyeval *pe, const char *id);
 unsigned pyeval_pending(struct pyeval *pe);
 
 // Runs the application (main.py, or /safemode/main.py in safe mode) on a Python thread of its
-// own, in __main__'s globals, if the file exists. Call once, after start.
+// own, in __main__'s globals, if the file exists. Call once, after start. The evaluator thread
+// starts it, in turn with the evals, so that the caller never waits for the interpreter.
 void pyeval_start_app(struct pyeval *pe);
 
 #endif

@@ -77,16 +77,15 @@ def test_long_silent_eval_does_not_time_out(board):
 
 
 def test_evals_run_in_order(board):
-    procs = [subprocess.Popen(board.mqb_args("eval", f"import time; time.sleep(0.2); L.append({i})"
-                                             if i else "L = []"), stdout=subprocess.PIPE)
-             for i in range(1)]
-    procs[0].wait(timeout=10)
+    board.out("eval", "L = []")
+    # The first eval takes a while; the ones sent behind it wait their turn, in order.
+    procs = [subprocess.Popen(board.mqb_args("eval", "import time; time.sleep(0.3); L.append(0)"))]
     for i in range(1, 4):
-        procs.append(subprocess.Popen(board.mqb_args("eval", f"L.append({i})")))
         time.sleep(0.05)
+        procs.append(subprocess.Popen(board.mqb_args("eval", f"L.append({i})")))
     for p in procs:
-        p.wait(timeout=20)
-    assert board.out("eval", "L") == "[1, 2, 3]\n"
+        assert p.wait(timeout=20) == 0
+    assert board.out("eval", "L") == "[0, 1, 2, 3]\n"
 
 
 ORIGINAL_LS = (
