@@ -271,7 +271,8 @@ static const char *default_rtc_file(const char *prefix) {
 }
 
 int main(int argc, char **argv) {
-    struct agent_config cfg = {
+    // Static: the settings (and the strings they own) live as long as the process.
+    static struct agent_config cfg = {
         .server = "127.0.0.1",
         .port = 1883,
         .root = ".",

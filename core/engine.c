@@ -191,6 +191,13 @@ static enum mqb_err stream_accept(struct mqb_engine *e, enum mqb_xfer_kind kind,
 static enum mqb_err put_first(struct mqb_engine *e, struct mqb_xfer *x, const uint8_t **data,
                               size_t *len) {
     if (x->kind == MQB_XFER_OTA) {
+        // One image at a time: a new ota supersedes one under way (whose host is most likely
+        // gone); the older one is discarded and its host told.
+        for (unsigned i = 0; i < MQB_MAX_XFERS; i++) {
+            if (&e->xfers[i] != x && e->xfers[i].kind == MQB_XFER_OTA) {
+                xfer_fail(e, &e->xfers[i], MQB_ERR_BUSY);
+            }
+        }
         // The image's SHA-256 is the topic tail.
         if (!mqb__parse_hex(x->path, strlen(x->path), x->sha256, MQB_SHA256_LEN)) {
             return MQB_ERR_MALFORMED;

@@ -193,10 +193,10 @@ def test_ota_wrong_hash_and_interrupted_streams(slotted, tmp_path):
     b = slotted
     before = [(b.slots / f"otadata{i}").read_bytes() for i in (0, 1)]
     image = tmp_path / "img"
-    image.write_bytes(os.urandom(40 * 1024 * 1024))
+    image.write_bytes(os.urandom(64 * 1024 * 1024))  # takes seconds: killed well before the end
     for _ in range(3):
         p = subprocess.Popen(b.mqb_args("-q", "ota", str(image)), stderr=subprocess.DEVNULL)
-        time.sleep(random.uniform(0.02, 0.4))
+        time.sleep(random.uniform(0.02, 0.25))
         p.kill()
         p.wait()
     sub = subprocess.Popen(
