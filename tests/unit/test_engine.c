@@ -166,6 +166,25 @@ static void f_eval_abort(void *ctx, const char *id) {
     ((struct fake *)ctx)->eval_src[0] = '\0';
 }
 
+// OTA: the image goes to file 3 ("slot"); a commit counts as activating it.
+static int ota_commits;
+
+static enum mqb_err f_ota_open(void *ctx, int *fh) {
+    struct fake_file *ff = &((struct fake *)ctx)->files[3];
+    snprintf(ff->path, sizeof(ff->path), "slot");
+    ff->exists = true;
+    ff->open = true;
+    ff->writing = true;
+    ff->shadow_len = 0;
+    *fh = 3;
+    return MQB_OK;
+}
+
+static enum mqb_err f_ota_close(void *ctx, int fh, bool commit) {
+    ota_commits += commit;
+    return f_close(ctx, fh, commit);
+}
+
 static const struct mqb_platform fake_platform = {
     .publish = f_publish,
     .out_room = f_room,
@@ -179,6 +198,8 @@ static const struct mqb_platform fake_platform = {
     .hash_final = f_hash_final,
     .eval = f_eval,
     .eval_abort = f_eval_abort,
+    .ota_open = f_ota_open,
+    .ota_close = f_ota_close,
 };
 
 struct fixture {
@@ -412,6 +433,37 @@ static void test_xput_acks(void **state) {
     assert_pub(fx, 1, "b/mqb/reply/out/a1", 0xFFFF, "SEQ 15");
 }
 
+static void test_ota_one_at_a_time(void **state) {
+    struct fixture *fx = *state;
+    uint8_t data[64];
+    for (size_t i = 0; i < sizeof(data); i++) {
+        data[i] = (uint8_t)(3 * i);
+    }
+    uint8_t digest[MQB_SHA256_LEN] = {0};
+    fake_digest(digest, data, sizeof(data));
+    char topic[128] = "b/mqb/cmd/ota/o1/";
+    char topic2[128] = "b/mqb/cmd/ota/o2/";
+    for (int i = 0; i < 32; i++) {
+        snprintf(topic + 17 + 2 * i, 3, "%02x", digest[i]);
+        snprintf(topic2 + 17 + 2 * i, 3, "%02x", digest[i]);
+    }
+    ota_commits = 0;
+    assert_int_equal(send(fx, topic, 0, false, data, 32), MQB_OK);
+    // A second image supersedes the first, whose host is told.
+    assert_int_equal(send(fx, topic2, 0, false, data, 32), MQB_OK);
+    assert_pub(fx, 0, "b/mqb/reply/err/o1", 0, NULL);
+    assert_int_equal(send(fx, topic, 1, true, data + 32, 32), MQB_ERR_GAP);
+    assert_int_equal(ota_commits, 0);
+    assert_int_equal(send(fx, topic2, 1, true, data + 32, 32), MQB_OK);
+    assert_int_equal(ota_commits, 1);
+    assert_memory_equal(find(&fx->fake, "slot")->data, data, 64);
+    // A wrong hash installs nothing.
+    topic2[17] = topic2[17] == '0' ? '1' : '0';
+    send(fx, topic2, 0, false, data, 32);
+    assert_int_equal(send(fx, topic2, 1, true, data + 32, 32), MQB_ERR_HASH);
+    assert_int_equal(ota_commits, 1);
+}
+
 static void test_startup_dups_ignored(void **state) {
     struct fixture *fx = *state;
     const uint8_t msg[] = {0x80, 0x00, '1'};
@@ -474,6 +526,7 @@ int run_engine_tests(void) {
         cmocka_unit_test_setup_teardown(test_xget_window_and_acks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xput_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xput_acks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ota_one_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_startup_dups_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_caps, setup, teardown),
