@@ -34,6 +34,7 @@ enum reset_cause {
     CAUSE_HARD = 2,
     CAUSE_WDT = 3,
     CAUSE_SOFT = 5,
+    CAUSE_RESTART = 6, // the agent was restarted (RTC memory survived): not a MicroPython value
 };
 
 struct agent_config {
@@ -89,10 +90,13 @@ struct agent {
     long boot_time;
     bool wdt_on;
     struct mqb_wdt wdt;
-    int heartbeat_fd;  // the launcher's watchdog pipe, -1 when not supervised
-    int hw_wdt_fd;     // --hw-watchdog device, -1 when none
-    char reset_mode;   // pending reset: 'n', 'f', 's', 'h'; 0 none
-    uint64_t reset_at; // when the pending reset happens at the latest
+    int heartbeat_fd;                 // the launcher's watchdog pipe, -1 when not supervised
+    int hw_wdt_fd;                    // --hw-watchdog device, -1 when none
+    char reset_mode;                  // pending reset: 'n', 'f', 's', 'h'; 0 none
+    uint64_t reset_at;                // when the pending reset happens at the latest
+    char reset_after[MQB_ID_MAX + 1]; // the eval that asked for it: its reply leaves first
+    char boot_id[17];                 // random per boot, in the status: tells boots apart
+    char feed_topic[MQB_TOPIC_MAX];   // the watchdog's loop-back topic (a per-boot random id)
     struct slots slots;
     // Log rate limiting (token bucket).
     double log_tokens;
@@ -106,6 +110,7 @@ int agent_run(const struct agent_config *cfg, char **argv);
 uint64_t agent_now_ms(void);
 void agent_log(struct agent *a, char level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void agent_request_reset(struct agent *a, char mode, bool via_broker, const char *after_id);
 
 // platform.c: the engine's hooks.
 extern const struct mqb_platform agent_platform;

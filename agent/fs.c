@@ -5,7 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +95,10 @@ enum mqb_err fs_resolve(const struct board_fs *fs, const char *path, char *out, 
     if (err != MQB_OK) {
         return err;
     }
+    size_t t = strlen(FS_TMP_DIR);
+    if (strncmp(rel, FS_TMP_DIR, t) == 0 && (rel[t] == '\0' || rel[t] == '/')) {
+        return MQB_ERR_ACCESS; // the agent's own temporary files
+    }
     int n = snprintf(out, cap, "%s%s%s", fs->root, rel[0] != '\0' ? "/" : "", rel);
     if (n < 0 || (size_t)n >= cap) {
         return MQB_ERR_BADPATH;
@@ -153,14 +157,17 @@ enum mqb_err fs_open_read(struct board_fs *fs, const char *path, int *fh, uint64
     if (slot < 0) {
         return MQB_ERR_BUSY;
     }
-    int fd = open(host, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO or a device must not block the event loop; only regular
+    // files are served.
+    int fd = open(host, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         return fs_errno(errno);
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return S_ISDIR(st.st_mode) ? MQB_ERR_ISDIR : MQB_ERR_IO;
+        return S_ISDIR(st.st_mode) ? MQB_ERR_ISDIR : MQB_ERR_NOTREG;
     }
+    fcntl(fd, F_SETFL, 0);
     fs->files[slot].fd = fd;
     fs->files[slot].write = false;
     *fh = slot;
@@ -189,14 +196,14 @@ enum mqb_err fs_open_write(struct board_fs *fs, const char *path, int *fh) {
         return MQB_ERR_ISDIR;
     }
     struct fs_file *f = &fs->files[slot];
-    char *base = strrchr(host, '/');
-    *base = '\0';
-    int n = snprintf(f->tmp, sizeof(f->tmp), "%s/.%s.XXXXXX" FS_TMP_SUFFIX, host, base + 1);
-    *base = '/';
-    if (n < 0 || (size_t)n >= sizeof(f->tmp)) {
-        return MQB_ERR_BADPATH;
+    char tmp[sizeof(f->tmp)];
+    snprintf(tmp, sizeof(tmp), "%s/" FS_TMP_DIR, fs->root);
+    if (lstat(tmp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return MQB_ERR_IO; // gone or replaced (by a symlink?): not written through
     }
-    int fd = mkostemps(f->tmp, (int)strlen(FS_TMP_SUFFIX), O_CLOEXEC);
+    strcat(tmp, "/put-XXXXXX");
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    memcpy(f->tmp, tmp, sizeof(tmp));
     if (fd < 0) {
         return fs_errno(errno);
     }
@@ -286,21 +293,25 @@ enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit) {
     return err;
 }
 
-static int clean_count;
-
-static int clean_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
-    (void)st;
-    const char *base = path + ftw->base;
-    size_t n = strlen(base);
-    size_t s = strlen(FS_TMP_SUFFIX);
-    if (type == FTW_F && base[0] == '.' && n > s && strcmp(base + n - s, FS_TMP_SUFFIX) == 0) {
-        clean_count += unlink(path) == 0;
-    }
-    return 0;
-}
-
 int fs_clean_temps(const struct board_fs *fs) {
-    clean_count = 0;
-    nftw(fs->root, clean_one, 16, FTW_PHYS);
-    return clean_count;
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s/" FS_TMP_DIR, fs->root);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        return -1;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL) {
+        if (dfd >= 0) {
+            close(dfd);
+        }
+        return -1;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.' && unlinkat(dfd, e->d_name, 0) == 0;
+    }
+    closedir(d);
+    return n;
 }

@@ -11,12 +11,15 @@
 #include "mqb/err.h"
 
 #define FS_MAX_FILES 16
-#define FS_TMP_SUFFIX ".mqb-tmp"
+// Temporary files of puts live in this directory beneath the root (same filesystem, so the
+// final rename is atomic), under short random names: never a user's file, hidden from
+// listings, and board paths into it are refused.
+#define FS_TMP_DIR ".mqb-tmp"
 
 struct fs_file {
     int fd; // -1 when the slot is free
     bool write;
-    char tmp[PATH_MAX];
+    char tmp[PATH_MAX + 32]; // FS_TMP_DIR/put-XXXXXX beneath the root
     char target[PATH_MAX];
 };
 
@@ -49,8 +52,8 @@ enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit);
 // Writes all of buf to a plain file descriptor (retrying short writes and EINTR).
 enum mqb_err fs_write_fd(int fd, const uint8_t *buf, size_t len);
 
-// Removes temporary files left under the root by an agent that was killed mid-put.
-// Returns how many were removed.
+// Removes temporary files left in FS_TMP_DIR by an agent that was killed mid-put (and
+// creates the directory). Returns how many were removed, or -1 when it cannot be made.
 int fs_clean_temps(const struct board_fs *fs);
 
 // The one place where errno becomes an mqb error.

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,9 +25,9 @@
 #define COALESCE_MS 20
 #define RECONNECT_MIN_MS 250
 #define RECONNECT_MAX_MS 8000
-// A requested reset waits at most this long for the replies under way to leave.
-#define RESET_GRACE_MS 2000
-#define FEED_ID "0F00D"
+// A requested reset waits at most this long for the replies under way to leave, whatever
+// the interpreter does.
+#define RESET_GRACE_MS 1000
 
 static volatile sig_atomic_t stop_signal;
 static char **saved_argv;
@@ -107,16 +108,32 @@ void agent_log(struct agent *a, char level, const char *fmt, ...) {
 
 // ---- incoming messages ----
 
+// The watchdog's loop-back feed arrived: the broker and this loop work. Feeding also needs
+// the interpreter to respond (pyeval_probe), however long the eval that runs.
+static void feed_arrived(struct agent *a) {
+    if (a->wdt_on) {
+        pyeval_probe(a->pe);
+    }
+}
+
 void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
     char plain[MQB_PREFIX_MAX + 16];
     snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
+    if (strcmp(m->topic, a->feed_topic) == 0) {
+        feed_arrived(a);
+        return;
+    }
     if (a->cfg->plain_repl && strcmp(m->topic, plain) == 0) {
         // The first seed's interface: the payload is Python source, the answer one JSON.
         char id[MQB_ID_MAX + 1];
         snprintf(id, sizeof(id), "repl-in-%u", a->plain_seq++);
         char *src = malloc((size_t)m->payloadlen + 1);
-        memcpy(src, m->payload, (size_t)m->payloadlen);
-        pyeval_submit(a->pe, id, src, (size_t)m->payloadlen, true);
+        if (m->payloadlen > 0) {
+            memcpy(src, m->payload, (size_t)m->payloadlen);
+        }
+        if (!pyeval_submit(a->pe, id, src, (size_t)m->payloadlen, true)) {
+            agent_log(a, 'W', "repl/in: dropped (too many evals queued)");
+        }
         return;
     }
     // libmosquitto does not expose the DUP flag; the agent uses a clean session, so the
@@ -211,10 +228,15 @@ static void rtc_set_magic(struct agent *a, bool normal) {
     }
 }
 
-static void request_reset(struct agent *a, char mode) {
-    if (mode == 'n' || mode == 'f') {
-        rtc_set_magic(a, mode == 'n');
+// A reset asked for through the broker proved control by arriving: the next boot is normal
+// unless safe mode ('f') was asked for. One the application asks for itself keeps the
+// safe-mode rule (a crash loop must end in safe mode). after_id: the eval that asked, whose
+// reply leaves first.
+void agent_request_reset(struct agent *a, char mode, bool via_broker, const char *after_id) {
+    if (mode == 'n' || mode == 'f' || via_broker) {
+        rtc_set_magic(a, mode != 'f');
     }
+    snprintf(a->reset_after, sizeof(a->reset_after), "%s", after_id != NULL ? after_id : "");
     a->reset_mode = mode;
     a->reset_at = agent_now_ms() + RESET_GRACE_MS;
     agent_log(a, 'W', "reset requested (%s)",
@@ -270,7 +292,7 @@ static void handle_event(struct agent *a, struct pyeval_event *ev) {
     uint64_t now = agent_now_ms();
     switch (ev->kind) {
     case PYEVAL_LOG: log_line(a, ev->text, false); break;
-    case PYEVAL_RESET: request_reset(a, ev->text[0]); break;
+    case PYEVAL_RESET: agent_request_reset(a, ev->text[0], ev->seconds > 0, ev->job); break;
     case PYEVAL_WDT_FEED:
         if (a->wdt_on && mqb_wdt_feed(&a->wdt, now)) {
             feed_accepted(a);
@@ -281,7 +303,8 @@ static void handle_event(struct agent *a, struct pyeval_event *ev) {
         break;
     case PYEVAL_WDT_REQUIRE:
         if (a->wdt_on &&
-            mqb_wdt_require(&a->wdt, ev->text, (uint32_t)(ev->seconds * 1000), now) != MQB_OK) {
+            (!(ev->seconds > 0 && ev->seconds * 1000 < UINT32_MAX) ||
+             mqb_wdt_require(&a->wdt, ev->text, (uint32_t)(ev->seconds * 1000), now) != MQB_OK)) {
             agent_log(a, 'E', "watchdog: cannot register check '%s'", ev->text);
         }
         break;
@@ -296,10 +319,8 @@ static void handle_event(struct agent *a, struct pyeval_event *ev) {
 
 static void send_feed(struct agent *a) {
     static const char msg[] = "\x80\x00watchdog.feed()";
-    char topic[MQB_TOPIC_MAX];
-    snprintf(topic, sizeof(topic), "%s/mqb/cmd/eval/" FEED_ID "/", a->cfg->prefix);
     if (a->connected) {
-        mqtt_publish(a, topic, msg, sizeof(msg) - 1, 1, false);
+        mqtt_publish(a, a->feed_topic, msg, sizeof(msg) - 1, 1, false);
     }
 }
 
@@ -324,7 +345,7 @@ static void watchdog_tick(struct agent *a, uint64_t now) {
         if (a->mode == MQB_BOOT_SAFE) {
             agent_log(a, 'C', "controllable for %g s in safe mode: resetting into normal mode",
                       a->cfg->allok);
-            request_reset(a, 'n');
+            agent_request_reset(a, 'n', true, NULL);
         } else {
             agent_log(a, 'I', "controllable for %g s: next boot normal", a->cfg->allok);
         }
@@ -373,7 +394,7 @@ static int poll_timeout(struct agent *a, uint64_t now, bool more) {
     if (a->reset_mode != 0) {
         timeout = timeout > 20 ? 20 : timeout;
     }
-    return timeout;
+    return timeout > 250 ? 250 : timeout; // leases are checked at least this often
 }
 
 static void network_io(struct agent *a, short revents, uint64_t *retry_at, int *backoff) {
@@ -396,6 +417,20 @@ static void network_io(struct agent *a, short revents, uint64_t *retry_at, int *
         *retry_at = agent_now_ms() + (uint64_t)*backoff;
     } else if (a->connected) {
         *backoff = RECONNECT_MIN_MS;
+    }
+}
+
+// Interrupts an eval whose requester stopped renewing its lease (or drops it if queued).
+static void expire_leases(struct agent *a, uint64_t now) {
+    char id[MQB_ID_MAX + 1];
+    int what;
+    (void)now;
+    while ((what = pyeval_expire(a->pe, pyeval_now_ms(), id, sizeof(id))) != 0) {
+        agent_log(a, 'W', "eval %s: its requester is gone (lease ended): %s", id,
+                  what == 1 ? "interrupting it" : "dropped before it ran");
+        if (what == 1) {
+            break; // the running one is interrupted again in a second, if need be
+        }
     }
 }
 
@@ -431,11 +466,30 @@ static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
     if (a->wdt_on) {
         watchdog_tick(a, now);
     }
+    expire_leases(a, now);
     // A reset waits until the replies under way (the reset command's own) have left.
     if (a->reset_mode != 0 &&
-        (now >= a->reset_at || (a->outstanding == 0 && pyeval_pending(a->pe) == 0))) {
+        (now >= a->reset_at || (a->outstanding == 0 && (a->reset_after[0] == '\0' ||
+                                                        !pyeval_known(a->pe, a->reset_after))))) {
         do_reset(a, a->reset_mode == 's' ? CAUSE_SOFT : CAUSE_HARD);
     }
+}
+
+// Fills buf with cap-1 random hex digits (the feed id and boot id need not be secret from the
+// board's own readers, only unguessable to other clients).
+static void random_hex(char *buf, size_t cap) {
+    uint8_t rnd[32];
+    size_t n = (cap - 1) / 2 < sizeof(rnd) ? (cap - 1) / 2 : sizeof(rnd);
+    if (getrandom(rnd, n, 0) != (ssize_t)n) {
+        uint64_t v = agent_now_ms() ^ (uint64_t)getpid() << 32;
+        for (size_t i = 0; i < n; i++) {
+            rnd[i] = (uint8_t)(v >> (8 * (i % 8)));
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(buf + 2 * i, 3, "%02x", rnd[i]);
+    }
+    buf[2 * n] = '\0';
 }
 
 static int env_int(const char *name, int dflt) {
@@ -446,7 +500,16 @@ static int env_int(const char *name, int dflt) {
 static int agent_setup(struct agent *a, const struct agent_config *cfg) {
     a->cfg = cfg;
     a->boot_time = (long)time(NULL);
-    a->reset_cause = env_int("MQREPLD_RESET_CAUSE", CAUSE_PWRON);
+    // No cause handed down, but RTC memory survived: the agent itself was restarted.
+    uint8_t mem[4];
+    a->reset_cause =
+        env_int("MQREPLD_RESET_CAUSE",
+                rtc_read(cfg->rtc_file, mem, sizeof(mem)) > 0 ? CAUSE_RESTART : CAUSE_PWRON);
+    unsetenv("MQREPLD_RESET_CAUSE");
+    random_hex(a->boot_id, sizeof(a->boot_id));
+    char feed_id[17];
+    random_hex(feed_id, sizeof(feed_id));
+    snprintf(a->feed_topic, sizeof(a->feed_topic), "%s/mqb/cmd/eval/F%s/", cfg->prefix, feed_id);
     a->heartbeat_fd = env_int("MQREPLD_HEARTBEAT_FD", -1);
     a->hw_wdt_fd = -1;
     a->slots.running = -1;
@@ -472,6 +535,10 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         return -1;
     }
     int cleaned = fs_clean_temps(&a->fs);
+    if (cleaned < 0) {
+        fprintf(stderr, "mqrepld: cannot use %s/" FS_TMP_DIR " for temporary files\n", a->fs.root);
+        return -1;
+    }
     if (mqb_engine_init(&a->engine, &agent_platform, a, cfg->prefix, agent_name()) != MQB_OK) {
         fprintf(stderr, "mqrepld: prefix too long (at most %d bytes)\n", MQB_PREFIX_MAX);
         return -1;
@@ -487,7 +554,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         .root = a->fs.root,
         .rtc_path = cfg->rtc_file,
         .version = agent_version(),
-        .reset_cause = a->reset_cause,
+        .reset_cause = a->reset_cause == CAUSE_RESTART ? CAUSE_HARD : a->reset_cause,
         .safe_mode = a->mode == MQB_BOOT_SAFE,
         .wake_fd = a->wake[1],
     };
@@ -525,6 +592,11 @@ int agent_run(const struct agent_config *cfg, char **argv) {
         loop_once(a, &retry_at, &backoff);
     }
     agent_log(a, 'I', "stopping (signal %d)", (int)stop_signal);
+    // A deliberate stop is not a crash: the agent's next start is normal (power loss, a
+    // crash or the watchdog still lead to safe mode).
+    if (a->wdt_on && a->reset_mode != 'f') {
+        rtc_set_magic(a, true);
+    }
     mqb_engine_deinit(&a->engine);
     fs_deinit(&a->fs);
     disconnect(a);

@@ -20,15 +20,17 @@
 void agent_on_message(struct agent *a, const struct mosquitto_message *m);
 
 static char *status_json(struct agent *a, bool online) {
-    static const char *causes[] = {"", "power-on", "hard", "watchdog", "deepsleep", "soft"};
+    static const char *causes[] = {"",          "power-on", "hard",   "watchdog",
+                                   "deepsleep", "soft",     "restart"};
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "status", online ? "online" : "offline");
     cJSON_AddStringToObject(j, "agent", agent_name());
     cJSON_AddStringToObject(j, "mode", a->mode == MQB_BOOT_SAFE ? "safe" : "normal");
     cJSON_AddNumberToObject(j, "boot_time", (double)a->boot_time);
-    cJSON_AddStringToObject(j, "reset_cause",
-                            a->reset_cause > 0 && a->reset_cause <= 5 ? causes[a->reset_cause]
-                                                                      : "unknown");
+    cJSON_AddStringToObject(j, "boot_id", a->boot_id);
+    cJSON_AddStringToObject(
+        j, "reset_cause",
+        a->reset_cause > 0 && a->reset_cause <= CAUSE_RESTART ? causes[a->reset_cause] : "unknown");
     if (a->slots.running >= 0) {
         cJSON_AddNumberToObject(j, "slot", a->slots.running);
     }

@@ -3,12 +3,17 @@
 // commands the engine leaves to the agent (interrupt).
 #define _GNU_SOURCE
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "agent.h"
 
 // Messages published but not yet acknowledged by the broker beyond which streams wait.
 #define OUT_QUEUE_MAX 64
+// Longest lease a requester may ask for (ms).
+#define LEASE_MAX_MS (3600u * 1000)
 // Largest eval source accepted (over all its messages).
 #define EVAL_SRC_MAX (16u * 1024 * 1024)
 
@@ -122,6 +127,79 @@ static void reply_err_text(struct agent *a, const char *id, const char *msg) {
     mqb_engine_reply_err(&a->engine, id, msg, strlen(msg));
 }
 
+static void reply_text(struct agent *a, const char *id, const char *msg) {
+    mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)msg, strlen(msg));
+}
+
+// interrupt: the running eval named by the tail (or whatever runs) gets KeyboardInterrupt;
+// a queued one is dropped and its requester told so.
+static void cmd_interrupt(struct agent *a, const char *id, const char *tail) {
+    enum pyeval_hit hit = pyeval_interrupt(a->pe, tail[0] != '\0' ? tail : NULL);
+    if (hit == PYEVAL_HIT_QUEUED) {
+        reply_err_text(a, tail, "KeyboardInterrupt: cancelled before it ran\n");
+    }
+    reply_text(a, id, hit != PYEVAL_MISS ? "OK" : "no eval running");
+}
+
+// running: is the eval named by the tail queued or running? Data "lease S": the requester is
+// alive and waits; interrupt the eval if no such message comes for S seconds.
+static void cmd_running(struct agent *a, const char *id, const char *tail, const uint8_t *data,
+                        size_t len) {
+    char buf[32] = "";
+    memcpy(buf, data, len < sizeof(buf) - 1 ? len : sizeof(buf) - 1);
+    unsigned long secs = 0;
+    bool known = pyeval_known(a->pe, tail);
+    if (known && sscanf(buf, "lease %lu", &secs) == 1 && secs > 0) {
+        uint64_t ms = secs * 1000 < LEASE_MAX_MS ? secs * 1000 : LEASE_MAX_MS;
+        pyeval_renew(a->pe, tail, pyeval_now_ms() + ms);
+    }
+    reply_text(a, id, known ? "1" : "0");
+}
+
+// reset: the control path's reset, handled here whatever the interpreter does. Data: the
+// mode letter ('n' normal, 'f' safe, 's' soft, 'h' hard; empty: 'n').
+static void cmd_reset(struct agent *a, const char *id, const uint8_t *data, size_t len) {
+    char mode = len > 0 ? (char)data[0] : 'n';
+    if (len > 1 || strchr("nfsh", mode) == NULL) {
+        reply_err_text(a, id, "reset: the mode is one of n, f, s, h");
+        return;
+    }
+    reply_text(a, id, "OK");
+    agent_request_reset(a, mode, true, NULL);
+}
+
+// Tells the host at once, on reply/busy/<id> (a topic the original tool does not listen
+// to), that its eval waits behind another: what runs, for how long, how many wait.
+static void say_busy(struct agent *a, const char *id) {
+    struct pyeval_busy b;
+    if (!pyeval_busy(a->pe, &b)) {
+        return;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", b.id);
+    cJSON_AddStringToObject(j, "what", b.what);
+    cJSON_AddNumberToObject(j, "seconds", (double)b.ms / 1000.0);
+    cJSON_AddNumberToObject(j, "queued", b.queued);
+    char *s = cJSON_PrintUnformatted(j);
+    char topic[MQB_TOPIC_MAX];
+    snprintf(topic, sizeof(topic), "%s/mqb/reply/busy/%s", a->cfg->prefix, id);
+    mqtt_publish(a, topic, s, strlen(s), 1, false);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void reply_err_text(struct agent *a, const char *id, const char *msg);
+
+// Queues a complete eval (taking src), or refuses it when the queue is full.
+static enum mqb_err submit(struct agent *a, const char *id, char *src, size_t len) {
+    say_busy(a, id);
+    if (!pyeval_submit(a->pe, id, src, len, false)) {
+        reply_err_text(a, id, "board busy: too many evals queued (at most 64); try again later");
+        return MQB_ERR_BUSY;
+    }
+    return MQB_OK;
+}
+
 static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t len, bool first,
                            bool last) {
     struct agent *a = ctx;
@@ -130,9 +208,10 @@ static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t
     }
     if (first && last) {
         char *copy = malloc(len + 1);
-        memcpy(copy, src, len);
-        pyeval_submit(a->pe, id, copy, len, false);
-        return MQB_OK;
+        if (len > 0) {
+            memcpy(copy, src, len);
+        }
+        return submit(a, id, copy, len);
     }
     if (first) {
         p_eval_abort(a, id);
@@ -148,12 +227,15 @@ static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t
         return MQB_ERR_TOOBIG;
     }
     in->buf = realloc(in->buf, in->len + len + 1);
-    memcpy(in->buf + in->len, src, len);
+    if (len > 0) {
+        memcpy(in->buf + in->len, src, len);
+    }
     in->len += len;
     if (last) {
-        pyeval_submit(a->pe, id, in->buf, in->len, false);
+        char *buf = in->buf;
         in->used = false;
         in->buf = NULL;
+        return submit(a, id, buf, in->len);
     }
     return MQB_OK;
 }
@@ -186,19 +268,16 @@ static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
 static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
                               const uint8_t *data, size_t len) {
     struct agent *a = ctx;
-    (void)data;
-    (void)len;
     if (strcmp(cmd, "interrupt") == 0) {
-        // tail names the eval to interrupt; empty means whatever runs.
-        bool hit = pyeval_interrupt(a->pe, tail[0] != '\0' ? tail : NULL);
-        const char *r = hit ? "OK" : "no eval running";
-        mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, strlen(r));
+        cmd_interrupt(a, id, tail);
         return MQB_OK;
     }
     if (strcmp(cmd, "running") == 0) {
-        // Is the eval named by the tail queued or running? (The host's liveness check.)
-        const char *r = pyeval_known(a->pe, tail) ? "1" : "0";
-        mqb_engine_reply_out(&a->engine, id, MQB_SEQ_MASK, true, (const uint8_t *)r, 1);
+        cmd_running(a, id, tail, data, len);
+        return MQB_OK;
+    }
+    if (strcmp(cmd, "reset") == 0) {
+        cmd_reset(a, id, data, len);
         return MQB_OK;
     }
     if (strcmp(cmd, "ota") == 0) {

@@ -11,13 +11,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 // Output a running eval may buffer before its writes block (back-pressure from the host).
 #define OUT_MAX (1024 * 1024)
 // Events (log lines) queued beyond this are dropped; the loop rate-limits what it sends.
 #define EVENTS_MAX 1000
-// The signal that interrupts the evaluator thread (bound to default_int_handler in Python).
+// Evals queued (or running) at most; beyond that a new one is refused (a flood of evals
+// cannot grow the agent's memory).
+#define JOBS_MAX 64
+// Queued eval source, over all queued jobs, at most (bytes).
+#define QUEUED_SRC_MAX (64u * 1024 * 1024)
+// The signal that wakes the evaluator thread: a Python-level handler (_board._on_signal)
+// answers the watchdog's probe and raises KeyboardInterrupt only when an interrupt names the
+// eval that runs.
 #define INTERRUPT_SIGNAL SIGUSR2
 
 extern const struct {
@@ -30,7 +38,10 @@ struct job {
     char *src;
     size_t len;
     bool json;
-    char *app; // not an eval: start the application in this file
+    char *app;          // not an eval: start the application in this file
+    bool probe;         // not an eval: the watchdog's probe of an idle interpreter
+    uint64_t lease_end; // interrupt (or drop) when this time passes (0: no lease)
+    uint64_t started;   // when it began to run (ms, the loop's clock)
     struct job *next;
 };
 
@@ -47,7 +58,10 @@ struct pyeval {
     pthread_mutex_t mu;
     pthread_cond_t cond; // jobs queued, output drained, start-up done
     struct job *head, *tail;
-    unsigned queued;
+    unsigned queued;              // jobs queued or running
+    size_t queued_bytes;          // their source bytes
+    bool probe_pending;           // the watchdog asked whether the interpreter still responds
+    char intr_id[MQB_ID_MAX + 1]; // the eval an interrupt was sent to ("" none)
     struct event_node *ev_head, *ev_tail;
     unsigned ev_count;
     // The running (or finished, not yet drained) eval, under mu.
@@ -64,6 +78,12 @@ struct pyeval {
 };
 
 static struct pyeval *the_pe; // the _mqb module reaches the evaluator through this
+
+uint64_t pyeval_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static void wake(struct pyeval *pe) {
     char b = 1;
@@ -109,6 +129,9 @@ static void post_event(struct pyeval *pe, enum pyeval_event_kind kind, const cha
         n->ev.kind = kind;
         n->ev.text = text != NULL ? strdup(text) : NULL;
         n->ev.seconds = seconds;
+        if (kind == PYEVAL_RESET && seconds > 0 && pe->cur != NULL) {
+            snprintf(n->ev.job, sizeof(n->ev.job), "%s", pe->cur->id);
+        }
         if (pe->ev_tail != NULL) {
             pe->ev_tail->next = n;
         } else {
@@ -150,14 +173,45 @@ static PyObject *mqb_log(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+// True when the calling code is an eval that arrived through the broker (not the
+// application's own threads).
+static bool in_eval(struct pyeval *pe) {
+    pthread_mutex_lock(&pe->mu);
+    bool yes = pthread_equal(pthread_self(), pe->thread) && pe->cur != NULL && pe->cur->src;
+    pthread_mutex_unlock(&pe->mu);
+    return yes;
+}
+
 static PyObject *mqb_reset(PyObject *self, PyObject *arg) {
     (void)self;
     const char *mode = PyUnicode_AsUTF8(arg);
     if (mode == NULL) {
         return NULL;
     }
-    post_event(the_pe, PYEVAL_RESET, mode, 0);
+    // seconds = 1: requested through the broker (the next boot may be normal).
+    post_event(the_pe, PYEVAL_RESET, mode, in_eval(the_pe) ? 1 : 0);
     Py_RETURN_NONE;
+}
+
+// The handler of INTERRUPT_SIGNAL: answers the watchdog's probe (the interpreter runs Python
+// code on this thread) and says whether an interrupt names the eval that runs now.
+static PyObject *mqb_on_signal(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    struct pyeval *pe = the_pe;
+    pthread_mutex_lock(&pe->mu);
+    bool raise = pe->intr_id[0] != '\0' && pe->cur != NULL && !pe->done &&
+                 strcmp(pe->intr_id, pe->cur->id) == 0;
+    if (raise) {
+        pe->intr_id[0] = '\0';
+    }
+    bool probed = pe->probe_pending;
+    pe->probe_pending = false;
+    pthread_mutex_unlock(&pe->mu);
+    if (probed) {
+        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
+    }
+    return PyBool_FromLong(raise);
 }
 
 static PyObject *mqb_wdt_feed(PyObject *self, PyObject *unused) {
@@ -234,6 +288,7 @@ static PyMethodDef mqb_methods[] = {
     {"write", mqb_write, METH_O, "Append text to the output of the running eval."},
     {"log", mqb_log, METH_VARARGS, "log(letter, message): a line on PREFIX/log."},
     {"reset", mqb_reset, METH_O, "Request a reset: 'n', 'f', 's' or 'h'."},
+    {"on_signal", mqb_on_signal, METH_NOARGS, "The interrupt signal's work; True: raise."},
     {"wdt_feed", mqb_wdt_feed, METH_NOARGS, "The watchdog's loop-back feed."},
     {"wdt_require", mqb_wdt_require, METH_VARARGS, "Register an application check."},
     {"wdt_ok", mqb_wdt_ok, METH_O, "An application check is healthy."},
@@ -272,6 +327,8 @@ static struct job *next_job(struct pyeval *pe) {
     pe->error = pe->result = NULL;
     pe->out_len = 0;
     pe->cur = j;
+    j->started = pyeval_now_ms();
+    pe->queued_bytes -= j->len;
     pthread_mutex_unlock(&pe->mu);
     return j;
 }
@@ -306,18 +363,29 @@ static void run_job(struct pyeval *pe, struct job *j) {
     pe->result = result;
     pe->is_exec = is_exec;
     pe->done = true;
+    pe->intr_id[0] = '\0';
+    bool probed = pe->probe_pending;
+    pe->probe_pending = false;
     wake(pe);
     pthread_mutex_unlock(&pe->mu);
+    if (probed) {
+        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
+    }
 }
 
 // Starts the application thread (with the GIL held, on the evaluator thread: should the
 // application hold the interpreter at once, only this thread waits, never the event loop).
 static void start_app(struct pyeval *pe, struct job *j) {
-    PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", j->app, pe->globals);
-    if (r == NULL) {
-        PyErr_Print();
+    if (j->probe) {
+        // The interpreter was idle and this thread holds the GIL: it responds.
+        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
+    } else {
+        PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", j->app, pe->globals);
+        if (r == NULL) {
+            PyErr_Print();
+        }
+        Py_XDECREF(r);
     }
-    Py_XDECREF(r);
     pthread_mutex_lock(&pe->mu);
     pe->running = false;
     pe->cur = NULL;
@@ -348,10 +416,7 @@ static int load_board(struct pyeval *pe) {
     pe->globals = PyModule_GetDict(main);            // borrowed
     PyObject *r = PyObject_CallMethod(mod, "install", "O", pe->globals);
     // Interrupts arrive as a real signal so that blocking calls (time.sleep) wake up too.
-    PyObject *r2 = r ? PyRun_String("import signal\nsignal.signal(" Py_STRINGIFY(
-                                        INTERRUPT_SIGNAL) ", signal.default_int_handler)\n",
-                                    Py_file_input, pe->globals, pe->globals)
-                     : NULL;
+    PyObject *r2 = r ? PyObject_CallMethod(mod, "bind_signal", "i", INTERRUPT_SIGNAL) : NULL;
     if (r == NULL || r2 == NULL) {
         PyErr_Print();
         return -1;
@@ -377,7 +442,7 @@ static void *eval_thread(void *arg) {
     for (;;) {
         struct job *j = next_job(pe);
         PyEval_RestoreThread(ts);
-        if (j->app != NULL) {
+        if (j->src == NULL) {
             start_app(pe, j);
         } else {
             run_job(pe, j);
@@ -420,16 +485,26 @@ struct pyeval *pyeval_start(const struct pyeval_config *cfg) {
     return pe;
 }
 
+// Queues a job (at the head when first); the caller holds mu.
+static void enqueue_locked(struct pyeval *pe, struct job *j, bool first) {
+    if (first) {
+        j->next = pe->head;
+        pe->head = j;
+        pe->tail = pe->tail != NULL ? pe->tail : j;
+    } else if (pe->tail != NULL) {
+        pe->tail->next = j;
+        pe->tail = j;
+    } else {
+        pe->head = pe->tail = j;
+    }
+    pe->queued++;
+    pe->queued_bytes += j->len;
+    pthread_cond_broadcast(&pe->cond);
+}
+
 static void enqueue(struct pyeval *pe, struct job *j) {
     pthread_mutex_lock(&pe->mu);
-    if (pe->tail != NULL) {
-        pe->tail->next = j;
-    } else {
-        pe->head = j;
-    }
-    pe->tail = j;
-    pe->queued++;
-    pthread_cond_broadcast(&pe->cond);
+    enqueue_locked(pe, j, false);
     pthread_mutex_unlock(&pe->mu);
 }
 
@@ -445,13 +520,120 @@ void pyeval_start_app(struct pyeval *pe) {
     enqueue(pe, j);
 }
 
-void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json) {
-    struct job *j = calloc(1, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", id);
-    j->src = src;
-    j->len = len;
-    j->json = json;
-    enqueue(pe, j);
+bool pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json) {
+    pthread_mutex_lock(&pe->mu);
+    bool room = pe->queued < JOBS_MAX && pe->queued_bytes + len <= QUEUED_SRC_MAX;
+    if (room) {
+        struct job *j = calloc(1, sizeof(*j));
+        snprintf(j->id, sizeof(j->id), "%s", id);
+        j->src = src;
+        j->len = len;
+        j->json = json;
+        enqueue_locked(pe, j, false);
+    }
+    pthread_mutex_unlock(&pe->mu);
+    if (!room) {
+        free(src);
+    }
+    return room;
+}
+
+void pyeval_probe(struct pyeval *pe) {
+    pthread_mutex_lock(&pe->mu);
+    if (pe->running && pe->cur != NULL && !pe->done) {
+        // Busy: the signal handler answers as soon as the interpreter runs Python code.
+        pe->probe_pending = true;
+        pthread_kill(pe->thread, INTERRUPT_SIGNAL);
+    } else if (pe->head == NULL || !pe->head->probe) {
+        struct job *j = calloc(1, sizeof(*j));
+        j->probe = true;
+        enqueue_locked(pe, j, true);
+    }
+    pthread_mutex_unlock(&pe->mu);
+}
+
+// Removes the queued job of id; the caller holds mu. Returns false when none is queued.
+static bool unqueue_locked(struct pyeval *pe, const char *id) {
+    for (struct job **pp = &pe->head, *prev = NULL; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+        struct job *j = *pp;
+        if (j->src != NULL && strcmp(j->id, id) == 0) {
+            *pp = j->next;
+            if (pe->tail == j) {
+                pe->tail = prev;
+            }
+            pe->queued--;
+            pe->queued_bytes -= j->len;
+            free(j->src);
+            free(j);
+            return true;
+        }
+    }
+    return false;
+}
+
+// Sends the interrupt to the running eval; the caller holds mu.
+static void interrupt_locked(struct pyeval *pe) {
+    snprintf(pe->intr_id, sizeof(pe->intr_id), "%s", pe->cur->id);
+    pthread_kill(pe->thread, INTERRUPT_SIGNAL);
+}
+
+bool pyeval_renew(struct pyeval *pe, const char *id, uint64_t until) {
+    bool found = false;
+    pthread_mutex_lock(&pe->mu);
+    if (pe->running && pe->cur != NULL && pe->cur->src != NULL && !pe->done &&
+        strcmp(pe->cur->id, id) == 0) {
+        pe->cur->lease_end = until;
+        found = true;
+    }
+    for (struct job *j = pe->head; !found && j != NULL; j = j->next) {
+        if (j->src != NULL && strcmp(j->id, id) == 0) {
+            j->lease_end = until;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&pe->mu);
+    return found;
+}
+
+int pyeval_expire(struct pyeval *pe, uint64_t now, char *id, size_t cap) {
+    int what = 0;
+    pthread_mutex_lock(&pe->mu);
+    struct job *c = pe->cur;
+    if (pe->running && c != NULL && c->src != NULL && !pe->done && c->lease_end != 0 &&
+        now >= c->lease_end) {
+        snprintf(id, cap, "%s", c->id);
+        interrupt_locked(pe);
+        c->lease_end = now + 1000; // again each second while it goes on
+        what = 1;
+    }
+    for (struct job *j = pe->head; what == 0 && j != NULL; j = j->next) {
+        if (j->src != NULL && j->lease_end != 0 && now >= j->lease_end) {
+            snprintf(id, cap, "%s", j->id);
+            unqueue_locked(pe, id);
+            what = 2;
+        }
+    }
+    pthread_mutex_unlock(&pe->mu);
+    return what;
+}
+
+bool pyeval_busy(struct pyeval *pe, struct pyeval_busy *b) {
+    memset(b, 0, sizeof(*b));
+    pthread_mutex_lock(&pe->mu);
+    struct job *c = pe->cur;
+    bool busy = pe->running && c != NULL && c->src != NULL && !pe->done;
+    if (busy) {
+        snprintf(b->id, sizeof(b->id), "%s", c->id);
+        size_t n = c->len < sizeof(b->what) - 1 ? c->len : sizeof(b->what) - 1;
+        memcpy(b->what, c->src, n);
+        b->what[n] = '\0';
+        b->ms = pyeval_now_ms() - c->started;
+    }
+    for (struct job *j = pe->head; j != NULL; j = j->next) {
+        b->queued += j->src != NULL;
+    }
+    pthread_mutex_unlock(&pe->mu);
+    return busy || b->queued > 0;
 }
 
 bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk *out) {
@@ -518,12 +700,15 @@ bool pyeval_take_event(struct pyeval *pe, struct pyeval_event *out) {
     return true;
 }
 
-bool pyeval_interrupt(struct pyeval *pe, const char *id) {
-    bool hit = false;
+enum pyeval_hit pyeval_interrupt(struct pyeval *pe, const char *id) {
+    enum pyeval_hit hit = PYEVAL_MISS;
     pthread_mutex_lock(&pe->mu);
-    if (pe->running && !pe->done && (id == NULL || strcmp(id, pe->cur->id) == 0)) {
-        pthread_kill(pe->thread, INTERRUPT_SIGNAL);
-        hit = true;
+    if (pe->running && pe->cur != NULL && pe->cur->src != NULL && !pe->done &&
+        (id == NULL || strcmp(id, pe->cur->id) == 0)) {
+        interrupt_locked(pe);
+        hit = PYEVAL_HIT_RUNNING;
+    } else if (id != NULL && unqueue_locked(pe, id)) {
+        hit = PYEVAL_HIT_QUEUED;
     }
     pthread_mutex_unlock(&pe->mu);
     return hit;

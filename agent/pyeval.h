@@ -39,7 +39,7 @@ struct pyeval_chunk {
 
 enum pyeval_event_kind {
     PYEVAL_LOG,         // text = "L message" (severity letter, space, message)
-    PYEVAL_RESET,       // text = mode: "n", "f", "s", "h"
+    PYEVAL_RESET,       // text = mode: "n", "f", "s", "h"; seconds 1 when asked by an eval
     PYEVAL_WDT_FEED,    // the loop-back feed arrived in the command path
     PYEVAL_WDT_REQUIRE, // text = check name, seconds = period
     PYEVAL_WDT_OK,      // text = check name
@@ -49,6 +49,7 @@ struct pyeval_event {
     enum pyeval_event_kind kind;
     char *text; // malloc'd, owned by the caller after pyeval_take_event
     double seconds;
+    char job[MQB_ID_MAX + 1]; // PYEVAL_RESET asked by an eval: its id
 };
 
 // Starts the evaluator thread with Python initialized. Returns NULL on failure (with a
@@ -56,8 +57,33 @@ struct pyeval_event {
 struct pyeval *pyeval_start(const struct pyeval_config *cfg);
 
 // Queues an eval; takes ownership of src (malloc'd, len bytes, need not be NUL-terminated).
-// json=true marks a repl/in job (its output is collected for one JSON reply).
-void pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json);
+// json=true marks a repl/in job (its output is collected for one JSON reply). Returns false
+// (src freed) when the queue is full: at most 64 jobs and 64 MB of queued source.
+bool pyeval_submit(struct pyeval *pe, const char *id, char *src, size_t len, bool json);
+
+// The watchdog's probe: answered with a PYEVAL_WDT_FEED event as soon as the interpreter
+// shows that it runs (an idle interpreter takes the GIL; a busy one runs the signal handler
+// that interrupts use). An interpreter stuck in C code never answers.
+void pyeval_probe(struct pyeval *pe);
+
+// Leases: an eval whose lease ends is interrupted (again every second while it runs on), or
+// dropped if it is still queued. Renew sets the lease of eval id to end at `until` (ms,
+// pyeval_now_ms); returns false when no such eval is queued or running.
+bool pyeval_renew(struct pyeval *pe, const char *id, uint64_t until);
+// Acts on one ended lease: returns 0 (none), 1 (the running eval was interrupted) or 2 (a
+// queued eval was dropped), with its id.
+int pyeval_expire(struct pyeval *pe, uint64_t now, char *id, size_t cap);
+uint64_t pyeval_now_ms(void);
+
+// What the evaluator is busy with: the running eval (id, start of its source, ms since it
+// began) and how many wait. Returns false when it is idle.
+struct pyeval_busy {
+    char id[MQB_ID_MAX + 1];
+    char what[64];
+    uint64_t ms;
+    unsigned queued;
+};
+bool pyeval_busy(struct pyeval *pe, struct pyeval_busy *b);
 
 // Takes up to max bytes of the current eval's output, but only when at least min bytes are
 // pending or the eval is done. Returns false when there was nothing to take.
@@ -69,9 +95,11 @@ bool pyeval_has_output(struct pyeval *pe);
 // Takes the next event raised by code on the board. Returns false when there is none.
 bool pyeval_take_event(struct pyeval *pe, struct pyeval_event *out);
 
-// Raises KeyboardInterrupt in the running eval (if id is NULL or names it). Returns false
-// when no eval (of that id) is running.
-bool pyeval_interrupt(struct pyeval *pe, const char *id);
+// Raises KeyboardInterrupt in the running eval (if id is NULL or names it), or removes the
+// queued eval of id. The interrupt is tied to the eval: one that arrives after its eval ended
+// never hits the next one.
+enum pyeval_hit { PYEVAL_MISS, PYEVAL_HIT_RUNNING, PYEVAL_HIT_QUEUED };
+enum pyeval_hit pyeval_interrupt(struct pyeval *pe, const char *id);
 
 // True when an eval of this id is queued or running.
 bool pyeval_known(struct pyeval *pe, const char *id);

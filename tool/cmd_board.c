@@ -9,40 +9,97 @@
 
 #include "tool.h"
 
-int cmd_reset(struct tool *t, int argc, char **argv) {
-    static const struct {
-        const char *flag, *program;
-    } modes[] = {
-        {"--normal", "log.critical('Resetting via mqboard into normal mode')\n"
-                     "sys.modules['watchdog'].reset('n')\n"},
-        {"--safe", "log.critical('Resetting via mqboard into safe mode')\n"
-                   "sys.modules['watchdog'].reset('f')\n"},
-        {"--soft", "log.critical('Soft-reset via mqboard')\n"
-                   "sys.modules['watchdog'].reset('s')\n"},
-        {"--hard", "machine.reset()"},
-    };
-    int mode = 0;
-    if (argc > 2) {
-        fprintf(stderr, "usage: mqboard reset [--normal|--safe|--soft|--hard]\n");
-        return EXIT_USAGE;
+// How long `reset` waits for the board to come back (its status with a new boot id).
+#define RESET_WAIT_S 30.0
+
+static const struct {
+    const char *flag;
+    char mode;
+    const char *program; // the original tool's program, for a board without the native reset
+} reset_modes[] = {
+    {"--normal", 'n',
+     "log.critical('Resetting via mqboard into normal mode')\n"
+     "sys.modules['watchdog'].reset('n')\n"},
+    {"--safe", 'f',
+     "log.critical('Resetting via mqboard into safe mode')\n"
+     "sys.modules['watchdog'].reset('f')\n"},
+    {"--soft", 's',
+     "log.critical('Soft-reset via mqboard')\n"
+     "sys.modules['watchdog'].reset('s')\n"},
+    {"--hard", 'h', "machine.reset()"},
+};
+
+// The native reset (handled by our agent's control path, whatever runs in the interpreter).
+// Returns EXIT_OK, EXIT_BOARD with *unsupported set for a board without it, or an error.
+static int native_reset(struct tool *t, char mode, bool *unsupported) {
+    struct session *s = &t->session;
+    int code = session_begin(s, "reset");
+    if (code == EXIT_OK) {
+        code = session_send(s, NULL, 0, true, (const uint8_t *)&mode, 1);
     }
-    if (argc == 2) {
-        mode = -1;
-        for (int i = 0; i < 4; i++) {
-            if (strcmp(argv[1], modes[i].flag) == 0) {
-                mode = i;
-            }
+    struct reply r;
+    if (code == EXIT_OK) {
+        code = session_recv(s, -1, &r);
+        code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
+    }
+    if (code == EXIT_OK && r.is_err && r.len > 8 && memmem(r.data, r.len, "not supported", 13)) {
+        *unsupported = true;
+    } else if (code == EXIT_OK && r.is_err) {
+        code = report_board_error(t, &r);
+    }
+    session_end(s);
+    return code;
+}
+
+int cmd_reset(struct tool *t, int argc, char **argv) {
+    int mode = 0;
+    bool wait = true;
+    for (int i = 1; i < argc; i++) {
+        int m = -1;
+        for (int k = 0; k < 4; k++) {
+            m = strcmp(argv[i], reset_modes[k].flag) == 0 ? k : m;
         }
-        if (mode < 0) {
-            fprintf(stderr, "usage: mqboard reset [--normal|--safe|--soft|--hard]\n");
+        if (strcmp(argv[i], "--no-wait") == 0) {
+            wait = false;
+        } else if (m >= 0) {
+            mode = m;
+        } else {
+            fprintf(stderr, "usage: mqboard reset [--normal|--safe|--soft|--hard] [--no-wait]\n");
             return EXIT_USAGE;
         }
     }
-    const char *p = modes[mode].program;
-    int code = run_eval(t, p, strlen(p), t->out);
-    // A board running the original code resets at once on --hard, without an answer.
-    if (code == EXIT_TIMEOUT && mode == 3) {
-        code = EXIT_OK;
+    struct session *s = &t->session;
+    int code = session_connect(t);
+    char old_boot[sizeof(s->boot_id)];
+    snprintf(old_boot, sizeof(old_boot), "%s", s->boot_id);
+    bool unsupported = false, native = false;
+    if (code == EXIT_OK) {
+        code = native_reset(t, reset_modes[mode].mode, &unsupported);
+        native = code == EXIT_OK && !unsupported;
+    }
+    if (code == EXIT_OK && unsupported) {
+        // A board running the original code: its own reset program (it answers, then resets;
+        // on --hard it resets at once, without an answer).
+        const char *p = reset_modes[mode].program;
+        code = run_eval(t, p, strlen(p), t->out);
+        code = code == EXIT_TIMEOUT && mode == 3 ? EXIT_OK : code;
+    }
+    if (code != EXIT_OK || !wait) {
+        return code;
+    }
+    if (!native || old_boot[0] == '\0') {
+        if (t->opts.verbose) {
+            fprintf(stderr, "mqboard: the board publishes no status: not waiting for it\n");
+        }
+        return EXIT_OK;
+    }
+    code = session_wait_boot(s, old_boot, RESET_WAIT_S);
+    if (code == EXIT_TIMEOUT) {
+        tool_error(t, "the board did not come back within %.0f s of the reset", RESET_WAIT_S);
+    } else if (code == RECV_INTERRUPT) {
+        code = EXIT_INTERRUPTED;
+    } else if (code == EXIT_OK && t->opts.verbose) {
+        fprintf(stderr, "mqboard: the board is back\n");
     }
     return code;
 }

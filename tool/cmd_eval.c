@@ -25,33 +25,89 @@ static int send_source(struct session *s, const char *src, size_t len) {
     return EXIT_OK;
 }
 
-// Asks the board to raise KeyboardInterrupt in the running eval of the current command.
+// Asks the board to raise KeyboardInterrupt in the running eval of the current command (or
+// to drop it if it still waits in the board's queue).
 static void send_interrupt(struct tool *t) {
     struct session *s = &t->session;
     session_send_aside(s, "interrupt", s->id);
+    session_flush(s);
     if (t->opts.verbose) {
         fprintf(stderr, "mqboard: interrupting the eval on the board\n");
     }
 }
 
+// After an interrupt, the eval has this long to end before the interrupt is sent again, and
+// this many times before mqboard gives up on it.
+#define INTERRUPT_AGAIN_S 2.0
+#define INTERRUPT_TRIES 3
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+// An interrupt is due (Ctrl-C, a signal, or --timeout-run): sends it, again every
+// INTERRUPT_AGAIN_S while the eval goes on. Returns EXIT_OK to keep waiting, or the exit code
+// when mqboard leaves (asked to, or the board did not stop the eval).
+static int on_interrupt(struct tool *t, int *tries) {
+    struct session *s = &t->session;
+    send_interrupt(t);
+    if (tool_leaving) {
+        return EXIT_INTERRUPTED;
+    }
+    if (++*tries > INTERRUPT_TRIES) {
+        tool_error(t,
+                   "the board did not stop the eval after %d interrupts in %.0f s (stuck in C "
+                   "code, or catching KeyboardInterrupt); it may still run: 'mqboard reset' "
+                   "stops it",
+                   INTERRUPT_TRIES, INTERRUPT_TRIES * INTERRUPT_AGAIN_S);
+        return EXIT_INTERRUPTED;
+    }
+    s->interrupt_at = mono_s() + INTERRUPT_AGAIN_S;
+    return EXIT_OK;
+}
+
+// Writes eval output; a closed stdout (EPIPE: `| head`) ends the wait.
+static int write_output(struct tool *t, FILE *out, const struct reply *r, bool *ends_nl) {
+    if (r->len == 0) {
+        return EXIT_OK;
+    }
+    if (fwrite(r->data, 1, r->len, out) != r->len || fflush(out) != 0) {
+        if (t->opts.verbose) {
+            fprintf(stderr, "mqboard: output closed: %s\n", strerror(errno));
+        }
+        return EXIT_LOCAL;
+    }
+    *ends_nl = r->data[r->len - 1] == '\n';
+    return EXIT_OK;
+}
+
 // Receives the reply stream of an eval into out. *ends_nl tracks whether the output so far
-// ends with a newline; *interrupted whether an interrupt was sent.
-static int receive_output(struct tool *t, FILE *out, bool *ends_nl, bool *interrupted) {
+// ends with a newline.
+static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
     struct session *s = &t->session;
     struct mqb_seq seq;
     mqb_seq_init(&seq);
+    int tries = 0;
     for (;;) {
         struct reply r;
         int code = session_recv(s, -1, &r);
         if (code == RECV_INTERRUPT) {
-            if (*interrupted) {
-                return EXIT_INTERRUPTED; // a second Ctrl-C: stop waiting
+            code = on_interrupt(t, &tries);
+            if (code != EXIT_OK) {
+                return code;
             }
-            *interrupted = true;
-            send_interrupt(t);
             continue;
         }
+        if (code == RECV_BUSY) {
+            send_interrupt(t); // takes our eval out of the board's queue
+            return EXIT_BOARD;
+        }
         if (code != EXIT_OK) {
+            if (code == EXIT_CONN || code == EXIT_TIMEOUT) {
+                send_interrupt(t); // whatever still runs for us on the board is not wanted
+            }
             return code;
         }
         if (r.is_err) {
@@ -61,7 +117,7 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl, bool *interr
                 *ends_nl = true;
             }
             report_board_error(t, &r);
-            return *interrupted ? EXIT_INTERRUPTED : EXIT_BOARD;
+            return tries > 0 ? EXIT_INTERRUPTED : EXIT_BOARD;
         }
         bool single = mqb_hdr_is_single(&r.hdr);
         if (!single) {
@@ -74,15 +130,31 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl, bool *interr
                 return EXIT_BOARD;
             }
         }
-        if (r.len > 0) {
-            fwrite(r.data, 1, r.len, out);
-            fflush(out);
-            *ends_nl = r.data[r.len - 1] == '\n';
+        if (write_output(t, out, &r, ends_nl) != EXIT_OK) {
+            send_interrupt(t);
+            return EXIT_LOCAL;
         }
         if (single || r.hdr.last) {
-            return EXIT_OK;
+            return tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
         }
     }
+}
+
+// --no-follow: the eval was sent; it runs on without us.
+static int detach(struct tool *t) {
+    struct session *s = &t->session;
+    session_flush(s);
+    if (!t->opts.quiet) {
+        fprintf(t->err,
+                "mqboard: started on the board as eval %s (not followed; its output is "
+                "dropped; 'mqboard reset' stops it)\n",
+                s->id);
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", s->id);
+    cJSON_AddBoolToObject(j, "detached", true);
+    t->result = j;
+    return EXIT_OK;
 }
 
 int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
@@ -97,14 +169,18 @@ int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
     // A long eval keeps the board silent: ask whether it is alive instead of giving up.
     s->ping_on_silence = true;
     if (t->opts.timeout_run > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        s->interrupt_at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + t->opts.timeout_run;
+        s->interrupt_at = mono_s() + t->opts.timeout_run;
     }
-    bool ends_nl = true, interrupted = false;
+    bool ends_nl = true;
     code = send_source(s, src, len);
-    if (code == EXIT_OK) {
-        code = receive_output(t, out, &ends_nl, &interrupted);
+    if (code == EXIT_OK && t->opts.no_follow && out == t->out) {
+        code = detach(t);
+    } else if (code == EXIT_OK) {
+        // The board interrupts the eval should mqboard vanish without a word (killed, or
+        // the connection lost): the lease ends unless renewed.
+        session_lease(s, true);
+        code = receive_output(t, out, &ends_nl);
+        session_lease(s, false);
     }
     session_end(s);
     // As the console REPL does, the result stands on a line of its own.

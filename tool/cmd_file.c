@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,16 @@
 #include "tool.h"
 
 #define SHA256_HEX 64
+
+static char *join(const char *a, const char *b);
+static char *base_of(const char *path);
+static bool is_dir(const char *p);
+
+static mode_t current_umask(void) {
+    mode_t m = umask(0);
+    umask(m);
+    return m;
+}
 
 static void hex(const uint8_t *b, size_t n, char *out) {
     for (size_t i = 0; i < n; i++) {
@@ -62,7 +73,13 @@ static int remote_sha(struct tool *t, const char *path, char out[SHA256_HEX + 1]
 
 // Handles a reply that arrives during a put: an error ends it, "SEQ n" acknowledges,
 // "OK" completes it. *acked counts the messages acknowledged.
-static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, bool *done) {
+static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, bool *done,
+                     bool *isdir) {
+    if (r->is_err && isdir != NULL &&
+        (memmem(r->data, r->len, "is a directory", 14) || memmem(r->data, r->len, "EISDIR", 6))) {
+        *isdir = true; // the caller puts into the directory instead, as cp does
+        return EXIT_BOARD;
+    }
     if (r->is_err) {
         return report_board_error(t, r);
     }
@@ -84,7 +101,7 @@ static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, boo
 // Streams f to the board: cmd is "xput" (hash first, windowed), "ota" (hash in the tail,
 // windowed) or "put" (the original: 1400-byte chunks, no acknowledgements).
 static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, const char *tail,
-                     const struct board_caps *caps, const char *label) {
+                     const struct board_caps *caps, const char *label, bool *isdir) {
     struct session *s = &t->session;
     bool xput = strcmp(cmd, "xput") == 0, windowed = strcmp(cmd, "put") != 0;
     size_t chunk = xput ? caps->chunk : strcmp(cmd, "ota") == 0 ? 4096 : MQB_CHUNK_ORIG_PUT;
@@ -130,7 +147,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
             // Look at replies without waiting, so that an early error stops the stream.
             struct reply r;
             if (code == EXIT_OK && session_recv(s, 0, &r) == EXIT_OK) {
-                code = put_reply(t, &r, &acked, &done);
+                code = put_reply(t, &r, &acked, &done, isdir);
             }
         }
         struct reply r;
@@ -138,7 +155,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
             code = session_recv(s, -1, &r);
             code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
             if (code == EXIT_OK) {
-                code = put_reply(t, &r, &acked, &done);
+                code = put_reply(t, &r, &acked, &done, isdir);
             }
         }
     }
@@ -164,10 +181,19 @@ static int open_local(struct tool *t, const char *local, FILE **f, uint64_t *siz
     return EXIT_OK;
 }
 
-int put_file(struct tool *t, const char *local, const char *remote) {
+// Puts one file. into_dir_ok: a REMOTE that is a directory on the board receives the file
+// under its own name (as cp does).
+static int put_one(struct tool *t, const char *local, const char *remote, bool into_dir_ok) {
     FILE *f;
     uint64_t size;
     struct board_caps caps;
+    if (!topic_safe(remote)) {
+        tool_error(t,
+                   "%s: a board path cannot contain '+', '#' or control characters (MQTT "
+                   "topics carry it): skipped",
+                   remote);
+        return EXIT_BOARD;
+    }
     int code = open_local(t, local, &f, &size);
     if (code != EXIT_OK) {
         return code;
@@ -176,12 +202,26 @@ int put_file(struct tool *t, const char *local, const char *remote) {
     if (code == EXIT_OK) {
         code = session_caps(&t->session, &caps);
     }
+    bool isdir = false;
     if (code == EXIT_OK) {
-        code = stream_up(t, f, size, caps.proto >= 2 ? "xput" : "put", remote, &caps, remote);
+        code =
+            stream_up(t, f, size, caps.proto >= 2 ? "xput" : "put", remote, &caps, remote, &isdir);
+    }
+    if (isdir) {
+        char *b = base_of(local), *into = join(remote, b);
+        fclose(f);
+        code = into_dir_ok ? put_one(t, local, into, false) : EXIT_BOARD;
+        if (!into_dir_ok) {
+            tool_error(t, "%s: is a directory", remote);
+        }
+        free(b);
+        free(into);
+        return code;
     }
     // An original board cannot verify a put itself: compare the hashes afterwards.
     if (code == EXIT_OK && caps.proto < 2) {
         char want[SHA256_HEX + 1], got[SHA256_HEX + 1];
+        rewind(f); // the stream read it to the end
         code = file_sha256(f, want);
         if (code == EXIT_OK) {
             code = remote_sha(t, remote, got);
@@ -194,6 +234,10 @@ int put_file(struct tool *t, const char *local, const char *remote) {
     }
     fclose(f);
     return code;
+}
+
+int put_file(struct tool *t, const char *local, const char *remote) {
+    return put_one(t, local, remote, false);
 }
 
 int cmd_ota(struct tool *t, int argc, char **argv) {
@@ -217,7 +261,7 @@ int cmd_ota(struct tool *t, int argc, char **argv) {
         code = session_caps(&t->session, &caps);
     }
     if (code == EXIT_OK) {
-        code = stream_up(t, f, size, "ota", sha, &caps, "ota");
+        code = stream_up(t, f, size, "ota", sha, &caps, "ota", NULL);
     }
     fclose(f);
     if (code == EXIT_OK && !t->opts.json) {
@@ -248,8 +292,27 @@ static char *base_of(const char *path) {
     return b;
 }
 
+// Tree copies go on past a file they cannot copy (a name a topic cannot carry, a symlink
+// out of the tree), name it, and fail at the end, as rsync does.
+struct tree_copy {
+    char root_real[PATH_MAX]; // the local tree's real path: symlinks may not leave it
+    int code;                 // EXIT_OK, or the first error
+};
+
+static void tree_note(struct tree_copy *tc, int code) {
+    tc->code = tc->code == EXIT_OK ? code : tc->code;
+}
+
+// True when a local path, symlinks followed, stays beneath the tree being copied.
+static bool local_inside(const struct tree_copy *tc, const char *path) {
+    char real[PATH_MAX];
+    size_t n = strlen(tc->root_real);
+    return realpath(path, real) != NULL && strncmp(real, tc->root_real, n) == 0 &&
+           (real[n] == '/' || real[n] == '\0');
+}
+
 // Copies a local tree to the board: directories are created by the puts' parents.
-static int put_tree(struct tool *t, const char *local, const char *remote) {
+static int put_tree(struct tool *t, struct tree_copy *tc, const char *local, const char *remote) {
     DIR *d = opendir(local);
     if (d == NULL) {
         tool_error(t, "cannot read directory '%s': %s", local, strerror(errno));
@@ -262,12 +325,39 @@ static int put_tree(struct tool *t, const char *local, const char *remote) {
             continue;
         }
         char *l = join(local, e->d_name), *r = join(remote, e->d_name);
-        code = is_dir(l) ? put_tree(t, l, r) : put_file(t, l, r);
+        if (!local_inside(tc, l)) {
+            tool_error(t, "%s: a symlink out of the tree: skipped", l);
+            tree_note(tc, EXIT_LOCAL);
+        } else if (is_dir(l)) {
+            code = put_tree(t, tc, l, r);
+        } else {
+            int c = put_file(t, l, r);
+            tree_note(tc, c);
+            // A name the board cannot take is skipped; anything else stops the copy.
+            code = c == EXIT_BOARD && !topic_safe(r) ? EXIT_OK : c;
+        }
         free(l);
         free(r);
     }
     closedir(d);
     return code;
+}
+
+// rsync's rule: "DIR/" copies the contents of DIR into REMOTE, "DIR" copies DIR itself
+// (REMOTE/DIR).
+static int put_dir(struct tool *t, const char *local, const char *remote) {
+    struct tree_copy tc = {.code = EXIT_OK};
+    if (realpath(local, tc.root_real) == NULL) {
+        tool_error(t, "cannot read '%s': %s", local, strerror(errno));
+        return EXIT_LOCAL;
+    }
+    size_t n = strlen(local);
+    char *b = base_of(local);
+    char *target = n > 0 && local[n - 1] == '/' ? strdup(remote) : join(remote, b);
+    int code = put_tree(t, &tc, local, target);
+    free(b);
+    free(target);
+    return code != EXIT_OK ? code : tc.code;
 }
 
 int cmd_put(struct tool *t, int argc, char **argv) {
@@ -286,16 +376,18 @@ int cmd_put(struct tool *t, int argc, char **argv) {
     }
     int code = EXIT_OK;
     for (int i = 1; code == EXIT_OK && i < argc - 1; i++) {
-        char *b = base_of(argv[i]);
-        char *target = into_dir ? join(remote, b) : strdup(remote);
         if (is_dir(argv[i]) && !recursive) {
             tool_error(t, "'%s' is a directory (use put -r)", argv[i]);
             code = EXIT_USAGE;
+        } else if (is_dir(argv[i])) {
+            code = put_dir(t, argv[i], remote);
         } else {
-            code = is_dir(argv[i]) ? put_tree(t, argv[i], target) : put_file(t, argv[i], target);
+            char *b = base_of(argv[i]);
+            char *target = into_dir ? join(remote, b) : strdup(remote);
+            code = put_one(t, argv[i], target, !into_dir);
+            free(b);
+            free(target);
         }
-        free(b);
-        free(target);
     }
     return code;
 }
@@ -317,10 +409,27 @@ static int sink_open(struct tool *t, struct sink *k, const char *local) {
         return EXIT_OK;
     }
     k->target = local;
-    if (asprintf(&k->tmp, "%s.mqb-part", local) < 0 || (k->f = fopen(k->tmp, "wb")) == NULL) {
+    // A fresh temporary file beside the target (O_EXCL: a planted symlink is never
+    // followed), renamed over it only once the file arrived intact.
+    char *dir = strdup(local), *slash = strrchr(dir, '/');
+    const char *base = slash != NULL ? slash + 1 : local;
+    if (slash != NULL) {
+        slash[1] = '\0';
+    }
+    int fd = -1;
+    if (asprintf(&k->tmp, "%s.%.64s.XXXXXX.mqb-part", slash != NULL ? dir : "", base) >= 0) {
+        fd = mkostemps(k->tmp, 9, O_CLOEXEC);
+    }
+    free(dir);
+    if (fd < 0 || (k->f = fdopen(fd, "wb")) == NULL) {
         tool_error(t, "cannot write '%s': %s", local, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(k->tmp);
+        }
         return EXIT_LOCAL;
     }
+    fchmod(fd, 0644 & ~current_umask());
     return EXIT_OK;
 }
 
@@ -458,30 +567,70 @@ int get_file(struct tool *t, const char *remote, const char *local) {
     return sink_close(t, &k, code);
 }
 
+// Makes the directories of sub beneath local (which exists), never through a symlink: every
+// level that exists must be a real directory. last_too: sub itself is a directory.
+static int local_dirs(struct tool *t, const char *local, const char *sub, bool last_too) {
+    char *path = join(local, sub);
+    size_t start = strlen(path) - strlen(sub);
+    int code = EXIT_OK;
+    for (size_t i = start; code == EXIT_OK && path[i - 1] != '\0'; i++) {
+        bool end = path[i] == '\0';
+        if (path[i] != '/' && !(end && last_too)) {
+            continue;
+        }
+        char saved = path[i];
+        path[i] = '\0';
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                tool_error(t, "'%s' exists and is not a directory (or is a symlink)", path);
+                code = EXIT_LOCAL;
+            }
+        } else if (mkdir(path, 0755) != 0) {
+            tool_error(t, "cannot create '%s': %s", path, strerror(errno));
+            code = EXIT_LOCAL;
+        }
+        path[i] = saved;
+        if (end) {
+            break;
+        }
+    }
+    free(path);
+    return code;
+}
+
 static int get_tree(struct tool *t, const char *remote, const char *local) {
     struct rlist l;
     int code = remote_list(t, remote, true, false, &l);
-    size_t rlen = strlen(remote);
-    if (code == EXIT_OK && mkdir(local, 0755) != 0 && errno != EEXIST) {
-        tool_error(t, "cannot create '%s': %s", local, strerror(errno));
+    struct stat st;
+    if (code == EXIT_OK && mkdir(local, 0755) != 0 &&
+        (errno != EEXIST || lstat(local, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        tool_error(t, "cannot create directory '%s'", local);
         code = EXIT_LOCAL;
     }
+    int partial = EXIT_OK;
     for (size_t i = 0; code == EXIT_OK && i < l.n; i++) {
-        // Entries come back as REMOTE/sub/path: mirror sub/path under local.
-        const char *sub = l.v[i].path + (strncmp(l.v[i].path, remote, rlen) == 0 ? rlen : 0);
-        char *dst = join(local, sub[0] == '/' ? sub + 1 : sub);
-        if (l.v[i].dir) {
-            if (mkdir(dst, 0755) != 0 && errno != EEXIST) {
-                tool_error(t, "cannot create '%s': %s", dst, strerror(errno));
-                code = EXIT_LOCAL;
-            }
-        } else {
+        const char *sub = remote_sub(l.v[i].path, remote);
+        char *shown = tool_escape(l.v[i].path);
+        if (sub == NULL) {
+            tool_error(t, "%s: not a name under %s (the board's listing is wrong): skipped", shown,
+                       remote);
+            partial = EXIT_BOARD;
+        } else if (!topic_safe(l.v[i].path)) {
+            tool_error(t,
+                       "%s: a name with '+', '#' or control characters cannot be fetched "
+                       "(MQTT topics carry it): skipped",
+                       shown);
+            partial = EXIT_BOARD;
+        } else if ((code = local_dirs(t, local, sub, l.v[i].dir)) == EXIT_OK && !l.v[i].dir) {
+            char *dst = join(local, sub);
             code = get_file(t, l.v[i].path, dst);
+            free(dst);
         }
-        free(dst);
+        free(shown);
     }
     rlist_free(&l);
-    return code;
+    return code != EXIT_OK ? code : partial;
 }
 
 int cmd_get(struct tool *t, int argc, char **argv) {
@@ -495,8 +644,20 @@ int cmd_get(struct tool *t, int argc, char **argv) {
     const char *remote = argv[1];
     const char *local = argc == 3 && strcmp(argv[2], "-") != 0 ? argv[2] : NULL;
     if (recursive) {
+        // rsync's rule: "DIR/" copies the contents of DIR into LOCAL, "DIR" copies DIR itself
+        // (LOCAL/DIR); LOCAL defaults to ".".
+        size_t n = strlen(remote);
         char *b = base_of(remote);
-        char *dst = local == NULL ? strdup(b) : is_dir(local) ? join(local, b) : strdup(local);
+        bool contents = n > 1 && remote[n - 1] == '/';
+        char *dst = contents              ? strdup(local != NULL ? local : ".")
+                    : strcmp(b, "/") == 0 ? strdup(local != NULL ? local : ".")
+                                          : join(local != NULL ? local : ".", b);
+        if (local != NULL && mkdir(local, 0755) != 0 && errno != EEXIST) {
+            tool_error(t, "cannot create directory '%s': %s", local, strerror(errno));
+            free(b);
+            free(dst);
+            return EXIT_LOCAL;
+        }
         int code = get_tree(t, remote, dst);
         free(b);
         free(dst);

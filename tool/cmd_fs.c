@@ -163,7 +163,7 @@ int cmd_rm(struct tool *t, int argc, char **argv) {
         return EXIT_USAGE;
     }
     for (int k = i; k < argc; k++) {
-        char *d = board_dir(argv[k]);
+        char *d = board_normalize(argv[k]);
         bool root = strcmp(d, "/") == 0 || strcmp(d, ".") == 0;
         free(d);
         if (root && f[0]) {
@@ -218,16 +218,22 @@ int cmd_mv(struct tool *t, int argc, char **argv) {
         fprintf(stderr, "usage: mqboard mv SRC DST\n");
         return EXIT_USAGE;
     }
-    // Into DST when DST is a directory, as mv does.
-    static const char fmt[] =
-        "_s=%s\n_d=%s\n"
-        "try:\n"
-        " try:\n"
-        "  if uos.stat(_d)[0]&0x4000:_d=_d.rstrip('/')+'/'+_s.rstrip('/').split('/')[-1]\n"
-        " except OSError:pass\n"
-        " uos.rename(_s,_d)\n"
-        "except OSError as e:_err(e,_s)\n"
-        "del _s,_d\n";
+    // Into DST when DST is a directory, as mv does; a DST that ends with '/' must be one.
+    // An error names the path it is about: the source when it is missing, else the target.
+    static const char fmt[] = "_s=%s\n_d=%s\n"
+                              "try:\n"
+                              " _p=_s\n"
+                              " uos.stat(_s)\n"
+                              " _p=_d\n"
+                              " try:_k=uos.stat(_d)[0]&0x4000\n"
+                              " except OSError:\n"
+                              "  if _d.endswith('/'):raise\n"
+                              "  _k=0\n"
+                              " if _d.endswith('/') and not _k:raise OSError(20)\n"
+                              " if _k:_d=_d.rstrip('/')+'/'+_s.rstrip('/').split('/')[-1]\n"
+                              " uos.rename(_s,_d)\n"
+                              "except OSError as e:_err(e,_p)\n"
+                              "del _s,_d,_p\n";
     char *s = py_str(argv[1]), *d = py_str(argv[2]);
     size_t n = sizeof(fmt) + strlen(s) + strlen(d);
     char *prog = malloc(n);
@@ -281,7 +287,12 @@ static void print_df(void *ctx, void *json) {
     struct tool *t = ctx;
     double v[5];
     for (int i = 0; i < 5; i++) {
-        v[i] = cJSON_GetArrayItem(json, i)->valuedouble;
+        const cJSON *x = cJSON_GetArrayItem(json, i);
+        if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble < 1e18)) {
+            tool_error(t, "df: the board's answer is not a statvfs tuple");
+            return;
+        }
+        v[i] = x->valuedouble;
     }
     double size = v[1] * v[2], avail = v[1] * v[4], used = v[1] * (v[2] - v[3]);
     char a[16], b[16], c[16];

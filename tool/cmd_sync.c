@@ -76,7 +76,17 @@ static int sync_file(struct tool *t, struct sync_opts *o, const struct rlist *ha
     return o->dry_run ? EXIT_OK : put_file(t, local, remote);
 }
 
-static void local_walk(const char *dir, const char *rel, char ***files, size_t *n) {
+// True when path (symlinks followed) stays beneath root_real.
+static bool stays_in(const char *root_real, const char *path) {
+    char real[PATH_MAX];
+    size_t n = strlen(root_real);
+    return realpath(path, real) != NULL && strncmp(real, root_real, n) == 0 &&
+           (real[n] == '/' || real[n] == '\0');
+}
+
+// Collects the files of the local tree; symlinks that lead out of it are skipped (and said).
+static void local_walk(struct tool *t, const char *root_real, const char *dir, const char *rel,
+                       char ***files, size_t *n) {
     char *path = rel[0] ? join(dir, rel) : strdup(dir);
     DIR *d = opendir(path);
     struct dirent *e;
@@ -87,8 +97,11 @@ static void local_walk(const char *dir, const char *rel, char ***files, size_t *
         char *r = rel[0] ? join(rel, e->d_name) : strdup(e->d_name);
         char *full = join(dir, r);
         struct stat st;
-        if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
-            local_walk(dir, r, files, n);
+        if (!stays_in(root_real, full)) {
+            tool_error(t, "%s: a symlink out of the tree: skipped", full);
+            free(r);
+        } else if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
+            local_walk(t, root_real, dir, r, files, n);
             free(r);
         } else {
             *files = realloc(*files, (*n + 1) * sizeof(char *));
@@ -108,24 +121,41 @@ static int sync_tree(struct tool *t, struct sync_opts *o, const char *local, con
     for (size_t len = strlen(remote); len > 1 && remote[len - 1] == '/'; len--) {
         remote[len - 1] = '\0';
     }
+    // A missing or mistyped LOCALDIR must never read as "an empty tree" (with --delete it
+    // would empty the board's directory), as rsync refuses.
+    char root_real[PATH_MAX];
+    struct stat st;
+    if (realpath(local, root_real) == NULL || stat(root_real, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        tool_error(t, "sync: '%s' is not a local directory", local);
+        return EXIT_LOCAL;
+    }
     struct rlist have;
     int code = remote_list_ex(t, remote, true, true, true, &have);
     char **files = NULL;
     size_t n = 0;
     if (code == EXIT_OK) {
-        local_walk(local, "", &files, &n);
+        local_walk(t, root_real, local, "", &files, &n);
     }
+    int partial = EXIT_OK;
     for (size_t i = 0; code == EXIT_OK && i < n; i++) {
         char *l = join(local, files[i]), *r = join(remote, files[i]);
-        code = sync_file(t, o, &have, l, r, false, false);
+        if (!topic_safe(r)) { // named, skipped, and the sync fails at the end
+            tool_error(t,
+                       "%s: a board path cannot contain '+', '#' or control characters: "
+                       "skipped",
+                       r);
+            partial = EXIT_BOARD;
+            o->skipped++;
+        } else {
+            code = sync_file(t, o, &have, l, r, false, false);
+        }
         free(l);
         free(r);
     }
     // --delete: files on the board that the local tree does not have.
     for (size_t i = 0; code == EXIT_OK && o->delete_extra && i < have.n; i++) {
-        const char *rel = have.v[i].path + strlen(remote);
-        rel += rel[0] == '/';
-        bool keep = have.v[i].dir;
+        const char *rel = remote_sub(have.v[i].path, remote);
+        bool keep = have.v[i].dir || rel == NULL; // never what is not under REMOTE
         for (size_t k = 0; !keep && k < n; k++) {
             keep = strcmp(files[k], rel) == 0;
         }
@@ -141,7 +171,7 @@ static int sync_tree(struct tool *t, struct sync_opts *o, const char *local, con
     }
     free(files);
     rlist_free(&have);
-    return code;
+    return code != EXIT_OK ? code : partial;
 }
 
 // One target-directory block of a spec: its options and its "src_dir: files" lines.

@@ -11,7 +11,8 @@
 
 #include "tool.h"
 
-volatile int tool_interrupted;
+volatile sig_atomic_t tool_interrupted;
+volatile sig_atomic_t tool_leaving;
 
 struct command {
     const char *name;
@@ -46,27 +47,35 @@ static const struct command commands[] = {
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: mqboard [options] COMMAND [args]      (mqboard help COMMAND for more)\n\n"
-               "options:\n"
-               "  -b, --board NAME        use the [NAME] profile of the config file\n"
-               "  -s, --server HOST       broker host (default 127.0.0.1)\n"
-               "  -p, --port PORT         broker port (default 1883, 8883 with TLS)\n"
-               "      --prefix PREFIX     the board's topic prefix, e.g. esp32/kitchen\n"
-               "      --topic PREFIX      same as --prefix (the original tool's name)\n"
-               "  -T, --timeout SECONDS   give up after this much silence from the board (10)\n"
-               "      --timeout-run SECS  interrupt eval/exec/run after this long\n"
-               "      --chunk BYTES       at most this much data per message in transfers\n"
-               "  -u, --username USER     broker user name\n"
-               "  -P, --password PASS     broker password\n"
-               "      --tls               use TLS (system CA certificates)\n"
-               "      --cafile FILE       use TLS with this CA certificate\n"
-               "      --psk-identity ID   TLS-PSK identity\n"
-               "      --psk HEXKEY        TLS-PSK key\n"
-               "  -j, --json              print one JSON document (result, output, error, time)\n"
-               "  -q, --quiet             no progress bar\n"
-               "  -v, --verbose           say more (twice: every message)\n"
-               "  -V, --version           print the version\n"
-               "  -h, --help              this help\n\ncommands:\n");
+    fprintf(
+        f, "usage: mqboard [options] COMMAND [args]      (mqboard help COMMAND for more)\n\n"
+           "options:\n"
+           "  -b, --board NAME        use the [NAME] profile of the config file\n"
+           "  -s, --server HOST       broker host (default 127.0.0.1)\n"
+           "  -p, --port PORT         broker port (default 1883, 8883 with TLS)\n"
+           "      --prefix PREFIX     the board's topic prefix, e.g. esp32/kitchen\n"
+           "      --topic PREFIX      same as --prefix (the original tool's name)\n"
+           "  -T, --timeout SECONDS   give up after this much silence from the board (10)\n"
+           "      --timeout-run SECS  interrupt eval/exec/run after this long\n"
+           "      --chunk BYTES       at most this much data per message in transfers\n"
+           "  -u, --username USER     broker user name\n"
+           "  -P, --password PASS     broker password (visible in ps: prefer the next two)\n"
+           "      --password-file F   read the broker password from the first line of F\n"
+           "                          (or MQBOARD_PASSWORD, or password-file = F in config)\n"
+           "      --tls               use TLS (system CA certificates)\n"
+           "      --cafile FILE       use TLS with this CA certificate\n"
+           "      --psk-identity ID   TLS-PSK identity\n"
+           "      --psk HEXKEY        TLS-PSK key (visible in ps: prefer --psk-file, MQBOARD_PSK)\n"
+           "      --psk-file FILE     read the TLS-PSK key from the first line of FILE\n"
+           "      --nonblock          fail at once (exit 1) when the board is busy with another\n"
+           "                          command, instead of waiting for it\n"
+           "      --no-follow         eval/exec/run: start the code and leave it running on\n"
+           "                          the board (otherwise it is interrupted when mqboard goes)\n"
+           "  -j, --json              print one JSON document (result, output, error, time)\n"
+           "  -q, --quiet             no progress bar\n"
+           "  -v, --verbose           say more (twice: every message)\n"
+           "  -V, --version           print the version\n"
+           "  -h, --help              this help\n\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
@@ -117,6 +126,23 @@ static const char *keep(const char *value) {
     return copy;
 }
 
+// A secret from the first line of a file, so that it is not on the command line (ps).
+static bool read_secret(const char *key, const char *path, const char **out) {
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    bool ok = f != NULL && fgets(line, sizeof(line), f) != NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (!ok) {
+        fprintf(stderr, "mqboard: %s: cannot read '%s'\n", key, path);
+        return false;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    *out = keep(line);
+    return true;
+}
+
 // Applies one setting by name (config file keys and variables share the names).
 static bool set_opt(struct tool_opts *o, const char *key, const char *value, const char *from) {
     double v;
@@ -137,6 +163,8 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
         o->username = keep(value);
     } else if (strcmp(key, "password") == 0) {
         o->password = keep(value);
+    } else if (strcmp(key, "password-file") == 0 || strcmp(key, "psk-file") == 0) {
+        return read_secret(key, value, strcmp(key, "psk-file") == 0 ? &o->psk : &o->password);
     } else if (strcmp(key, "tls") == 0) {
         o->tls = strcmp(value, "0") != 0 && strcmp(value, "false") != 0 && value[0] != '\0';
     } else if (strcmp(key, "cafile") == 0) {
@@ -230,6 +258,8 @@ static bool load_env(struct tool_opts *o) {
         {"MQBOARD_CAFILE", "cafile"},
         {"MQBOARD_PSK_IDENTITY", "psk-identity"},
         {"MQBOARD_PSK", "psk"},
+        {"MQBOARD_PASSWORD_FILE", "password-file"},
+        {"MQBOARD_PSK_FILE", "psk-file"},
     };
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
         const char *v = getenv(vars[i][0]);
@@ -240,7 +270,19 @@ static bool load_env(struct tool_opts *o) {
     return true;
 }
 
-enum { OPT_PREFIX = 256, OPT_TLS, OPT_CAFILE, OPT_PSK_ID, OPT_PSK, OPT_TIMEOUT_RUN, OPT_CHUNK };
+enum {
+    OPT_PREFIX = 256,
+    OPT_TLS,
+    OPT_CAFILE,
+    OPT_PSK_ID,
+    OPT_PSK,
+    OPT_PSK_FILE,
+    OPT_PASSWORD_FILE,
+    OPT_TIMEOUT_RUN,
+    OPT_CHUNK,
+    OPT_NONBLOCK,
+    OPT_NO_FOLLOW,
+};
 
 static const struct option long_opts[] = {
     {"board", required_argument, NULL, 'b'},
@@ -257,6 +299,10 @@ static const struct option long_opts[] = {
     {"cafile", required_argument, NULL, OPT_CAFILE},
     {"psk-identity", required_argument, NULL, OPT_PSK_ID},
     {"psk", required_argument, NULL, OPT_PSK},
+    {"psk-file", required_argument, NULL, OPT_PSK_FILE},
+    {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+    {"nonblock", no_argument, NULL, OPT_NONBLOCK},
+    {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
@@ -300,6 +346,10 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_CAFILE: ok = set_opt(o, "cafile", optarg, "option"); break;
         case OPT_PSK_ID: ok = set_opt(o, "psk-identity", optarg, "option"); break;
         case OPT_PSK: ok = set_opt(o, "psk", optarg, "option"); break;
+        case OPT_PSK_FILE: ok = set_opt(o, "psk-file", optarg, "option"); break;
+        case OPT_PASSWORD_FILE: ok = set_opt(o, "password-file", optarg, "option"); break;
+        case OPT_NONBLOCK: o->nonblock = true; break;
+        case OPT_NO_FOLLOW: o->no_follow = true; break;
         case 'j': o->json = true; break;
         case 'q': o->quiet = true; break;
         case 'v': o->verbose++; break;
@@ -336,10 +386,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void on_sigint(int sig) {
-    (void)sig;
-    if (tool_interrupted) {
-        _exit(EXIT_INTERRUPTED); // a second Ctrl-C while nothing listens
+// SIGINT interrupts the board's eval; a second SIGINT, SIGTERM or SIGHUP makes mqboard leave,
+// after it told the board to interrupt the eval (tool_leaving). A signal after that leaves
+// at once.
+static void on_signal(int sig) {
+    if (tool_leaving) {
+        _exit(128 + sig);
+    }
+    if (sig != SIGINT || tool_interrupted) {
+        tool_leaving = sig;
     }
     tool_interrupted = 1;
 }
@@ -381,6 +436,10 @@ static void print_json(struct tool *t, int code) {
     } else {
         cJSON_AddNullToObject(j, "result");
     }
+    if (t->session.busy != NULL) { // the board was busy with another command first
+        cJSON_AddItemToObject(j, "busy", t->session.busy);
+        t->session.busy = NULL;
+    }
     cJSON_AddNumberToObject(j, "elapsed_s", now_s() - t->started);
     cJSON_AddNumberToObject(j, "peak_rss_kb", (double)peak_rss_kb());
     char *s = cJSON_Print(j);
@@ -420,8 +479,10 @@ int main(int argc, char **argv) {
     if (!check_opts(&t.opts)) {
         return EXIT_USAGE;
     }
-    struct sigaction sa = {.sa_handler = on_sigint}; // no SA_RESTART: waits wake up
+    struct sigaction sa = {.sa_handler = on_signal}; // no SA_RESTART: waits wake up
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     t.command = cmd->name;
     t.out = stdout;
@@ -431,10 +492,14 @@ int main(int argc, char **argv) {
         t.err = open_memstream(&t.err_buf, &t.err_len);
     }
     int code = cmd->run(&t, argc - first, argv + first);
+    if (tool_leaving && code == EXIT_INTERRUPTED) {
+        code = 128 + tool_leaving;
+    }
     session_close(&t.session);
     if (t.opts.json) {
         print_json(&t, code);
     }
     cJSON_Delete(t.result);
+    cJSON_Delete(t.session.busy);
     return code;
 }

@@ -18,8 +18,34 @@ void tool_error(struct tool *t, const char *fmt, ...) {
     va_end(ap);
 }
 
+// Writes len bytes of s with control characters other than newline and tab escaped.
+static void put_escaped(FILE *f, const char *s, size_t len, bool keep_nl) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c == '\n' || c == '\t') && keep_nl) {
+            fputc(c, f);
+        } else if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\x%02x", c);
+        } else {
+            fputc(c, f);
+        }
+    }
+}
+
+char *tool_escape(const char *s) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    put_escaped(f, s, strlen(s), false);
+    fclose(f);
+    return buf;
+}
+
 int report_board_error(struct tool *t, const struct reply *r) {
-    fprintf(t->err, "%.*s", (int)r->len, (const char *)r->data);
+    // The text comes from the board: no terminal escapes reach the user's terminal.
+    put_escaped(t->err, (const char *)r->data, r->len, true);
     if (r->len == 0 || r->data[r->len - 1] != '\n') {
         fputc('\n', t->err);
     }
@@ -59,13 +85,15 @@ static void draw(struct progress *p, double now) {
     char done[16], rate_s[16];
     double secs = now - p->start;
     double rate = secs > 0 ? (double)p->done / secs : 0;
-    int pct = p->total ? (int)(100.0 * (double)p->done / (double)p->total) : 100;
+    // More may arrive than was announced (a file that grows while it is read).
+    uint64_t total = p->total > p->done ? p->total : p->done;
+    int pct = total ? (int)(100.0 * (double)p->done / (double)total) : 100;
     int width = 30, fill = pct * width / 100;
     char bar[64];
     memset(bar, '#', (size_t)fill);
     memset(bar + fill, '.', (size_t)(width - fill));
     bar[width] = '\0';
-    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+    double eta = rate > 0 ? (double)(total - p->done) / rate : 0;
     fprintf(stderr, "\r%-20.20s [%s] %3d%% %7s %7s/s ETA %02d:%02d ", p->label, bar, pct,
             human_size((double)p->done, done, sizeof(done)),
             human_size(rate, rate_s, sizeof(rate_s)), (int)eta / 60, (int)eta % 60);

@@ -17,6 +17,9 @@ struct rentry {
     char sha[65]; // lower-case hex SHA-256, or "" when not asked for
 };
 
+// Entries a listing keeps at most (a board cannot make the tool allocate without bound).
+#define REMOTE_LIST_MAX 1000000
+
 struct rlist {
     struct rentry *v;
     size_t n;
@@ -29,6 +32,14 @@ int remote_list(struct tool *t, const char *dir, bool recursive, bool sha, struc
 int remote_list_ex(struct tool *t, const char *dir, bool recursive, bool sha, bool missing_ok,
                    struct rlist *out);
 void rlist_free(struct rlist *l);
+
+// Lexically normalizes a board path ("/lib/.." is "/", "a//b/." is "a/b"); malloc'd.
+char *board_normalize(const char *path);
+// The part of a listed board path below the listed directory remote, or NULL when the
+// (untrusted) entry is not under it or has an empty, "." or ".." component.
+const char *remote_sub(const char *path, const char *remote);
+// True when a board path can travel in a topic (no '+', '#' or control characters).
+bool topic_safe(const char *path);
 
 // Runs a board program (a printf format whose %s are replaced by the Python literals of
 // the paths given) that prints JSON lines; each line is handed to line(). A line

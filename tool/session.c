@@ -44,14 +44,38 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
     ((struct session *)obj)->subacked++;
 }
 
+// The board's retained status (untrusted: anyone may publish it). Only well-formed fields
+// count; anything else leaves the status unknown.
+static void take_status(struct session *s, const char *payload, size_t len) {
+    cJSON *j = cJSON_ParseWithLength(payload, len);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "status");
+    const cJSON *bt = cJSON_GetObjectItemCaseSensitive(j, "boot_time");
+    const cJSON *bi = cJSON_GetObjectItemCaseSensitive(j, "boot_id");
+    if (cJSON_IsString(st)) {
+        s->online = strcmp(st->valuestring, "online") == 0    ? 1
+                    : strcmp(st->valuestring, "offline") == 0 ? 0
+                                                              : -1;
+        s->status_since = cJSON_IsNumber(bt) && bt->valuedouble > 0 && bt->valuedouble < 1e11
+                              ? bt->valuedouble
+                              : 0;
+        snprintf(s->boot_id, sizeof(s->boot_id), "%s", cJSON_IsString(bi) ? bi->valuestring : "");
+    }
+    cJSON_Delete(j);
+}
+
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m) {
     (void)mosq;
     struct session *s = obj;
+    if (strcmp(m->topic, s->status_topic) == 0) {
+        take_status(s, m->payload, (size_t)m->payloadlen);
+    }
     struct msg_node *n = calloc(1, sizeof(*n));
     n->topic = strdup(m->topic);
     n->len = (size_t)m->payloadlen;
     n->payload = malloc(n->len + 1);
-    memcpy(n->payload, m->payload, n->len);
+    if (n->len > 0) {
+        memcpy(n->payload, m->payload, n->len);
+    }
     n->payload[n->len] = 0;
     if (s->tail != NULL) {
         s->tail->next = n;
@@ -156,10 +180,15 @@ int session_connect(struct tool *t) {
         return EXIT_CONN;
     }
     // One subscription for all replies of this board: a command then costs no extra round
-    // trip, and replies are told apart by their id.
+    // trip, and replies are told apart by their id. The status subscription goes first: its
+    // retained message is queued before the second SUBACK, so once that arrives the tool
+    // knows whether the board is online, offline or has never said.
     snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
-    subacked_target = s->subacked + 1;
-    rc = mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
+    snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", s->o->prefix);
+    s->online = -1;
+    subacked_target = s->subacked + 2;
+    rc = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
+    rc = rc != MOSQ_ERR_SUCCESS ? rc : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
         fprintf(s->err, "mqboard: cannot subscribe to the board's replies: %s\n",
                 mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
@@ -203,6 +232,12 @@ static void new_id(char *id, size_t cap) {
 }
 
 int session_begin(struct session *s, const char *cmd) {
+    if (!s->present && strcmp(cmd, "caps") != 0) {
+        int code = session_present(s);
+        if (code != EXIT_OK) {
+            return code;
+        }
+    }
     new_id(s->id, sizeof(s->id));
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
     s->ping_id[0] = '\0';
@@ -268,24 +303,64 @@ int session_send_aside(struct session *s, const char *cmd, const char *tail) {
 }
 
 static bool has_msg_or_signal(struct session *s) {
-    return s->head != NULL || tool_interrupted ||
-           (s->interrupt_at > 0 && now_s() >= s->interrupt_at);
+    double now = now_s();
+    return s->head != NULL || tool_interrupted || (s->interrupt_at > 0 && now >= s->interrupt_at) ||
+           (s->lease_at > 0 && now >= s->lease_at);
 }
 
 // Asks the board whether it is still working on the current command (running, under an id of
 // its own); used while a long eval keeps the board silent. Only a board that answers other
 // commands while an eval runs (mqrepld) says yes; an original board stays silent, as it did.
-static void send_ping(struct session *s) {
+// With a lease ("lease S"), the board interrupts the eval when no renewal comes for S s.
+static void send_ping(struct session *s, bool lease) {
     char topic[MQB_TOPIC_MAX];
-    uint8_t hdr[MQB_HDR_LEN];
+    uint8_t msg[MQB_HDR_LEN + 16];
     new_id(s->ping_id, sizeof(s->ping_id));
     s->pong = false;
-    mqb_hdr_encode(hdr, 0, true);
+    mqb_hdr_encode(msg, 0, true);
+    size_t len = MQB_HDR_LEN;
+    if (lease) {
+        len += (size_t)snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %d", LEASE_S);
+    }
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", s->ping_id, s->id);
     if (s->o->verbose > 1) {
         fprintf(stderr, "mqboard: -> %s (is the board still on it?)\n", topic);
     }
-    mosquitto_publish(s->mosq, NULL, topic, sizeof(hdr), hdr, 1, false);
+    mosquitto_publish(s->mosq, NULL, topic, (int)len, msg, 1, false);
+}
+
+void session_lease(struct session *s, bool on) {
+    // Only our agent knows leases; an original board (no status) would answer each with an
+    // error once its eval is done.
+    s->lease_at = on && s->online == 1 ? now_s() : 0;
+}
+
+// Says what the board is busy with (a reply/busy notice for our command).
+static void take_busy(struct session *s, const struct msg_node *n) {
+    cJSON *j = cJSON_ParseWithLength((const char *)n->payload, n->len);
+    const cJSON *what = cJSON_GetObjectItemCaseSensitive(j, "what");
+    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(j, "seconds");
+    const cJSON *queued = cJSON_GetObjectItemCaseSensitive(j, "queued");
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return;
+    }
+    char *w = tool_escape(cJSON_IsString(what) ? what->valuestring : "");
+    char *nl = strchr(w, '\\'); // the first line of the running code is enough
+    if (nl != NULL && nl[1] == 'n') {
+        *nl = '\0';
+    }
+    fprintf(s->err, "mqboard: board '%s' is busy with '%s' (running for %.1f s", s->o->prefix, w,
+            cJSON_IsNumber(secs) && secs->valuedouble >= 0 ? secs->valuedouble : 0);
+    if (cJSON_IsNumber(queued) && queued->valuedouble >= 1) {
+        fprintf(s->err, ", %.0f more waiting", queued->valuedouble);
+    }
+    fprintf(s->err, "); %s\n",
+            s->o->nonblock ? "not waiting (--nonblock)" : "waiting (--nonblock fails instead)");
+    fflush(s->err);
+    free(w);
+    cJSON_Delete(s->busy);
+    s->busy = j;
 }
 
 static bool id_is(const struct mqb_slice *id, const char *want) {
@@ -302,13 +377,17 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
         }
         if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), t) == MQB_OK &&
             t->kind != MQB_TOPIC_CMD) {
-            if (id_is(&t->id, s->id)) {
+            if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_BUSY) {
+                take_busy(s, n);
+                s->busy_now = true;
+            } else if (id_is(&t->id, s->id)) {
+                s->present = true;
                 return n;
-            }
-            if (id_is(&t->id, s->ping_id)) {
+            } else if (id_is(&t->id, s->ping_id)) {
                 // "1" after the 2-byte header: the board is still on it.
                 s->pong = t->kind == MQB_TOPIC_REPLY_OUT && n->len == MQB_HDR_LEN + 1 &&
                           n->payload[MQB_HDR_LEN] == '1';
+                s->pong_at = s->pong ? now_s() : s->pong_at;
                 if (s->o->verbose > 1) {
                     fprintf(stderr, "mqboard: <- %s\n", s->pong ? "still on it" : "not on it");
                 }
@@ -323,12 +402,17 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     node_free(s->current);
     s->current = NULL;
     double silence = timeout_s < 0 ? s->o->timeout : timeout_s;
-    double deadline = now_s() + silence;
+    double since = now_s(), deadline = since + silence;
     struct mqb_topic t;
     struct msg_node *n;
     // Non-blocking poll first, so that a sender sees replies between its messages.
     mosquitto_loop(s->mosq, 0, 1);
     while ((n = next_reply(s, &t)) == NULL) {
+        if (s->busy_now && s->o->nonblock) {
+            s->busy_now = false;
+            return RECV_BUSY;
+        }
+        s->busy_now = false;
         if (timeout_s == 0) {
             return EXIT_TIMEOUT; // a poll leaves a pending interrupt to the next wait
         }
@@ -337,18 +421,30 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
             s->interrupt_at = 0;
             return RECV_INTERRUPT;
         }
-        double left = deadline - now_s();
+        double now = now_s();
+        if (s->lease_at > 0 && now >= s->lease_at) {
+            send_ping(s, true); // "still waiting": renews the eval's lease on the board
+            s->lease_at = now + LEASE_S / 3.0;
+        }
+        double left = deadline - now;
+        if (left <= 0 && s->ping_on_silence && s->pong_at > now - silence) {
+            deadline = s->pong_at + silence; // silent, but it said it is still on it
+            continue;
+        }
         if (left <= 0 && s->ping_on_silence && (s->ping_id[0] == '\0' || s->pong)) {
-            send_ping(s); // silent, but was it alive? ask, and give it another period
-            deadline = now_s() + silence;
+            send_ping(s, false); // silent, but was it alive? ask, and give it another period
+            deadline = now + silence;
             continue;
         }
         if (left <= 0) {
             fprintf(s->err,
-                    "mqboard: no answer from board '%s' for %g s (is its agent running, and is "
-                    "the prefix right? -T sets the timeout)\n",
-                    s->o->prefix, silence);
+                    "mqboard: no answer from board '%s' for %.1f s (is its agent running, and "
+                    "is the prefix right? -T sets the timeout)\n",
+                    s->o->prefix, now - since);
             return EXIT_TIMEOUT;
+        }
+        if (s->lease_at > 0 && s->lease_at - now < left) {
+            left = s->lease_at - now > 0 ? s->lease_at - now : 0.001;
         }
         if (!pump(s, left, has_msg_or_signal)) {
             fprintf(s->err, "mqboard: lost the connection to the broker\n");
@@ -415,54 +511,140 @@ int session_recv_raw(struct session *s, const char *topic, double timeout_s, str
     }
 }
 
+void session_flush(struct session *s) {
+    for (int i = 0; i < 20 && s->mosq != NULL && mosquitto_want_write(s->mosq); i++) {
+        mosquitto_loop(s->mosq, 10, 1);
+    }
+}
+
 void session_end(struct session *s) {
     s->id[0] = '\0';
     s->ping_id[0] = '\0';
     s->ping_on_silence = false;
     s->interrupt_at = 0;
+    s->lease_at = 0;
 }
 
+// The board's caps (untrusted): values outside what this tool can use are clamped (chunk to
+// [256, MQB_CHUNK_MAX], window to [2, 1024]); a malformed document means "original board".
 static void parse_caps(const struct reply *r, struct board_caps *caps) {
     cJSON *j = cJSON_ParseWithLength((const char *)r->data, r->len);
     const cJSON *proto = cJSON_GetObjectItemCaseSensitive(j, "proto");
     const cJSON *chunk = cJSON_GetObjectItemCaseSensitive(j, "chunk");
     const cJSON *window = cJSON_GetObjectItemCaseSensitive(j, "window");
     if (cJSON_IsNumber(proto) && cJSON_IsNumber(chunk) && cJSON_IsNumber(window) &&
-        chunk->valuedouble >= 256 && window->valuedouble >= 2) {
-        caps->proto = proto->valueint;
-        caps->chunk = (size_t)chunk->valuedouble;
-        caps->window = (unsigned)window->valuedouble;
+        proto->valuedouble >= 2 && proto->valuedouble < 1000 && chunk->valuedouble >= 256 &&
+        window->valuedouble >= 2) {
+        caps->proto = (int)proto->valuedouble;
+        caps->chunk =
+            chunk->valuedouble > MQB_CHUNK_MAX ? MQB_CHUNK_MAX : (size_t)chunk->valuedouble;
+        caps->window = window->valuedouble > 1024 ? 1024 : (unsigned)window->valuedouble;
     }
     cJSON_Delete(j);
 }
 
+// Asks caps, waiting at most timeout_s (< 0: the session's silence timeout).
+static int ask_caps(struct session *s, double timeout_s) {
+    memset(&s->caps, 0, sizeof(s->caps));
+    int code = session_begin(s, "caps");
+    if (code == EXIT_OK) {
+        code = session_send(s, NULL, 0, true, NULL, 0);
+    }
+    struct reply r;
+    FILE *err = s->err;
+    if (code == EXIT_OK && timeout_s >= 0) {
+        s->err = fopen("/dev/null", "w"); // the caller explains a silent board
+        code = session_recv(s, timeout_s, &r);
+        fclose(s->err);
+        s->err = err;
+    } else if (code == EXIT_OK) {
+        code = session_recv(s, -1, &r);
+    }
+    session_end(s);
+    if (code != EXIT_OK) {
+        return code;
+    }
+    // An original board answers "Command 'caps' not supported" on reply/err.
+    if (!r.is_err) {
+        parse_caps(&r, &s->caps);
+    }
+    // --chunk caps the chunk size the board offers (slow links, benchmarks).
+    if (s->o->chunk > 0 && s->caps.chunk > (size_t)s->o->chunk) {
+        s->caps.chunk = (size_t)s->o->chunk;
+    }
+    s->caps_known = true;
+    if (s->o->verbose) {
+        fprintf(stderr, "mqboard: board protocol %d, chunk %zu, window %u\n", s->caps.proto,
+                s->caps.chunk, s->caps.window);
+    }
+    return EXIT_OK;
+}
+
+// How long the tool waits for a board that has no status before it says nobody is there.
+#define PROBE_S 0.7
+
+int session_present(struct session *s) {
+    if (s->present || s->online == 1) {
+        s->present = true;
+        return EXIT_OK;
+    }
+    if (s->online == 0) {
+        char when[64] = "";
+        time_t t = (time_t)s->status_since;
+        struct tm tm;
+        if (s->status_since > 0 && localtime_r(&t, &tm) != NULL) {
+            strftime(when, sizeof(when), " (last booted %Y-%m-%d %H:%M:%S)", &tm);
+        }
+        fprintf(s->err,
+                "mqboard: board '%s' is offline%s: its agent is not connected to the "
+                "broker\n",
+                s->o->prefix, when);
+        return EXIT_TIMEOUT;
+    }
+    // No status: a board running the original code answers caps ("not supported") at once
+    // when it is idle.
+    double wait = s->o->timeout < PROBE_S ? s->o->timeout : PROBE_S;
+    s->present = true; // the probe itself must not probe
+    int code = ask_caps(s, wait);
+    s->present = code == EXIT_OK;
+    if (code == EXIT_TIMEOUT) {
+        fprintf(s->err,
+                "mqboard: no board answers at '%s' (no status on %s, no answer in %.1f s; "
+                "is the prefix right?)\n",
+                s->o->prefix, s->status_topic, wait);
+    }
+    return code;
+}
+
+int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s) {
+    double end = now_s() + timeout_s;
+    while (!(s->online == 1 && s->boot_id[0] != '\0' && strcmp(s->boot_id, old_boot_id) != 0)) {
+        double left = end - now_s();
+        if (left <= 0) {
+            return EXIT_TIMEOUT;
+        }
+        if (tool_interrupted) {
+            return RECV_INTERRUPT;
+        }
+        if (!pump(s, left, has_msg_or_signal)) {
+            fprintf(s->err, "mqboard: lost the connection to the broker\n");
+            return EXIT_CONN;
+        }
+        while (s->head != NULL) { // only the status matters here (take_status saw it)
+            struct msg_node *n = s->head;
+            s->head = n->next;
+            s->tail = s->head == NULL ? NULL : s->tail;
+            node_free(n);
+        }
+    }
+    return EXIT_OK;
+}
+
 int session_caps(struct session *s, struct board_caps *caps) {
     if (!s->caps_known) {
-        memset(&s->caps, 0, sizeof(s->caps));
-        int code = session_begin(s, "caps");
-        if (code == EXIT_OK) {
-            code = session_send(s, NULL, 0, true, NULL, 0);
-        }
-        struct reply r;
-        if (code == EXIT_OK) {
-            code = session_recv(s, -1, &r);
-        }
-        session_end(s);
+        int code = ask_caps(s, -1);
         if (code != EXIT_OK) {
             return code;
-        }
-        // An original board answers "Command 'caps' not supported" on reply/err.
-        if (!r.is_err) {
-            parse_caps(&r, &s->caps);
-        }
-        // --chunk caps the chunk size the board offers (slow links, benchmarks).
-        if (s->o->chunk > 0 && s->caps.chunk > (size_t)s->o->chunk) {
-            s->caps.chunk = (size_t)s->o->chunk;
-        }
-        s->caps_known = true;
-        if (s->o->verbose) {
-            fprintf(stderr, "mqboard: board protocol %d, chunk %zu, window %u\n", s->caps.proto,
-                    s->caps.chunk, s->caps.window);
         }
     }
     *caps = s->caps;

@@ -25,10 +25,17 @@ enum exit_code {
 
 // session_recv's answer when Ctrl-C was pressed or the run deadline passed.
 #define RECV_INTERRUPT (-1)
+// session_recv's answer when the board said it is busy and --nonblock is set.
+#define RECV_BUSY (-2)
+// The lease an eval's requester asks for (renewed every third of it while it waits): the
+// board interrupts an eval whose requester is gone after this many seconds.
+#define LEASE_S 15
 
 struct tool_opts {
     const char *board;  // -b profile name
     bool json;          // --json: one JSON document on stdout
+    bool nonblock;      // --nonblock: fail at once when the board is busy with another command
+    bool no_follow;     // --no-follow: start eval/exec/run and leave it running (detached)
     bool quiet;         // -q: no progress bar
     double timeout_run; // --timeout-run: interrupt an eval after this many seconds (0: never)
     double chunk;       // --chunk: largest data bytes per message (0: what the board allows)
@@ -72,10 +79,21 @@ struct session {
     char id[16];
     char ping_id[16];
     bool pong;            // the board answered the last ping
+    double pong_at;       // when the board last said it is still on the command
+    double lease_at;      // when to renew the eval's lease next (0: no lease)
     bool ping_on_silence; // a silent board is asked whether it is alive (long evals)
-    double interrupt_at;  // monotonic time at which recv reports RECV_INTERRUPT (0: never)
+    // The board's retained status, as seen when connecting (untrusted: any client may
+    // publish it): 1 online, 0 offline, -1 none.
+    int online;
+    double status_since; // boot_time of the status (0: unknown)
+    char boot_id[40];
+    bool present;        // the board answered or said it is online in this run
+    void *busy;          // cJSON of the last busy notice (owned), for --json
+    double interrupt_at; // monotonic time at which recv reports RECV_INTERRUPT (0: never)
     char cmd[MQB_CMD_MAX + 1];
     char reply_topic[MQB_TOPIC_MAX];
+    char status_topic[MQB_PREFIX_MAX + 16];
+    bool busy_now; // a busy notice for the current command just arrived
     struct msg_node *head, *tail;
     struct msg_node *current; // the message returned by the last recv
     bool caps_known;
@@ -97,8 +115,12 @@ struct tool {
     double started;
 };
 
+#include <signal.h>
 // Set by SIGINT; eval-like commands forward it to the board as an interrupt.
-extern volatile int tool_interrupted;
+extern volatile sig_atomic_t tool_interrupted;
+// Set (to the signal) by a second SIGINT, SIGTERM or SIGHUP: interrupt the board's eval, then
+// leave.
+extern volatile sig_atomic_t tool_leaving;
 
 // Connects to the broker (once per tool run). Returns EXIT_OK or EXIT_CONN/EXIT_TIMEOUT
 // after printing what went wrong.
@@ -119,6 +141,8 @@ int session_send_aside(struct session *s, const char *cmd, const char *tail);
 // timeout, 0 only polls. Returns EXIT_OK with *r set, EXIT_TIMEOUT (message printed unless
 // polling), EXIT_CONN, or RECV_INTERRUPT (Ctrl-C, or interrupt_at reached).
 int session_recv(struct session *s, double timeout_s, struct reply *r);
+// Sends what is queued for the broker (before mqboard leaves), for at most 200 ms.
+void session_flush(struct session *s);
 // Ends the current command (its late replies are dropped).
 void session_end(struct session *s);
 
@@ -128,12 +152,26 @@ int session_subscribe(struct session *s, const char *topic);
 // (data = payload), EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
 int session_recv_raw(struct session *s, const char *topic, double timeout_s, struct reply *r);
 
+// Says whether a board is there before a command waits for it: online status, or (no
+// status: an original board?) an answer to caps within a second. Returns EXIT_OK, or
+// EXIT_TIMEOUT with "board offline since ..." / "no board answers at PREFIX".
+int session_present(struct session *s);
+// Renews the lease of the current eval now and then (while waiting for it).
+void session_lease(struct session *s, bool on);
+// Reads the retained status again (after a reset): waits up to timeout_s for one whose
+// boot_id differs from old_boot_id and that says online. Returns EXIT_OK or EXIT_TIMEOUT.
+int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s);
+
 // Asks the board what it can do (once, cached). Returns EXIT_OK (caps->proto 0 for a board
 // running the original code), or an error exit code.
 int session_caps(struct session *s, struct board_caps *caps);
 
 // Prints a board error reply on t->err and returns EXIT_BOARD.
 int report_board_error(struct tool *t, const struct reply *r);
+
+// s with control characters (terminal escapes) shown as \n, \x1b, ...: text from a board is
+// never printed raw. malloc'd.
+char *tool_escape(const char *s);
 
 // Prints "mqboard: <message>" on t->err (stderr, or the --json document's error).
 void tool_error(struct tool *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

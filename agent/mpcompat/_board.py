@@ -111,29 +111,52 @@ class _Out:
 sys.stdout = sys.stderr = _Out()
 
 
-def run(src, g):
-    """Runs src as the console REPL does: as an expression if it is one, else as one
+def _compile(src):
+    """Compiles src as the console REPL does: as an expression if it is one, else as one
     interactive statement (its expression values are shown, as `import os; os.listdir()` at
-    the REPL), else as statements. Returns (repr of the result or None, traceback text or
+    the REPL), else as statements. A SyntaxError is raised once, without the attempts that
+    came before it. Returns (code, whether it runs as statements)."""
+    for mode in ("eval", "single"):
+        try:
+            return compile(src, "<stdin>", mode), mode != "eval"
+        except SyntaxError:
+            pass
+    return compile(src, "<stdin>", "exec"), True
+
+
+def format_exc(ex):
+    """The traceback as the console shows it, without mqrepld's own frames."""
+    frames = [f for f in traceback.extract_tb(ex.__traceback__)
+              if not f.filename.startswith("<mqrepld>")]
+    text = "".join(traceback.format_exception_only(type(ex), ex))
+    if frames:
+        text = "Traceback (most recent call last):\n" + "".join(
+            traceback.format_list(frames)) + text
+    return text
+
+
+def run(src, g):
+    """Runs src in g (see _compile). Returns (repr of the result or None, traceback text or
     None, whether it ran as statements)."""
     is_exec = False
     try:
-        try:
-            code = compile(src, "<stdin>", "eval")
-        except SyntaxError:
-            is_exec = True
-            try:
-                code = compile(src, "<stdin>", "single")
-            except SyntaxError:
-                code = compile(src, "<stdin>", "exec")
+        code, is_exec = _compile(src)
         r = eval(code, g)
         return (None if r is None else repr(r), None, is_exec)
     except BaseException as ex:
-        # The user sees only their own frames.
-        tb = ex.__traceback__
-        if tb is not None and tb.tb_frame.f_code is run.__code__:
-            tb = tb.tb_next
-        return (None, "".join(traceback.format_exception(type(ex), ex, tb)), is_exec)
+        return (None, format_exc(ex), is_exec)
+
+
+def _on_signal(signum, frame):
+    """The interrupt signal: answers the watchdog's probe; raises KeyboardInterrupt only when
+    an interrupt names the eval that runs."""
+    if _mqb.on_signal():
+        raise KeyboardInterrupt
+
+
+def bind_signal(signum):
+    import signal
+    signal.signal(signum, _on_signal)
 
 
 def start_app(path, g):
@@ -151,8 +174,25 @@ def start_app(path, g):
     threading.Thread(target=app, name="main.py", daemon=True).start()
 
 
+# In __main__ (evals, main.py), the modern MicroPython names are the board's: `import os` is
+# uos (the board's filesystem), `import time` utime (ticks_ms, sleep_ms), `import gc` ugc
+# (mem_free). The rest of Python, the agent's own modules included, keeps the host's.
+_BOARD_MODULES = {"os": "uos", "time": "utime", "gc": "ugc"}
+
+
+def _board_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0:
+        name = _BOARD_MODULES.get(name, name)
+    return _real_import(name, globals, locals, fromlist, level)
+
+
+_real_import = __import__
+
+
 def install(globals_):
-    """Puts the names the original tool's programs use into __main__'s globals."""
-    import uos, machine, watchdog
+    """Puts the names the original tool's programs use into __main__'s globals, and gives
+    __main__ builtins of its own: the board's open and the board's modules on import."""
+    import builtins, uos, machine, watchdog
+    b = dict(vars(builtins), __import__=_board_import, open=uos.board_open)
     globals_.update(sys=sys, machine=machine, watchdog=watchdog, open=uos.board_open,
-                    log=_Log(logging.getLogger("main")))
+                    log=_Log(logging.getLogger("main")), __builtins__=b)

@@ -1,10 +1,16 @@
 # uos: MicroPython's os module, over the board's filesystem (mqrepld's --root) seen as "/".
+# Board paths never leave the root: ".." stops at "/", a symlink is followed only when its
+# target is beneath the root, and tree walks never follow one (ilistdir and stat show a
+# symlink as a file of its own, so that rm -r removes the link, not what it points to).
+import errno as _errno
 import os as _os
 import posixpath as _pp
 import builtins as _builtins
 import _mqb
 
 _ROOT = _mqb.root()
+_REAL_ROOT = _os.path.realpath(_ROOT)
+_TMP_DIR = ".mqb-tmp"  # the agent's temporary files (agent/fs.h): hidden, not writable
 sep = "/"
 
 
@@ -17,15 +23,44 @@ def getcwd():
     return cwd
 
 
-def host_path(path):
-    """The host path of a board path: absolute board paths start at the board root."""
+def _beneath(real):
+    return real == _REAL_ROOT or real.startswith(_REAL_ROOT.rstrip("/") + "/")
+
+
+def _board_abs(path):
     if isinstance(path, bytes):
         path = path.decode()
     path = str(path)
     if not path.startswith("/"):
         path = _pp.join(getcwd(), path)
-    path = "/" + _pp.normpath(path).lstrip("/")  # "/../x" is "/x", as at a real root
-    return _ROOT if path == "/" else _ROOT + path
+    return "/" + _pp.normpath(path).lstrip("/")  # "/../x" is "/x", as at a real root
+
+
+def host_path(path, follow=True):
+    """The host path of a board path: absolute board paths start at the board root. The
+    directories on the way must resolve beneath the root; the last component is followed
+    (follow=True) only when it stays beneath the root, else OSError(EACCES)."""
+    bpath = _board_abs(path)
+    if bpath == "/":
+        return _ROOT
+    if bpath.split("/")[1] == _TMP_DIR:
+        raise OSError(_errno.EACCES, "reserved for the agent's temporary files", bpath)
+    parent, name = _pp.split(_ROOT + bpath)
+    real_parent = _os.path.realpath(parent)
+    if not _beneath(real_parent):
+        raise OSError(_errno.EACCES, "path escapes the board root", bpath)
+    host = _pp.join(real_parent, name)
+    if follow and _os.path.islink(host) and not _beneath(_os.path.realpath(host)):
+        raise OSError(_errno.EACCES, "path escapes the board root", bpath)
+    return host
+
+
+def _not_root(path):
+    """The host path of a board path that may be removed or renamed: never the root."""
+    host = host_path(path, follow=False)
+    if host == _ROOT:
+        raise OSError(_errno.EPERM, "the board's root cannot be removed or moved", "/")
+    return host
 
 
 def board_open(file, mode="r", *args, **kwargs):
@@ -39,23 +74,33 @@ def chdir(path):
     _os.chdir(host_path(path))
 
 
+def _hidden(host_dir, name):
+    return name == _TMP_DIR and host_dir == _ROOT
+
+
 def listdir(path="."):
-    return _os.listdir(host_path(path))
+    host = host_path(path)
+    return [n for n in _os.listdir(host) if not _hidden(host, n)]
 
 
 def ilistdir(path="."):
-    """Yields (name, type, inode, size): type 0x4000 for directories, 0x8000 for files."""
-    for entry in _os.scandir(host_path(path)):
+    """Yields (name, type, inode, size): type 0x4000 for directories, 0x8000 for files (and
+    symlinks, which are never followed)."""
+    host = host_path(path)
+    for entry in _os.scandir(host):
+        if _hidden(host, entry.name):
+            continue
         try:
-            is_dir = entry.is_dir()
-            size = 0 if is_dir else entry.stat().st_size
+            is_dir = entry.is_dir(follow_symlinks=False)
+            size = 0 if is_dir else entry.stat(follow_symlinks=False).st_size
         except OSError:
             is_dir, size = False, 0
         yield (entry.name, 0x4000 if is_dir else 0x8000, 0, size)
 
 
 def stat(path):
-    s = _os.stat(host_path(path))
+    host = host_path(path, follow=False)
+    s = _os.lstat(host) if _os.path.islink(host) else _os.stat(host)
     return (s.st_mode, s.st_ino, s.st_dev, s.st_nlink, s.st_uid, s.st_gid, s.st_size,
             int(s.st_atime), int(s.st_mtime), int(s.st_ctime))
 
@@ -71,18 +116,18 @@ def mkdir(path):
 
 
 def rmdir(path):
-    _os.rmdir(host_path(path))
+    _os.rmdir(_not_root(path))
 
 
 def remove(path):
-    _os.remove(host_path(path))
+    _os.remove(_not_root(path))
 
 
 unlink = remove
 
 
 def rename(old, new):
-    _os.rename(host_path(old), host_path(new))
+    _os.rename(_not_root(old), _not_root(new))
 
 
 def sync():

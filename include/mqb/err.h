@@ -23,7 +23,9 @@
     X(AGAIN, "resource temporarily unavailable")                                                   \
     X(UNSUPPORTED, "not supported")                                                                \
     X(TIMEDOUT, "transfer abandoned: nothing from the host for a minute")                          \
-    X(STATE, "unexpected message for this transfer")
+    X(STATE, "unexpected message for this transfer")                                               \
+    X(NOTREG, "not a regular file")                                                                \
+    X(PENDING, "the running image is not yet confirmed: try again once it is marked valid")
 
 enum mqb_err {
 #define MQB_ERR_ENUM(name, str) MQB_ERR_##name,
