@@ -45,9 +45,11 @@ struct agent_config {
     const char *client_id;
     const char *username;
     const char *password;
+    const char *password_file;
     const char *cafile;
     const char *psk_identity;
     const char *psk;
+    const char *psk_file;
     int keepalive;
     int verbose;
     const char *rtc_file;    // emulated RTC memory
@@ -58,6 +60,7 @@ struct agent_config {
     const char *slots;       // A/B slot directory (run as launcher)
     const char *hw_watchdog; // a Linux watchdog device to pet while fed
     bool syslog;             // also log to syslog
+    bool original;           // answer as the original mqrepl.py does (no extensions, status)
 };
 
 // A/B firmware slots (slots.c).
@@ -125,6 +128,7 @@ void mqtt_publish_status(struct agent *a, bool online);
 
 // slots.c: A/B slots, the boot-state record, RTC memory and the launcher.
 int slots_open(struct slots *s, const char *dir, int running);
+// Opens the inactive slot's temporary image. -2 while the running image is still pending.
 int slots_ota_open(struct slots *s, int *fd);
 int slots_ota_close(struct slots *s, int fd, bool commit);
 bool slots_mark_valid(struct slots *s);

@@ -116,6 +116,29 @@ static void feed_arrived(struct agent *a) {
     }
 }
 
+// --original: the commands a board running the original mqrepl.py does not know are
+// refused as it refuses them (the tool's fallbacks are tested against this).
+static bool refused_as_original(struct agent *a, const char *topic) {
+    static const char *const ext[] = {"caps", "xput", "xget", "ack", "interrupt", "running",
+                                      "reset"};
+    struct mqb_topic t;
+    if (!a->cfg->original ||
+        mqb_topic_parse(a->cfg->prefix, topic, strlen(topic), &t) != MQB_OK ||
+        t.kind != MQB_TOPIC_CMD) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        if (t.cmd.len == strlen(ext[i]) && memcmp(t.cmd.ptr, ext[i], t.cmd.len) == 0) {
+            char id[MQB_ID_MAX + 1], text[64];
+            snprintf(id, sizeof(id), "%.*s", (int)t.id.len, t.id.ptr);
+            int n = snprintf(text, sizeof(text), "Command '%s' not supported", ext[i]);
+            mqb_engine_reply_err(&a->engine, id, text, (size_t)n);
+            return true;
+        }
+    }
+    return false;
+}
+
 void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
     char plain[MQB_PREFIX_MAX + 16];
     snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
@@ -134,6 +157,9 @@ void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
         if (!pyeval_submit(a->pe, id, src, (size_t)m->payloadlen, true)) {
             agent_log(a, 'W', "repl/in: dropped (too many evals queued)");
         }
+        return;
+    }
+    if (refused_as_original(a, m->topic)) {
         return;
     }
     // libmosquitto does not expose the DUP flag; the agent uses a clean session, so the
@@ -288,6 +314,33 @@ static void feed_accepted(struct agent *a) {
     }
 }
 
+// What watchdog.status() shows: a JSON snapshot (times on the monotonic clock, as Python's
+// time.monotonic() reads it), refreshed whenever the watchdog's state changes.
+static void publish_wdt_status(struct agent *a) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "enabled", a->wdt_on);
+    cJSON_AddStringToObject(j, "mode", a->mode == MQB_BOOT_SAFE ? "safe" : "normal");
+    if (a->wdt_on) {
+        const struct mqb_wdt *w = &a->wdt;
+        cJSON_AddNumberToObject(j, "timeout", w->timeout_ms / 1000.0);
+        cJSON_AddNumberToObject(j, "allok", w->allok_ms / 1000.0);
+        cJSON_AddNumberToObject(j, "last_feed", (double)w->last_feed_ms / 1000.0);
+        cJSON_AddBoolToObject(j, "allok_done", w->allok_done);
+        cJSON *checks = cJSON_AddObjectToObject(j, "checks");
+        for (int i = 0; i < MQB_WDT_CHECKS; i++) {
+            if (w->checks[i].period_ms != 0) {
+                cJSON *c = cJSON_AddObjectToObject(checks, w->checks[i].name);
+                cJSON_AddNumberToObject(c, "period", w->checks[i].period_ms / 1000.0);
+                cJSON_AddNumberToObject(c, "last_ok", (double)w->checks[i].last_ok_ms / 1000.0);
+            }
+        }
+    }
+    char *text = cJSON_PrintUnformatted(j);
+    pyeval_set_wdt_status(a->pe, text);
+    free(text);
+    cJSON_Delete(j);
+}
+
 static void handle_event(struct agent *a, struct pyeval_event *ev) {
     uint64_t now = agent_now_ms();
     switch (ev->kind) {
@@ -314,6 +367,9 @@ static void handle_event(struct agent *a, struct pyeval_event *ev) {
         }
         break;
     }
+    if (ev->kind != PYEVAL_LOG && ev->kind != PYEVAL_RESET) {
+        publish_wdt_status(a);
+    }
     free(ev->text);
 }
 
@@ -326,6 +382,9 @@ static void send_feed(struct agent *a) {
 
 static void watchdog_tick(struct agent *a, uint64_t now) {
     unsigned act = mqb_wdt_tick(&a->wdt, now);
+    if (act != 0) {
+        publish_wdt_status(a);
+    }
     if (act & MQB_WDT_EXPIRED) {
         // Control was lost: whatever this boot earned before, the next one is safe mode.
         agent_log(a, 'C', "watchdog expired: not controllable for %g s: resetting into safe mode",
@@ -557,6 +616,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         .reset_cause = a->reset_cause == CAUSE_RESTART ? CAUSE_HARD : a->reset_cause,
         .safe_mode = a->mode == MQB_BOOT_SAFE,
         .wake_fd = a->wake[1],
+        .original = cfg->original,
     };
     a->pe = pyeval_start(&pc);
     if (a->pe == NULL || mqtt_setup(a) != 0) {
@@ -569,6 +629,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         mqb_wdt_init(&a->wdt, (uint32_t)(cfg->wdt_timeout * 1000), (uint32_t)(cfg->allok * 1000),
                      agent_now_ms());
     }
+    publish_wdt_status(a);
     pyeval_start_app(a->pe);
     return 0;
 }

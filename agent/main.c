@@ -45,10 +45,14 @@ static const struct setting settings[] = {
     {"root", STR, F(root), 0, 0, 0, "the board's filesystem (default .)"},
     {"client-id", STR, F(client_id), 0, 0, 0, "MQTT client id"},
     {"username", STR, F(username), 0, 0, 'u', "broker user name"},
-    {"password", STR, F(password), 0, 0, 'P', "broker password"},
+    {"password", STR, F(password), 0, 0, 'P',
+     "broker password (visible in ps: prefer --password-file or MQREPLD_PASSWORD)"},
     {"cafile", STR, F(cafile), 0, 0, 0, "TLS with this CA certificate"},
     {"psk-identity", STR, F(psk_identity), 0, 0, 0, "TLS-PSK identity"},
-    {"psk", STR, F(psk), 0, 0, 0, "TLS-PSK key (hex)"},
+    {"password-file", STR, F(password_file), 0, 0, 0,
+     "read the broker password from this file (keeps it out of ps)"},
+    {"psk", STR, F(psk), 0, 0, 0, "TLS-PSK key (hex; visible in ps: prefer --psk-file)"},
+    {"psk-file", STR, F(psk_file), 0, 0, 0, "read the TLS-PSK key from this file"},
     {"keepalive", INT, F(keepalive), 5, 65535, 0, "MQTT keepalive seconds (default 30)"},
     {"rtc-file", STR, F(rtc_file), 0, 0, 0, "emulated RTC memory (default under /run)"},
     {"plain-repl", BOOL, F(plain_repl), 0, 0, 0, "serve PREFIX/repl/in (default on)"},
@@ -58,6 +62,8 @@ static const struct setting settings[] = {
     {"slots", STR, F(slots), 0, 0, 0, "A/B firmware slot directory (run as launcher)"},
     {"hw-watchdog", STR, F(hw_watchdog), 0, 0, 0, "Linux watchdog device to pet while fed"},
     {"syslog", BOOL, F(syslog), 0, 0, 0, "also log to syslog"},
+    {"original", BOOL, F(original), 0, 0, 0,
+     "answer exactly as a board running the original mqrepl.py (tests)"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -270,6 +276,28 @@ static const char *default_rtc_file(const char *prefix) {
     return path;
 }
 
+// A secret from the first line of a file (so that it is not on the command line).
+static bool read_secret(const char *path, const char **out) {
+    static char kept[2][1024];
+    static int n;
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    if (path == NULL) {
+        return true;
+    }
+    char *line = n < 2 ? kept[n++] : NULL;
+    bool ok = f != NULL && line != NULL && fgets(line, sizeof(kept[0]), f) != NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (!ok) {
+        fprintf(stderr, "mqrepld: cannot read the secret in '%s'\n", path);
+        return false;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    *out = line;
+    return true;
+}
+
 int main(int argc, char **argv) {
     // Static: the settings (and the strings they own) live as long as the process.
     static struct agent_config cfg = {
@@ -289,6 +317,9 @@ int main(int argc, char **argv) {
     if (cfg.prefix == NULL || cfg.prefix[0] == '\0') {
         fprintf(stderr, "mqrepld: --prefix is required (the board's topic prefix, "
                         "e.g. --prefix esp32/kitchen)\n");
+        return 2;
+    }
+    if (!read_secret(cfg.password_file, &cfg.password) || !read_secret(cfg.psk_file, &cfg.psk)) {
         return 2;
     }
     if ((cfg.psk == NULL) != (cfg.psk_identity == NULL)) {

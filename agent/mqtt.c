@@ -44,6 +44,9 @@ static void status_topic(struct agent *a, char *buf, size_t cap) {
 }
 
 void mqtt_publish_status(struct agent *a, bool online) {
+    if (a->cfg->original) {
+        return; // the original board publishes no status
+    }
     char topic[MQB_PREFIX_MAX + 16];
     status_topic(a, topic, sizeof(topic));
     char *s = status_json(a, online);
@@ -124,7 +127,9 @@ int mqtt_setup(struct agent *a) {
     char topic[MQB_PREFIX_MAX + 16];
     status_topic(a, topic, sizeof(topic));
     char *will = status_json(a, false);
-    mosquitto_will_set(a->mosq, topic, (int)strlen(will), will, 1, true);
+    if (!cfg->original) {
+        mosquitto_will_set(a->mosq, topic, (int)strlen(will), will, 1, true);
+    }
     free(will);
     return 0;
 }

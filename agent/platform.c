@@ -172,7 +172,7 @@ static void cmd_reset(struct agent *a, const char *id, const uint8_t *data, size
 // to), that its eval waits behind another: what runs, for how long, how many wait.
 static void say_busy(struct agent *a, const char *id) {
     struct pyeval_busy b;
-    if (!pyeval_busy(a->pe, &b)) {
+    if (a->cfg->original || !pyeval_busy(a->pe, &b)) {
         return;
     }
     cJSON *j = cJSON_CreateObject();
@@ -246,8 +246,9 @@ static enum mqb_err p_ota_open(void *ctx, int *fh) {
     if (a->slots.running < 0) {
         return MQB_ERR_UNSUPPORTED;
     }
-    if (slots_ota_open(&a->slots, &fd) != 0) {
-        return MQB_ERR_IO;
+    int rc = slots_ota_open(&a->slots, &fd);
+    if (rc != 0) {
+        return rc == -2 ? MQB_ERR_PENDING : MQB_ERR_IO;
     }
     *fh = fd + FS_MAX_FILES;
     return MQB_OK;

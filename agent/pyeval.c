@@ -62,6 +62,7 @@ struct pyeval {
     size_t queued_bytes;          // their source bytes
     bool probe_pending;           // the watchdog asked whether the interpreter still responds
     char intr_id[MQB_ID_MAX + 1]; // the eval an interrupt was sent to ("" none)
+    char *wdt_status;             // JSON snapshot for watchdog.status(), under mu
     struct event_node *ev_head, *ev_tail;
     unsigned ev_count;
     // The running (or finished, not yet drained) eval, under mu.
@@ -242,6 +243,23 @@ static PyObject *mqb_wdt_ok(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *mqb_wdt_status(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    pthread_mutex_lock(&the_pe->mu);
+    PyObject *r = PyUnicode_FromString(the_pe->wdt_status ? the_pe->wdt_status : "{}");
+    pthread_mutex_unlock(&the_pe->mu);
+    return r;
+}
+
+void pyeval_set_wdt_status(struct pyeval *pe, const char *json) {
+    char *copy = strdup(json);
+    pthread_mutex_lock(&pe->mu);
+    free(pe->wdt_status);
+    pe->wdt_status = copy;
+    pthread_mutex_unlock(&pe->mu);
+}
+
 static PyObject *mqb_root(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -292,6 +310,7 @@ static PyMethodDef mqb_methods[] = {
     {"wdt_feed", mqb_wdt_feed, METH_NOARGS, "The watchdog's loop-back feed."},
     {"wdt_require", mqb_wdt_require, METH_VARARGS, "Register an application check."},
     {"wdt_ok", mqb_wdt_ok, METH_O, "An application check is healthy."},
+    {"wdt_status", mqb_wdt_status, METH_NOARGS, "The watchdog's state (JSON text)."},
     {"root", mqb_root, METH_NOARGS, "The board root (host path)."},
     {"rtc_path", mqb_rtc_path, METH_NOARGS, "The file emulating RTC memory."},
     {"version", mqb_version, METH_NOARGS, "The agent's version."},
@@ -341,7 +360,9 @@ static char *dup_str(PyObject *o) {
 // Runs one job with the GIL held, through _board.run.
 static void run_job(struct pyeval *pe, struct job *j) {
     PyObject *src = PyUnicode_DecodeUTF8(j->src, (Py_ssize_t)j->len, "replace");
-    PyObject *res = src ? PyObject_CallMethod(pe->board, "run", "OO", src, pe->globals) : NULL;
+    PyObject *res = src ? PyObject_CallMethod(pe->board, "run", "OOi", src, pe->globals,
+                                              (int)pe->cfg.original)
+                        : NULL;
     Py_XDECREF(src);
     char *result = NULL, *error = NULL;
     bool is_exec = false;

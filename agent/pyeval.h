@@ -20,6 +20,7 @@ struct pyeval_config {
     int reset_cause;      // machine.reset_cause() of this boot
     bool safe_mode;       // booted in safe mode (run /safemode/main.py, not /main.py)
     int wake_fd;          // written (one byte) when output or an event is ready
+    bool original;        // eval replies as the original mqrepl.py's (see _board.run)
 };
 
 // Output of the current eval, taken by the event loop. data and error are malloc'd and owned
@@ -106,6 +107,9 @@ bool pyeval_known(struct pyeval *pe, const char *id);
 
 // Number of evals queued or running.
 unsigned pyeval_pending(struct pyeval *pe);
+
+// Sets the watchdog's state that watchdog.status() returns (JSON text, copied).
+void pyeval_set_wdt_status(struct pyeval *pe, const char *json);
 
 // Runs the application (main.py, or /safemode/main.py in safe mode) on a Python thread of its
 // own, in __main__'s globals, if the file exists. Call once, after start. The evaluator thread

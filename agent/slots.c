@@ -107,6 +107,12 @@ int slots_open(struct slots *s, const char *dir, int running) {
 
 int slots_ota_open(struct slots *s, int *fd) {
     char path[4200];
+    if (record_read(s) != 0) {
+        return -1;
+    }
+    if (!mqb_ota_may_write(&s->st, (uint8_t)s->running)) {
+        return -2;
+    }
     slot_path(s, path, sizeof(path), 1 - s->running);
     snprintf(s->tmp, sizeof(s->tmp), "%s.new", path);
     *fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
@@ -146,27 +152,42 @@ static void on_launcher_signal(int sig) {
     launcher_stop = sig;
 }
 
-// First run: the running binary becomes the factory image in slot 0.
+// Copies /proc/self/exe into path atomically (a temporary file, fsync, size check, rename):
+// an interrupted install leaves no truncated image behind.
+static int copy_self(const char *path) {
+    char tmp[4300];
+    snprintf(tmp, sizeof(tmp), "%s.install", path);
+    int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    uint8_t buf[65536];
+    ssize_t n = 0;
+    off_t total = 0;
+    while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0 &&
+           fs_write_fd(out, buf, (size_t)n) == MQB_OK) {
+        total += n;
+    }
+    struct stat st;
+    bool ok = in >= 0 && out >= 0 && n == 0 && fstat(in, &st) == 0 && st.st_size == total &&
+              fsync(out) == 0;
+    if (in >= 0) {
+        close(in);
+    }
+    ok = out >= 0 && close(out) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+// First run (no boot-state record yet): the running binary becomes the factory image in
+// slot 0, then the record says so. A crash before the record is written repeats it all.
 static int install(struct slots *s) {
     char path[4200];
     slot_path(s, path, sizeof(path), 0);
-    if (access(path, X_OK) != 0) {
-        int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-        int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-        uint8_t buf[65536];
-        ssize_t n;
-        while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0) {
-            if (fs_write_fd(out, buf, (size_t)n) != MQB_OK) {
-                break;
-            }
-        }
-        if (in >= 0) {
-            close(in);
-        }
-        if (out < 0 || fsync(out) != 0 || close(out) != 0) {
-            fprintf(stderr, "mqrepld: cannot install the factory image in %s: %m\n", path);
-            return -1;
-        }
+    if (copy_self(path) != 0) {
+        fprintf(stderr, "mqrepld: cannot install the factory image in %s: %m\n", path);
+        return -1;
     }
     s->st = (struct mqb_boot_state){.seq = 1, .slot = 0, .state = MQB_OTA_VALID, .prev = 0};
     s->newer = 1;

@@ -112,3 +112,7 @@ bool mqb_ota_mark_valid(struct mqb_boot_state *s) {
     s->seq++;
     return true;
 }
+
+bool mqb_ota_may_write(const struct mqb_boot_state *s, uint8_t running) {
+    return !(s->slot == running && s->state == MQB_OTA_PENDING);
+}

@@ -183,19 +183,35 @@ int cmd_status(struct tool *t, int argc, char **argv) {
         return code;
     }
     cJSON *j = cJSON_ParseWithLength((const char *)r.data, r.len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        tool_error(t, "board '%s': its status is not a JSON object", t->opts.prefix);
+        return EXIT_BOARD;
+    }
     if (!t->opts.json) {
         const cJSON *st = cJSON_GetObjectItem(j, "status"), *ag = cJSON_GetObjectItem(j, "agent"),
                     *mo = cJSON_GetObjectItem(j, "mode"),
                     *rc = cJSON_GetObjectItem(j, "reset_cause"),
                     *bt = cJSON_GetObjectItem(j, "boot_time");
-        time_t boot = cJSON_IsNumber(bt) ? (time_t)bt->valuedouble : 0;
+        // Anyone may publish the status: every field is checked, and shown escaped.
+        time_t boot = cJSON_IsNumber(bt) && bt->valuedouble > 0 && bt->valuedouble < 1e11
+                          ? (time_t)bt->valuedouble
+                          : 0;
         char when[32] = "?";
-        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&boot));
-        fprintf(t->out, "%s  %s  %s mode  booted %s  reset cause: %s\n",
-                cJSON_IsString(st) ? st->valuestring : "?",
-                cJSON_IsString(ag) ? ag->valuestring : "?",
-                cJSON_IsString(mo) ? mo->valuestring : "?", when,
-                cJSON_IsString(rc) ? rc->valuestring : "?");
+        struct tm tm;
+        if (boot > 0 && localtime_r(&boot, &tm) != NULL) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+        }
+        char *f[4];
+        const cJSON *src[4] = {st, ag, mo, rc};
+        for (int i = 0; i < 4; i++) {
+            f[i] = tool_escape(cJSON_IsString(src[i]) ? src[i]->valuestring : "?");
+        }
+        fprintf(t->out, "%s  %s  %s mode  booted %s  reset cause: %s\n", f[0], f[1], f[2], when,
+                f[3]);
+        for (int i = 0; i < 4; i++) {
+            free(f[i]);
+        }
     }
     t->result = j;
     return EXIT_OK;

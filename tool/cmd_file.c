@@ -328,13 +328,14 @@ static int put_tree(struct tool *t, struct tree_copy *tc, const char *local, con
         if (!local_inside(tc, l)) {
             tool_error(t, "%s: a symlink out of the tree: skipped", l);
             tree_note(tc, EXIT_LOCAL);
+        } else if (!topic_safe(r)) { // named, skipped, and the copy fails at the end
+            tool_error(t, "%s: a board path cannot contain '+', '#' or control characters "
+                          "(MQTT topics carry it): skipped", r);
+            tree_note(tc, EXIT_BOARD);
         } else if (is_dir(l)) {
             code = put_tree(t, tc, l, r);
         } else {
-            int c = put_file(t, l, r);
-            tree_note(tc, c);
-            // A name the board cannot take is skipped; anything else stops the copy.
-            code = c == EXIT_BOARD && !topic_safe(r) ? EXIT_OK : c;
+            code = put_file(t, l, r);
         }
         free(l);
         free(r);

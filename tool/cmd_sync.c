@@ -351,7 +351,7 @@ int cmd_sync(struct tool *t, int argc, char **argv) {
         return EXIT_USAGE;
     }
     int code = nargs == 1 ? sync_spec(t, &o, args[0]) : sync_tree(t, &o, args[0], args[1]);
-    if (code == EXIT_OK) {
+    if (code == EXIT_OK || code == EXIT_BOARD) {
         fprintf(t->out, "%s%u put, %u removed, %u unchanged, %u skipped\n",
                 o.dry_run ? "(dry run) " : "", o.put, o.removed, o.same, o.skipped);
     }

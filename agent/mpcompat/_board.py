@@ -93,7 +93,7 @@ class _Out:
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError("write() argument must be str, not " + type(s).__name__)
-        if threading.get_ident() == _eval_thread:
+        if threading.get_ident() == _eval_thread and not _quiet:
             _mqb.write(s)
         else:
             for line in s.splitlines():
@@ -135,11 +135,35 @@ def format_exc(ex):
     return text
 
 
-def run(src, g):
+_quiet = False  # output of the eval goes to the log, not to its reply (original mode)
+
+
+def _run_original(src, g):
+    """As the original mqrepl.py: an expression replies repr(result) only (what it prints
+    is not captured); statements reply their output only."""
+    global _quiet
+    try:
+        code = compile(src, "<stdin>", "eval")
+    except SyntaxError:
+        code = None
+    if code is None:
+        exec(compile(src, "<stdin>", "exec"), g)
+        return None
+    _quiet = True
+    try:
+        return repr(eval(code, g))
+    finally:
+        _quiet = False
+
+
+def run(src, g, original=False):
     """Runs src in g (see _compile). Returns (repr of the result or None, traceback text or
     None, whether it ran as statements)."""
     is_exec = False
     try:
+        if original:
+            r = _run_original(src, g)
+            return (r, None, r is None)
         code, is_exec = _compile(src)
         r = eval(code, g)
         return (None if r is None else repr(r), None, is_exec)

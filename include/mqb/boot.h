@@ -64,6 +64,11 @@ void mqb_ota_activate(struct mqb_boot_state *s, uint8_t slot);
 // The running image proved itself (allok): PENDING -> VALID. Returns true when it changed.
 bool mqb_ota_mark_valid(struct mqb_boot_state *s);
 
+// May a new image be written into the slot that is not `running`? Not while the running
+// image is still PENDING: the other slot then holds the only known-good image, which the
+// rollback needs (ESP-IDF refuses the same way).
+bool mqb_ota_may_write(const struct mqb_boot_state *s, uint8_t running);
+
 // CRC-32 (IEEE 802.3), as used by the record.
 uint32_t mqb_crc32(const uint8_t *data, size_t len);
 

@@ -17,6 +17,12 @@ BIN = Path(os.environ.get("MQB_BIN_DIR", REPO / "build"))
 VECTORS = REPO / "tests" / "vectors" / "messages.txt"
 
 
+def board_files(d):
+    """The names in a board directory as a board lists them: without the agent's own
+    temporary-file directory (.mqb-tmp in the root)."""
+    return sorted(p.name for p in d.iterdir() if p.name != ".mqb-tmp")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

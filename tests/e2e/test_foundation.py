@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import Board, free_port, BIN
+from conftest import Board, board_files, free_port, BIN
 
 
 def test_eval_expression(board):
@@ -83,7 +83,7 @@ def test_put_replaces_and_leaves_no_temp(board, tmp_path):
         src.write_bytes(content)
         board.mqb("put", str(src), "a.txt")
         assert (board.root / "a.txt").read_bytes() == content
-    assert sorted(p.name for p in board.root.iterdir()) == ["a.txt"]
+    assert board_files(board.root) == ["a.txt"]
 
 
 def test_nested_paths(board, tmp_path):
@@ -181,7 +181,7 @@ def test_interrupted_put_keeps_old_file(board):
     deadline = time.monotonic() + 5
     temps = []
     while not temps and time.monotonic() < deadline:
-        temps = [p for p in board.root.iterdir() if p.name.endswith(".mqb-tmp")]
+        temps = list((board.root / ".mqb-tmp").iterdir())
         time.sleep(0.02)
     assert temps, "the agent did not start writing the temporary file"
     time.sleep(0.2)
@@ -189,7 +189,8 @@ def test_interrupted_put_keeps_old_file(board):
     assert (board.root / "app.py").read_bytes() == b"old contents\n"
     board.start()
     assert (board.root / "app.py").read_bytes() == b"old contents\n"
-    assert sorted(p.name for p in board.root.iterdir()) == ["app.py"]
+    assert board_files(board.root) == ["app.py"]
+    assert board_files(board.root / ".mqb-tmp") == []  # cleaned at start
 
 
 def test_put_with_gap_keeps_old_file(board):
@@ -205,7 +206,7 @@ def test_put_with_gap_keeps_old_file(board):
     out, _ = sub.communicate(timeout=15)
     assert "sequence gap" in out
     assert (board.root / "app.py").read_bytes() == b"old\n"
-    assert [p.name for p in board.root.iterdir()] == ["app.py"]
+    assert board_files(board.root) == ["app.py"]
 
 
 def test_put_killed_tool_side_keeps_old_file(board, tmp_path):
@@ -218,7 +219,7 @@ def test_put_killed_tool_side_keeps_old_file(board, tmp_path):
     p.wait(timeout=60)
     assert (board.root / "big.bin").read_bytes() == b"old"
     board.start()
-    assert [x.name for x in board.root.iterdir()] == ["big.bin"]
+    assert board_files(board.root) == ["big.bin"]
 
 
 def test_usage_errors(board):
@@ -244,7 +245,7 @@ def test_silent_board_times_out(broker):
     r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", "nobody/here",
                         "-T", "0.5", "eval", "1"], capture_output=True, text=True)
     assert r.returncode == 3
-    assert "no answer from board 'nobody/here'" in r.stderr
+    assert "no board answers at 'nobody/here'" in r.stderr
 
 
 def test_environment_variables(board):

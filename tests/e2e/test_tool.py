@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Board, Broker, stop
+from conftest import BIN, Board, Broker, board_files, stop
 
 HOSTILE = "it's a \"quoted\" name \\ with spaces.txt"
 
@@ -62,7 +62,7 @@ def test_ls_mkdir_rmdir_rm_mv(board):
     assert r.returncode == 1 and "not empty" in r.stderr
     board.out("rmdir", "a/b/c")
     board.out("rm", "-r", "a")
-    assert list(board.root.iterdir()) == []
+    assert board_files(board.root) == []
     r = board.mqb("rm", "-r", "/", check=False, text=True)
     assert r.returncode == 2 and "refusing" in r.stderr
     r = board.mqb("ls", "nope", check=False, text=True)
@@ -116,12 +116,17 @@ def test_put_get_trees(board, tmp_path):
     (src / "lib/sub/b.py").write_text("b")
     r = board.mqb("put", str(src), "proj", check=False, text=True)
     assert r.returncode == 2 and "put -r" in r.stderr
-    board.mqb("put", "-r", str(src), "proj")
+    # rsync's rule: "DIR/" copies the contents, "DIR" the directory itself.
+    board.mqb("put", "-r", str(src) + "/", "proj")
     assert (board.root / "proj/lib/sub/b.py").read_text() == "b"
+    board.mqb("put", "-r", str(src / "lib"), "proj2/")
+    assert (board.root / "proj2/lib/sub/b.py").read_text() == "b"
     back = tmp_path / "back"
-    board.mqb("get", "-r", "proj", str(back))
+    board.mqb("get", "-r", "proj/", str(back))
     assert (back / "lib/sub/b.py").read_text() == "b"
     assert (back / "main.py").read_text() == "main"
+    board.mqb("get", "-r", "proj", str(back))
+    assert (back / "proj/lib/sub/b.py").read_text() == "b"
     # Several files into a directory.
     board.mqb("put", str(src / "main.py"), str(src / "lib/a.py"), "many/")
     assert sorted(p.name for p in (board.root / "many").iterdir()) == ["a.py", "main.py"]
@@ -282,4 +287,4 @@ def test_json_reports_timeouts(broker):
     r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", "nobody/here",
                         "-T", "0.3", "--json", "eval", "1"], capture_output=True, text=True)
     doc = json.loads(r.stdout)
-    assert r.returncode == 3 and doc["exit_code"] == 3 and "no answer from board" in doc["error"]
+    assert r.returncode == 3 and doc["exit_code"] == 3 and "no board answers at" in doc["error"]
