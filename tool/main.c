@@ -282,6 +282,7 @@ enum {
     OPT_CHUNK,
     OPT_NONBLOCK,
     OPT_NO_FOLLOW,
+    OPT_LEASE,
 };
 
 static const struct option long_opts[] = {
@@ -303,6 +304,7 @@ static const struct option long_opts[] = {
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
     {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
+    {"lease", required_argument, NULL, OPT_LEASE},
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
@@ -350,6 +352,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_PASSWORD_FILE: ok = set_opt(o, "password-file", optarg, "option"); break;
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
+        case OPT_LEASE: ok = set_number("--lease", optarg, 1, 3600, &o->lease); break;
         case 'j': o->json = true; break;
         case 'q': o->quiet = true; break;
         case 'v': o->verbose++; break;
@@ -454,6 +457,7 @@ int main(int argc, char **argv) {
     static struct tool t; // large (the session): not on the stack
     t.started = now_s();
     t.opts.timeout = 10;
+    t.opts.lease = LEASE_S;
     t.opts.server = "127.0.0.1";
     int first = parse_opts(&t.opts, argc, argv);
     if (first < 0) {

@@ -320,7 +320,7 @@ static void send_ping(struct session *s, bool lease) {
     mqb_hdr_encode(msg, 0, true);
     size_t len = MQB_HDR_LEN;
     if (lease) {
-        len += (size_t)snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %d", LEASE_S);
+        len += (size_t)snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %.0f", s->o->lease);
     }
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", s->ping_id, s->id);
     if (s->o->verbose > 1) {
@@ -424,7 +424,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
         double now = now_s();
         if (s->lease_at > 0 && now >= s->lease_at) {
             send_ping(s, true); // "still waiting": renews the eval's lease on the board
-            s->lease_at = now + LEASE_S / 3.0;
+            s->lease_at = now + s->o->lease / 3.0;
         }
         double left = deadline - now;
         if (left <= 0 && s->ping_on_silence && s->pong_at > now - silence) {

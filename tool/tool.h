@@ -27,8 +27,8 @@ enum exit_code {
 #define RECV_INTERRUPT (-1)
 // session_recv's answer when the board said it is busy and --nonblock is set.
 #define RECV_BUSY (-2)
-// The lease an eval's requester asks for (renewed every third of it while it waits): the
-// board interrupts an eval whose requester is gone after this many seconds.
+// The lease an eval's requester asks for by default (renewed every third of it while it
+// waits): the board interrupts an eval whose requester is gone after this many seconds.
 #define LEASE_S 15
 
 struct tool_opts {
@@ -36,6 +36,7 @@ struct tool_opts {
     bool json;          // --json: one JSON document on stdout
     bool nonblock;      // --nonblock: fail at once when the board is busy with another command
     bool no_follow;     // --no-follow: start eval/exec/run and leave it running (detached)
+    double lease;       // --lease: seconds the board waits for a sign of life from us
     bool quiet;         // -q: no progress bar
     double timeout_run; // --timeout-run: interrupt an eval after this many seconds (0: never)
     double chunk;       // --chunk: largest data bytes per message (0: what the board allows)
