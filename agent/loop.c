@@ -119,11 +119,10 @@ static void feed_arrived(struct agent *a) {
 // --original: the commands a board running the original mqrepl.py does not know are
 // refused as it refuses them (the tool's fallbacks are tested against this).
 static bool refused_as_original(struct agent *a, const char *topic) {
-    static const char *const ext[] = {"caps", "xput", "xget", "ack", "interrupt", "running",
-                                      "reset"};
+    static const char *const ext[] = {"caps",      "xput",    "xget", "ack",
+                                      "interrupt", "running", "reset"};
     struct mqb_topic t;
-    if (!a->cfg->original ||
-        mqb_topic_parse(a->cfg->prefix, topic, strlen(topic), &t) != MQB_OK ||
+    if (!a->cfg->original || mqb_topic_parse(a->cfg->prefix, topic, strlen(topic), &t) != MQB_OK ||
         t.kind != MQB_TOPIC_CMD) {
         return false;
     }

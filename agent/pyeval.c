@@ -360,9 +360,9 @@ static char *dup_str(PyObject *o) {
 // Runs one job with the GIL held, through _board.run.
 static void run_job(struct pyeval *pe, struct job *j) {
     PyObject *src = PyUnicode_DecodeUTF8(j->src, (Py_ssize_t)j->len, "replace");
-    PyObject *res = src ? PyObject_CallMethod(pe->board, "run", "OOi", src, pe->globals,
-                                              (int)pe->cfg.original)
-                        : NULL;
+    PyObject *res =
+        src ? PyObject_CallMethod(pe->board, "run", "OOi", src, pe->globals, (int)pe->cfg.original)
+            : NULL;
     Py_XDECREF(src);
     char *result = NULL, *error = NULL;
     bool is_exec = false;

@@ -190,9 +190,9 @@ static int put_one(struct tool *t, const char *local, const char *remote, bool i
     if (!topic_safe(remote)) {
         tool_error(t,
                    "%s: a board path cannot contain '+', '#' or control characters (MQTT "
-                   "topics carry it): skipped",
+                   "topics carry it)",
                    remote);
-        return EXIT_BOARD;
+        return EXIT_USAGE;
     }
     int code = open_local(t, local, &f, &size);
     if (code != EXIT_OK) {
@@ -329,8 +329,10 @@ static int put_tree(struct tool *t, struct tree_copy *tc, const char *local, con
             tool_error(t, "%s: a symlink out of the tree: skipped", l);
             tree_note(tc, EXIT_LOCAL);
         } else if (!topic_safe(r)) { // named, skipped, and the copy fails at the end
-            tool_error(t, "%s: a board path cannot contain '+', '#' or control characters "
-                          "(MQTT topics carry it): skipped", r);
+            tool_error(t,
+                       "%s: a board path cannot contain '+', '#' or control characters "
+                       "(MQTT topics carry it): skipped",
+                       r);
             tree_note(tc, EXIT_BOARD);
         } else if (is_dir(l)) {
             code = put_tree(t, tc, l, r);
@@ -568,6 +570,29 @@ int get_file(struct tool *t, const char *remote, const char *local) {
     return sink_close(t, &k, code);
 }
 
+// mkdir -p of the local target the user named.
+static int mkdir_p(struct tool *t, const char *path) {
+    char *p = strdup(path);
+    int code = EXIT_OK;
+    for (char *c = p + 1; code == EXIT_OK; c++) {
+        if (*c != '/' && *c != '\0') {
+            continue;
+        }
+        char saved = *c;
+        *c = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            tool_error(t, "cannot create directory '%s': %s", p, strerror(errno));
+            code = EXIT_LOCAL;
+        }
+        *c = saved;
+        if (saved == '\0') {
+            break;
+        }
+    }
+    free(p);
+    return code;
+}
+
 // Makes the directories of sub beneath local (which exists), never through a symlink: every
 // level that exists must be a real directory. last_too: sub itself is a directory.
 static int local_dirs(struct tool *t, const char *local, const char *sub, bool last_too) {
@@ -653,13 +678,13 @@ int cmd_get(struct tool *t, int argc, char **argv) {
         char *dst = contents              ? strdup(local != NULL ? local : ".")
                     : strcmp(b, "/") == 0 ? strdup(local != NULL ? local : ".")
                                           : join(local != NULL ? local : ".", b);
-        if (local != NULL && mkdir(local, 0755) != 0 && errno != EEXIST) {
-            tool_error(t, "cannot create directory '%s': %s", local, strerror(errno));
-            free(b);
-            free(dst);
-            return EXIT_LOCAL;
+        char *rdir = strdup(remote); // listed without its trailing slashes
+        for (size_t k = strlen(rdir); k > 1 && rdir[k - 1] == '/'; k--) {
+            rdir[k - 1] = '\0';
         }
-        int code = get_tree(t, remote, dst);
+        int code = local != NULL ? mkdir_p(t, local) : EXIT_OK;
+        code = code == EXIT_OK ? get_tree(t, rdir, dst) : code;
+        free(rdir);
         free(b);
         free(dst);
         return code;

@@ -1,0 +1,460 @@
+"""Nothing lost, nothing escaped (issue 10): the board root and the admin's directories hold,
+bad input on either side gets a clear error and never a crash, OTA never bricks, and the
+shipped broker configuration works. Each test reproduces a defect that was found."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from conftest import BIN, Board, Broker, board_files, stop
+
+ROOT = "/"
+
+
+def mqb_raw(broker, prefix, *args, timeout=30):
+    return subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", prefix,
+                           *args], capture_output=True, text=True, timeout=timeout)
+
+
+def pub(broker, topic, payload, retain=False):
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+                    "-t", topic, "-s" if payload else "-n"] + (["-r"] if retain else []),
+                   input=payload, check=True)
+
+
+# ---- the board root ----
+
+@pytest.mark.parametrize("path", ["/.", "/./", "/lib/..", "/x/..", "//", "lib/../.."])
+def test_rm_r_never_removes_the_root(board, path):
+    (board.root / "lib").mkdir()
+    (board.root / "keep.py").write_text("keep")
+    r = board.mqb("rm", "-r", path, check=False, text=True)
+    assert r.returncode == 2 and "refusing to remove the board's root" in r.stderr
+    assert (board.root / "keep.py").read_text() == "keep"
+    # And the board itself refuses, whatever program asks.
+    r = board.mqb("exec", "import uos\nuos.rmdir('/lib/..')", check=False, text=True)
+    assert r.returncode == 1 and board.root.is_dir()
+
+
+def test_symlinks_out_of_the_root_are_never_followed(board, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("mine")
+    os.symlink(victim, board.root / "link")
+    os.symlink(victim / "precious", board.root / "flink")
+    (board.root / "inside.txt").write_text("in")
+    os.symlink("inside.txt", board.root / "ilink")
+    assert "precious" not in board.out("ls", "-r", "/")
+    assert "precious" not in board.out("tree")
+    for cmd in (["cat", "/link/precious"], ["cat", "/flink"], ["get", "/flink", "-"],
+                ["eval", "open('/link/precious').read()"],
+                ["eval", "import os; os.listdir('/link')"]):
+        r = board.mqb(*cmd, check=False, text=True)
+        assert r.returncode == 1 and "mine" not in r.stdout, cmd
+    assert board.out("eval", "open('/ilink').read()") == "'in'\n"  # inside the root: fine
+    board.mqb("rm", "-r", "/link")
+    board.mqb("rm", "-r", "/flink")
+    assert (victim / "precious").read_text() == "mine"
+    assert not os.path.lexists(board.root / "link")
+
+
+def test_board_os_time_gc_are_the_boards(board):
+    (board.root / "mine.txt").write_text("x")
+    assert board.out("eval", "import os; sorted(os.listdir('/'))") == "['mine.txt']\n"
+    assert board.out("eval", "import time; time.ticks_diff(time.ticks_ms(), 0) >= 0") == "True\n"
+    assert board.out("eval", "import gc; gc.mem_free() > 0 and gc.mem_alloc() > 0") == "True\n"
+    assert board.out("eval", "from os import getcwd; getcwd()") == "'/'\n"
+
+
+def test_temporary_files_are_never_a_users(board):
+    # A user's file that looks like an old temporary name survives a restart.
+    (board.root / ".notes.txt.abc123.mqb-tmp").write_text("user data")
+    board.stop()
+    board.start()
+    assert (board.root / ".notes.txt.abc123.mqb-tmp").read_text() == "user data"
+    # Names of 240-255 bytes can be put.
+    src = board.tmp / "src"
+    src.write_bytes(b"long")
+    name = "n" * 255
+    board.mqb("put", str(src), "/" + name)
+    assert (board.root / name).read_bytes() == b"long"
+    # The agent's directory is neither listed nor reachable.
+    assert ".mqb-tmp/" not in board.out("ls", "-r", "/").splitlines()
+    r = board.mqb("put", str(src), "/.mqb-tmp/x", check=False, text=True)
+    assert r.returncode == 1 and "permission denied" in r.stderr
+
+
+def test_abandoned_put_is_hidden_and_cleaned(board):
+    (board.root / "app.py").write_bytes(b"old")
+    topic = f"{board.prefix}/mqb/cmd/put/Aband001/app.py"
+    pub(board.broker, topic, b"\x00\x00half of it")
+    time.sleep(0.5)
+    assert board.out("ls") == "app.py\n"
+    board.stop(signal.SIGKILL)
+    board.start()
+    assert board_files(board.root / ".mqb-tmp") == []
+    assert (board.root / "app.py").read_bytes() == b"old"
+
+
+def test_get_of_a_fifo_does_not_block_the_board(board):
+    os.mkfifo(board.root / "fifo")
+    r = board.mqb("-T", "3", "get", "/fifo", "-", check=False, text=True)
+    assert r.returncode == 1 and "not a regular file" in r.stderr
+    assert board.out("eval", "1") == "1\n"
+
+
+# ---- the admin's side: tree copies ----
+
+def test_get_r_never_writes_outside_local(board, tmp_path):
+    (board.root / "d").mkdir()
+    (board.root / "d/ok.txt").write_text("ok")
+    # Code on the board lies in its listings.
+    board.mqb("exec", "import uos\n_real=uos.ilistdir\n"
+                      "def _lie(d='.'):\n"
+                      "  yield ('../../../evil.txt', 0x8000, 0, 4)\n"
+                      "  yield from _real(d)\n"
+                      "uos.ilistdir=_lie")
+    out = tmp_path / "deep/er/out"
+    r = board.mqb("get", "-r", "/d", str(out), check=False, text=True)
+    assert r.returncode == 1 and "skipped" in r.stderr
+    assert (out / "d/ok.txt").read_text() == "ok"
+    assert not any(p.name == "evil.txt" for p in tmp_path.rglob("*"))
+
+
+def test_get_temp_file_is_never_a_planted_symlink(board, tmp_path):
+    (board.root / "f.txt").write_text("new")
+    victim = tmp_path / "victim"
+    victim.write_text("victim")
+    local = tmp_path / "f.txt"
+    os.symlink(victim, tmp_path / "f.txt.mqb-part")
+    board.mqb("get", "/f.txt", str(local))
+    assert local.read_text() == "new" and victim.read_text() == "victim"
+    assert [p.name for p in tmp_path.iterdir() if "mqb-part" in p.name and
+            not p.is_symlink()] == []
+
+
+def test_sync_of_a_missing_local_dir_deletes_nothing(board, tmp_path):
+    (board.root / "app").mkdir()
+    (board.root / "app/main.py").write_text("keep")
+    for local in (tmp_path / "nonexistent_typo", tmp_path / "file"):
+        if local.name == "file":
+            local.write_text("x")
+        r = board.mqb("sync", "--delete", str(local), "/app", check=False, text=True)
+        assert r.returncode == 5 and "is not a local directory" in r.stderr
+    assert (board.root / "app/main.py").read_text() == "keep"
+
+
+def test_sync_delete_never_leaves_remote(board, tmp_path):
+    (board.root / "app").mkdir()
+    (board.root / "top.py").write_text("keep")
+    (tmp_path / "src").mkdir()
+    board.mqb("exec", "import uos\n_real=uos.ilistdir\n"
+                      "def _lie(d='.'):\n"
+                      "  yield ('../top.py', 0x8000, 0, 4)\n"
+                      "  yield from _real(d)\n"
+                      "uos.ilistdir=_lie")
+    board.mqb("sync", "--delete", str(tmp_path / "src"), "/app", check=False)
+    assert (board.root / "top.py").read_text() == "keep"
+
+
+def test_readme_put_r_trailing_slash(board, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "mylib.py").write_text("lib")
+    os.chdir(tmp_path)
+    board.mqb("put", "-r", "lib/", "/lib/")  # the README's example
+    assert (board.root / "lib/mylib.py").read_text() == "lib"
+    assert not (board.root / "lib/lib").exists()
+
+
+def test_mv_names_the_right_path_and_needs_dirs(board):
+    (board.root / "v.py").write_text("v")
+    r = board.mqb("mv", "/v.py", "/missingdir/v.py", check=False, text=True)
+    assert r.returncode == 1 and "/missingdir/v.py" in r.stderr
+    r = board.mqb("mv", "/v.py", "/nodir/", check=False, text=True)
+    assert r.returncode == 1 and "/nodir/" in r.stderr
+    assert not (board.root / "nodir").exists() and (board.root / "v.py").exists()
+    r = board.mqb("mv", "/gone.py", "/x.py", check=False, text=True)
+    assert r.returncode == 1 and "/gone.py" in r.stderr
+    (board.root / "dir").mkdir()
+    board.mqb("mv", "/v.py", "/dir")
+    assert (board.root / "dir/v.py").read_text() == "v"
+
+
+def test_put_into_an_existing_directory(board, tmp_path):
+    (board.root / "existingdir").mkdir()
+    f = tmp_path / "file.py"
+    f.write_text("f")
+    board.mqb("put", str(f), "/existingdir")
+    assert (board.root / "existingdir/file.py").read_text() == "f"
+
+
+def test_tree_copies_name_what_they_skip_and_go_on(board, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.py", "b+c.py", "d#e.py", "z.py"):
+        (src / name).write_text(name)
+    r = board.mqb("put", "-r", str(src) + "/", "/t", check=False, text=True)
+    assert r.returncode == 1 and "b+c.py" in r.stderr and "d#e.py" in r.stderr
+    assert board_files(board.root / "t") == ["a.py", "z.py"]
+    (board.root / "t/p+q.py").write_text("pq")
+    r = board.mqb("get", "-r", "/t", str(tmp_path / "back"), check=False, text=True)
+    assert r.returncode == 1 and "p+q.py" in r.stderr
+    assert board_files(tmp_path / "back/t") == ["a.py", "z.py"]
+    r = board.mqb("sync", str(src), "/t2", check=False, text=True)
+    assert r.returncode == 1 and "b+c.py" in r.stderr and "2 put" in r.stdout
+
+
+# ---- hostile input to the agent ----
+
+def test_eval_queue_is_bounded(board):
+    p = subprocess.Popen(board.mqb_args("exec", "import time\ntime.sleep(3)"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    errs = []
+    c = mqtt.Client()
+    c.on_message = lambda cl, u, m: errs.append(m.payload)
+    c.connect("127.0.0.1", board.broker.port)
+    c.subscribe(f"{board.prefix}/mqb/reply/err/#", 1)
+    c.loop_start()
+    for i in range(300):
+        c.publish(f"{board.prefix}/mqb/cmd/eval/F{i:07d}", b"\x80\x00" + b"x=1" * 1000, qos=1)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not any(b"too many evals queued" in e for e in errs):
+        time.sleep(0.05)
+    c.loop_stop()
+    c.disconnect()
+    assert any(b"too many evals queued" in e for e in errs)
+    p.wait(timeout=60)
+    board.wait_ready(timeout=60)
+
+
+def test_empty_and_bad_payloads_keep_the_agent_up(board):
+    pub(board.broker, f"{board.prefix}/repl/in", b"")
+    for topic in ("mqb/cmd/eval/E1", "mqb/cmd/put/E2/x", "mqb/cmd/xget/E3/x",
+                  "mqb/cmd/interrupt/E4", "mqb/cmd/running/E5", "mqb/cmd/reset/E6",
+                  "mqb/cmd/ack/E7", "mqb/cmd/ota/E8/zz"):
+        for payload in (b"", b"\x00", b"\xff\xff\xff", b"\x00\x05garbage"):
+            pub(board.broker, f"{board.prefix}/{topic}", payload)
+    assert board.proc.poll() is None
+    assert board.out("eval", "7") == "7\n"
+    assert board.status()["mode"] == "normal"  # reset E6 had a bad mode: nothing happened
+
+
+def test_interrupt_hits_only_the_eval_it_names(board):
+    c = mqtt.Client()
+    c.connect("127.0.0.1", board.broker.port)
+    c.loop_start()
+    failures = []
+    for i in range(40):
+        # An interrupt that names an eval that has already finished arrives late.
+        c.publish(f"{board.prefix}/mqb/cmd/interrupt/I{i:05d}/Done{i:04d}", b"\xff\xff", qos=1)
+        r = board.mqb("eval", "sum(range(20000))", check=False, text=True)
+        if r.returncode != 0:
+            failures.append(r.stderr)
+    c.loop_stop()
+    c.disconnect()
+    assert failures == []
+
+
+def test_feed_cannot_be_blocked_or_forged_by_0f00d(broker, tmp_path):
+    b = Board(broker, tmp_path, "--wdt-timeout", "1.5", "--allok", "1")
+    try:
+        b.wait_ready(check=lambda: b.status()["mode"] == "normal")
+        boot = b.status()["boot_id"]
+        # The original's fixed feed id, opened and never finished.
+        pub(broker, f"{b.prefix}/mqb/cmd/eval/0F00D/", b"\x00\x00watchdog.feed(")
+        time.sleep(4)
+        st = b.status()
+        assert st["boot_id"] == boot and st["mode"] == "normal"
+    finally:
+        b.stop()
+
+
+def test_watchdog_require_bounds_and_status(board):
+    r = board.mqb("eval", "watchdog.require('x', 5000000)", check=False, text=True)
+    assert r.returncode == 1 and "ValueError" in r.stderr
+    st = json.loads(board.out("eval", "import json; json.dumps(watchdog.status())").strip()[1:-1])
+    assert st["enabled"] is True and st["timeout"] == 300 and "checks" in st
+
+
+# ---- hostile input to the tool: a fake board ----
+
+class FakeBoard:
+    """Answers the tool's commands with what a test gives it (a compromised board)."""
+
+    def __init__(self, broker, prefix, answer):
+        self.prefix, self.answer = prefix, answer
+        self.c = mqtt.Client()
+        self.c.on_message = self.on_message
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.subscribe(f"{prefix}/mqb/cmd/#", 1)
+        self.c.publish(f"{prefix}/mqb/status", json.dumps({"status": "online"}), 1,
+                       retain=True)
+        self.c.loop_start()
+
+    def on_message(self, c, u, m):
+        parts = m.topic[len(self.prefix) + 1:].split("/")
+        cmd, cid = parts[2], parts[3]
+        for kind, payload in self.answer(cmd, m.payload):
+            c.publish(f"{self.prefix}/mqb/reply/{kind}/{cid}", payload, 1)
+
+    def close(self):
+        self.c.publish(f"{self.prefix}/mqb/status", b"", 1, retain=True)
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+HDR1 = b"\xff\xff"
+
+
+@pytest.mark.parametrize("caps", [{"proto": 2, "chunk": 65536, "window": 4294967296},
+                                  {"proto": 2, "chunk": 1e18, "window": 16},
+                                  {"proto": 2, "chunk": 2 ** 64, "window": 2 ** 64},
+                                  {"proto": "x"}, [1, 2]])
+def test_tool_survives_hostile_caps(broker, tmp_path, caps):
+    def answer(cmd, payload):
+        if cmd == "caps":
+            return [("out", HDR1 + json.dumps(caps).encode())]
+        return [("err", b"no such file or directory")]
+    fake = FakeBoard(broker, "fake/caps", answer)
+    try:
+        f = tmp_path / "f"
+        f.write_bytes(b"data")
+        for args in (["-T", "1", "get", "/x", str(tmp_path / "out")],
+                     ["-T", "1", "put", str(f), "/x"]):
+            r = mqb_raw(broker, "fake/caps", *args)
+            assert r.returncode in (1, 3), (args, r.returncode, r.stderr)
+    finally:
+        fake.close()
+
+
+def test_tool_survives_hostile_replies(broker, tmp_path):
+    replies = {"df": [("out", HDR1 + b"[1]\n")], "empty": [("out", b"")],
+               "esc": [("err", b"boom \x1b[2J\x1b]52;c;aGk=\x07")]}
+    which = {}
+
+    def answer(cmd, payload):
+        return replies[which["r"]] if cmd == "eval" else [("err", b"Command not supported")]
+    fake = FakeBoard(broker, "fake/replies", answer)
+    try:
+        which["r"] = "df"
+        r = mqb_raw(broker, "fake/replies", "-T", "1", "df")
+        assert r.returncode in (0, 1) and "statvfs" in r.stderr
+        which["r"] = "empty"
+        r = mqb_raw(broker, "fake/replies", "-T", "1", "eval", "1")
+        assert r.returncode == 1 and "without a header" in r.stderr
+        which["r"] = "esc"
+        r = mqb_raw(broker, "fake/replies", "-T", "1", "eval", "1")
+        assert r.returncode == 1 and "\x1b" not in r.stderr and "\\x1b[2J" in r.stderr
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("status", [b'{"status":"online","boot_time":1e17}', b"[1]", b"\xff",
+                                    b'{"status":"online","agent":"\\u001b[2Jx"}'])
+def test_tool_survives_hostile_status(broker, status):
+    prefix = "fake/status"
+    pub(broker, f"{prefix}/mqb/status", status, retain=True)
+    try:
+        r = mqb_raw(broker, prefix, "status")
+        assert r.returncode in (0, 1) and "\x1b" not in r.stdout
+    finally:
+        pub(broker, f"{prefix}/mqb/status", b"", retain=True)
+
+
+# ---- OTA never bricks ----
+
+def test_ota_refused_while_the_running_image_is_pending(broker, tmp_path):
+    from test_recovery import newer_build, read_record, NEW, PENDING
+    b = Board(broker, tmp_path, "--wdt-timeout", "2", "--allok", "60",
+              "--slots", str(tmp_path / "slots"))
+    slots = tmp_path / "slots"
+    try:
+        b.out("ota", str(newer_build(tmp_path)))
+        assert read_record(slots)[1:3] == (1, NEW)
+        b.mqb("reset")
+        b.wait_ready(check=lambda: read_record(slots)[1:3] == (1, PENDING))
+        before = [(slots / f"otadata{i}").read_bytes() for i in (0, 1)]
+        slot0 = (slots / "slot0").read_bytes()
+        r = b.mqb("ota", str(newer_build(tmp_path)), check=False, text=True)
+        assert r.returncode == 1 and "not yet confirmed" in r.stderr
+        assert [(slots / f"otadata{i}").read_bytes() for i in (0, 1)] == before
+        assert (slots / "slot0").read_bytes() == slot0
+    finally:
+        b.stop()
+
+
+def test_interrupted_first_install_is_redone(broker, tmp_path):
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    (slots / "slot0").write_bytes(b"\x7fELF truncated")  # a copy killed half way
+    os.chmod(slots / "slot0", 0o755)
+    b = Board(broker, tmp_path, "--slots", str(slots))
+    try:
+        assert b.out("eval", "1") == "1\n"
+        assert (slots / "slot0").read_bytes() == (BIN / "mqrepld").read_bytes()
+    finally:
+        b.stop()
+
+
+# ---- the shipped configuration ----
+
+def test_shipped_broker_config_and_acl(tmp_path):
+    repo = BIN.parent if (BIN.parent / "dist").is_dir() else None
+    dist = (repo or __import__("pathlib").Path(__file__).resolve().parents[2]) / "dist"
+    key = "00112233445566778899aabbccddeeff"
+    (tmp_path / "psk").write_text(f"board1:{key}\nadmin:{key}\n")
+    conf = (dist / "mosquitto-psk.conf").read_text()
+    from conftest import free_port
+    local, tls = free_port(), free_port()
+    conf = conf.replace("listener 1883 127.0.0.1", f"listener {local} 127.0.0.1")
+    conf = conf.replace("listener 8883", f"listener {tls} 127.0.0.1")
+    conf = conf.replace("/etc/mosquitto/mqboard.psk", str(tmp_path / "psk"))
+    conf = conf.replace("/etc/mosquitto/", str(dist) + "/")
+    # As root, mosquitto would drop to its own user, which cannot read the test's files.
+    (tmp_path / "mosquitto.conf").write_text(conf + "\npersistence false\nuser root\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from conftest import wait_port
+    wait_port(tls)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "board.key").write_text(key + "\n")
+    agent = subprocess.Popen(
+        [str(BIN / "mqrepld"), "-p", str(tls), "--prefix", "boards/board1", "--root",
+         str(tmp_path / "root"), "--rtc-file", str(tmp_path / "rtc"), "--psk-identity", "board1",
+         "--psk-file", str(tmp_path / "board.key"), "--wdt-timeout", "1.5", "--allok", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    admin = [str(BIN / "mqboard"), "-p", str(tls), "--prefix", "boards/board1",
+             "--psk-identity", "admin", "--psk-file", str(tmp_path / "board.key")]
+    try:
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            r = subprocess.run(admin + ["-T", "1", "eval", "1"], capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0, r.stderr
+        time.sleep(4)  # more than twice the watchdog timeout: fed through the broker
+        st = json.loads(subprocess.run(admin + ["--json", "status"], capture_output=True,
+                                       text=True).stdout)["result"]
+        assert st["mode"] == "normal" and st["reset_cause"] == "power-on"
+        assert "psk" not in " ".join(open(f"/proc/{agent.pid}/cmdline").read().split("\0")[1:]
+                                     ).replace("--psk-file", "").replace("--psk-identity", "")
+        # Anonymous on loopback: may see the status, may not command the board.
+        anon = [str(BIN / "mqboard"), "-p", str(local), "--prefix", "boards/board1", "-T", "1"]
+        r = subprocess.run(anon + ["status"], capture_output=True, text=True)
+        assert r.returncode == 0 and "online" in r.stdout
+        r = subprocess.run(anon + ["eval", "open('/pwned','w')"], capture_output=True, text=True)
+        assert r.returncode == 3
+        assert not (tmp_path / "root/pwned").exists()
+    finally:
+        stop(agent)
+        stop(proc)
