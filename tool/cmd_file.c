@@ -50,7 +50,8 @@ int file_sha256(FILE *f, char out[SHA256_HEX + 1]) {
     return bad ? EXIT_LOCAL : EXIT_OK;
 }
 
-static void take_sha(void *ctx, void *json) {
+static void take_sha(void *ctx, const char *text, void *json) {
+    (void)text;
     const cJSON *sha = cJSON_GetArrayItem(json, 1);
     if (cJSON_IsString(sha)) {
         snprintf(ctx, SHA256_HEX + 1, "%s", sha->valuestring);

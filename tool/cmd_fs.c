@@ -88,13 +88,14 @@ int cmd_ls(struct tool *t, int argc, char **argv) {
     int code = remote_list(t, dir, f[1], false, &l);
     if (code == EXIT_OK) {
         for (size_t k = 0; k < l.n && !t->opts.json; k++) {
-            const char *name = shown(l.v[k].path, dir);
+            char *name = tool_escape(shown(l.v[k].path, dir)); // a board's names
             if (f[0]) {
                 fprintf(t->out, "%c %12llu  %s%s\n", l.v[k].dir ? 'd' : '-',
                         (unsigned long long)l.v[k].size, name, l.v[k].dir ? "/" : "");
             } else {
                 fprintf(t->out, "%s%s\n", name, l.v[k].dir ? "/" : "");
             }
+            free(name);
         }
         t->result = entries_json(&l, dir);
     }
@@ -120,8 +121,9 @@ int cmd_tree(struct tool *t, int argc, char **argv) {
             for (const char *c = rel; *c; c++) {
                 depth += *c == '/';
             }
-            const char *name = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+            char *name = tool_escape(strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel);
             fprintf(t->out, "%*s%s %s%s\n", 4 * depth, "", "|--", name, l.v[k].dir ? "/" : "");
+            free(name);
             files += !l.v[k].dir;
             dirs += l.v[k].dir;
         }
@@ -135,8 +137,9 @@ int cmd_tree(struct tool *t, int argc, char **argv) {
     return code;
 }
 
-static void ignore_line(void *ctx, void *json) {
+static void ignore_line(void *ctx, const char *text, void *json) {
     (void)ctx;
+    (void)text;
     (void)json;
 }
 
@@ -250,12 +253,16 @@ struct sums {
     cJSON *json;
 };
 
-static void print_sum(void *ctx, void *json) {
+static void print_sum(void *ctx, const char *text, void *json) {
     struct sums *s = ctx;
+    (void)text;
     const cJSON *p = cJSON_GetArrayItem(json, 0), *h = cJSON_GetArrayItem(json, 1);
     if (cJSON_IsString(p) && cJSON_IsString(h)) {
         if (!s->t->opts.json) {
-            fprintf(s->t->out, "%s  %s\n", h->valuestring, p->valuestring);
+            char *hs = tool_escape(h->valuestring), *ps = tool_escape(p->valuestring);
+            fprintf(s->t->out, "%s  %s\n", hs, ps);
+            free(hs);
+            free(ps);
         }
         cJSON_AddStringToObject(s->json, p->valuestring, h->valuestring);
     }
@@ -283,16 +290,13 @@ int cmd_sha256sum(struct tool *t, int argc, char **argv) {
     return code;
 }
 
-static void print_df(void *ctx, void *json) {
+static void print_df(void *ctx, const char *text, void *json) {
     struct tool *t = ctx;
     double v[5];
-    for (int i = 0; i < 5; i++) {
-        const cJSON *x = cJSON_GetArrayItem(json, i);
-        if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble < 1e18)) {
-            tool_error(t, "df: the board's answer is not a statvfs tuple");
-            return;
-        }
-        v[i] = x->valuedouble;
+    (void)json;
+    if (!parse_statvfs(text, v)) {
+        tool_error(t, "df: the board's answer is not a statvfs tuple");
+        return;
     }
     double size = v[1] * v[2], avail = v[1] * v[4], used = v[1] * (v[2] - v[3]);
     char a[16], b[16], c[16];

@@ -19,30 +19,50 @@ struct command {
     int (*run)(struct tool *t, int argc, char **argv);
     const char *args;
     const char *summary;
+    const char *details; // for `mqboard help NAME` (may be NULL)
 };
 
+static const char eval_details[] =
+    "The code runs in the board's __main__. Ctrl-C interrupts it on the board; a second\n"
+    "Ctrl-C, SIGTERM, SIGHUP or a closed stdout make mqboard interrupt it and leave. Should\n"
+    "mqboard vanish without a word, the board interrupts the code after --lease seconds.\n"
+    "--no-follow starts it and leaves it running. --timeout-run interrupts it after a time\n"
+    "(again every 2 s; after 3 tries mqboard gives up and says so). When the board is busy\n"
+    "with another command, mqboard says so at once and waits (--nonblock: fails).\n";
+static const char reset_details[] =
+    "The agent resets the board outside the interpreter, within a second, whatever the code\n"
+    "on it does. Every mode except --safe boots normal mode.\n"
+    "Waiting: mqboard then waits (up to 30 s) until the board is back, that is until its\n"
+    "retained status says online with a new boot id, so that `mqboard reset && mqboard eval\n"
+    "1` finds it. --no-wait returns as soon as the board accepted the reset. A board that\n"
+    "runs the original code (no status) gets the original's reset program, without waiting.\n";
+
 static const struct command commands[] = {
-    {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result"},
-    {"exec", cmd_exec, "CODE|-", "run Python statements on the board; shows their output"},
-    {"run", cmd_run, "FILE", "run a local script on the board, output as it is produced"},
-    {"put", cmd_put, "[-r] LOCAL... REMOTE", "copy files (trees with -r) to the board"},
-    {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board"},
-    {"cat", cmd_cat, "REMOTE...", "print board files"},
-    {"ls", cmd_ls, "[-l] [-r] [DIR]", "list a board directory"},
-    {"tree", cmd_tree, "[DIR]", "show a board directory tree"},
-    {"rm", cmd_rm, "[-r] PATH...", "remove board files (trees with -r)"},
-    {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories"},
-    {"rmdir", cmd_rmdir, "DIR...", "remove empty board directories"},
-    {"mv", cmd_mv, "SRC DST", "rename or move a board file or directory"},
-    {"sha256sum", cmd_sha256sum, "FILE...", "SHA-256 of board files"},
-    {"df", cmd_df, "[PATH]", "the board filesystem's size and free space"},
+    {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result",
+     eval_details},
+    {"exec", cmd_exec, "CODE|-", "run Python statements on the board; shows their output",
+     eval_details},
+    {"run", cmd_run, "FILE", "run a local script on the board, output as it is produced",
+     eval_details},
+    {"put", cmd_put, "[-r] LOCAL... REMOTE", "copy files (trees with -r) to the board", NULL},
+    {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board", NULL},
+    {"cat", cmd_cat, "REMOTE...", "print board files", NULL},
+    {"ls", cmd_ls, "[-l] [-r] [DIR]", "list a board directory", NULL},
+    {"tree", cmd_tree, "[DIR]", "show a board directory tree", NULL},
+    {"rm", cmd_rm, "[-r] PATH...", "remove board files (trees with -r)", NULL},
+    {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories", NULL},
+    {"rmdir", cmd_rmdir, "DIR...", "remove empty board directories", NULL},
+    {"mv", cmd_mv, "SRC DST", "rename or move a board file or directory", NULL},
+    {"sha256sum", cmd_sha256sum, "FILE...", "SHA-256 of board files", NULL},
+    {"df", cmd_df, "[PATH]", "the board filesystem's size and free space", NULL},
     {"sync", cmd_sync, "[-n] SPEC | [-n] [--delete] LOCALDIR REMOTEDIR",
-     "copy what differs (by SHA-256) to the board"},
-    {"ota", cmd_ota, "IMAGE", "stream a firmware image into the board's inactive slot"},
-    {"reset", cmd_reset, "[--normal|--safe|--soft|--hard]", "reset the board"},
-    {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)"},
-    {"status", cmd_status, "", "the board's presence: online/offline, version, mode"},
-    {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)"},
+     "copy what differs (by SHA-256) to the board", NULL},
+    {"ota", cmd_ota, "IMAGE", "stream a firmware image into the board's inactive slot", NULL},
+    {"reset", cmd_reset, "[--normal|--safe|--soft|--hard] [--no-wait]", "reset the board",
+     reset_details},
+    {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)", NULL},
+    {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
+    {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)", NULL},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -95,6 +115,9 @@ static int help(int argc, char **argv) {
         if (strcmp(commands[i].name, argv[1]) == 0) {
             printf("usage: mqboard [options] %s %s\n\n%s.\n", commands[i].name, commands[i].args,
                    commands[i].summary);
+            if (commands[i].details != NULL) {
+                printf("\n%s\n", commands[i].details);
+            }
             printf("See mqboard(1) for the details of every command.\n");
             return EXIT_OK;
         }
@@ -180,17 +203,6 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
     return true;
 }
 
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') {
-        s++;
-    }
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) {
-        *--e = '\0';
-    }
-    return s;
-}
-
 // The config file: top-level settings, then the [board] section's.
 static bool load_config(struct tool_opts *o, const char *board) {
     char path[4096];
@@ -212,27 +224,24 @@ static bool load_config(struct tool_opts *o, const char *board) {
     const char *section = NULL;
     bool found = board == NULL, ok = true;
     for (int n = 1; ok && fgets(line, sizeof(line), f) != NULL; n++) {
-        char *s = trim(line);
+        char *key = NULL, *value = NULL;
         snprintf(from, sizeof(from), "%s:%d", path, n);
-        if (*s == '#' || *s == ';' || *s == '\0') {
-            continue;
-        }
-        if (*s == '[') {
-            char *end = strchr(s, ']');
+        switch (parse_conf_line(line, &key, &value)) {
+        case CONF_NONE: break;
+        case CONF_SECTION:
             free((void *)section);
-            section = end ? strndup(s + 1, (size_t)(end - s - 1)) : NULL;
-            found |= board != NULL && section != NULL && strcmp(section, board) == 0;
-            continue;
-        }
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            fprintf(stderr, "mqboard: %s: expected 'key = value'\n", from);
+            section = strdup(key);
+            found |= board != NULL && strcmp(section, board) == 0;
+            break;
+        case CONF_SETTING:
+            if (section == NULL || (board != NULL && strcmp(section, board) == 0)) {
+                ok = set_opt(o, key, value, from);
+            }
+            break;
+        case CONF_BAD:
+            fprintf(stderr, "mqboard: %s: expected 'key = value' or '[NAME]'\n", from);
             ok = false;
             break;
-        }
-        *eq = '\0';
-        if (section == NULL || (board != NULL && strcmp(section, board) == 0)) {
-            ok = set_opt(o, trim(s), trim(eq + 1), from);
         }
     }
     free((void *)section);

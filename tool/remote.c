@@ -30,7 +30,7 @@ char *py_str(const char *s) {
 }
 
 int remote_run(struct tool *t, const char *what, const char *program,
-               void (*line)(void *ctx, void *json), void *ctx) {
+               void (*line)(void *ctx, const char *text, void *json), void *ctx) {
     size_t n = strlen(REMOTE_PRELUDE) + strlen(program) + 64;
     char *src = malloc(n);
     snprintf(src, n, "%s%s\ndel _sha,_err\n", REMOTE_PRELUDE, program);
@@ -55,7 +55,7 @@ int remote_run(struct tool *t, const char *what, const char *program,
             free(path);
             code = EXIT_BOARD;
         } else if (j != NULL) {
-            line(ctx, j);
+            line(ctx, l, j);
         } else {
             char *esc = tool_escape(l);
             tool_error(t, "%s: unexpected output from the board: %s", what, esc);
@@ -68,29 +68,17 @@ int remote_run(struct tool *t, const char *what, const char *program,
     return code;
 }
 
-// One listing line from the board (untrusted): [path, is_dir, size, sha]. Malformed lines
-// are skipped; at most REMOTE_LIST_MAX entries are kept.
-static void add_entry(void *ctx, void *json) {
+// One listing line from the board (untrusted): malformed lines are skipped; at most
+// REMOTE_LIST_MAX entries are kept.
+static void add_entry(void *ctx, const char *line, void *json) {
+    (void)json;
     struct rlist *l = ctx;
-    cJSON *j = json;
-    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) < 4 || l->n >= REMOTE_LIST_MAX) {
-        return;
-    }
-    const cJSON *p = cJSON_GetArrayItem(j, 0), *d = cJSON_GetArrayItem(j, 1),
-                *sz = cJSON_GetArrayItem(j, 2);
-    if (!cJSON_IsString(p) || !cJSON_IsNumber(d) || !cJSON_IsNumber(sz)) {
+    struct rentry e;
+    if (l->n >= REMOTE_LIST_MAX || !parse_entry(line, &e)) {
         return;
     }
     l->v = realloc(l->v, (l->n + 1) * sizeof(*l->v));
-    struct rentry *e = &l->v[l->n++];
-    memset(e, 0, sizeof(*e));
-    e->path = strdup(p->valuestring);
-    e->dir = d->valuedouble != 0;
-    e->size = sz->valuedouble >= 0 && sz->valuedouble < 1e18 ? (uint64_t)sz->valuedouble : 0;
-    const cJSON *sha = cJSON_GetArrayItem(j, 3);
-    if (cJSON_IsString(sha)) {
-        snprintf(e->sha, sizeof(e->sha), "%s", sha->valuestring);
-    }
+    l->v[l->n++] = e;
 }
 
 int remote_list(struct tool *t, const char *dir, bool recursive, bool sha, struct rlist *out) {
@@ -131,65 +119,4 @@ void rlist_free(struct rlist *l) {
     free(l->v);
     l->v = NULL;
     l->n = 0;
-}
-
-char *board_normalize(const char *path) {
-    size_t n = strlen(path);
-    char *out = malloc(n + 2), *copy = strdup(path), *save = NULL;
-    size_t len = 0;
-    bool abs = path[0] == '/';
-    for (char *c = strtok_r(copy, "/", &save); c != NULL; c = strtok_r(NULL, "/", &save)) {
-        if (strcmp(c, ".") == 0) {
-            continue;
-        }
-        if (strcmp(c, "..") == 0) {
-            char *slash = len > 0 ? memrchr(out, '/', len) : NULL;
-            len = slash != NULL ? (size_t)(slash - out) : 0;
-            continue;
-        }
-        if (len > 0 || abs) {
-            out[len++] = '/';
-        }
-        memcpy(out + len, c, strlen(c));
-        len += strlen(c);
-    }
-    if (len == 0) {
-        out[len++] = abs ? '/' : '.';
-    }
-    out[len] = '\0';
-    free(copy);
-    return out;
-}
-
-bool topic_safe(const char *path) {
-    for (const char *c = path; *c != '\0'; c++) {
-        if (*c == '+' || *c == '#' || (unsigned char)*c < 0x20) {
-            return false;
-        }
-    }
-    return true;
-}
-
-// The part of a listed board path below the listed directory, checked: the board's listing
-// is untrusted, so an entry must lie under REMOTE and have no "", "." or ".." component.
-const char *remote_sub(const char *path, const char *remote) {
-    size_t rlen = strlen(remote);
-    while (rlen > 1 && remote[rlen - 1] == '/') {
-        rlen--;
-    }
-    if (strncmp(path, remote, rlen) != 0 || (path[rlen] != '/' && rlen > 1)) {
-        return NULL;
-    }
-    const char *sub = path + rlen + (path[rlen] == '/');
-    for (const char *c = sub;;) {
-        const char *end = strchrnul(c, '/');
-        size_t n = (size_t)(end - c);
-        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
-            return NULL;
-        }
-        if (*end == '\0') {
-            return sub;
-        }
-        c = end + 1;
-    }
 }

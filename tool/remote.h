@@ -8,14 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "parse.h"
 #include "tool.h"
-
-struct rentry {
-    char *path;
-    bool dir;
-    uint64_t size;
-    char sha[65]; // lower-case hex SHA-256, or "" when not asked for
-};
 
 // Entries a listing keeps at most (a board cannot make the tool allocate without bound).
 #define REMOTE_LIST_MAX 1000000
@@ -33,19 +27,11 @@ int remote_list_ex(struct tool *t, const char *dir, bool recursive, bool sha, bo
                    struct rlist *out);
 void rlist_free(struct rlist *l);
 
-// Lexically normalizes a board path ("/lib/.." is "/", "a//b/." is "a/b"); malloc'd.
-char *board_normalize(const char *path);
-// The part of a listed board path below the listed directory remote, or NULL when the
-// (untrusted) entry is not under it or has an empty, "." or ".." component.
-const char *remote_sub(const char *path, const char *remote);
-// True when a board path can travel in a topic (no '+', '#' or control characters).
-bool topic_safe(const char *path);
-
 // Runs a board program (a printf format whose %s are replaced by the Python literals of
 // the paths given) that prints JSON lines; each line is handed to line(). A line
 // {"errno": N, "path": P} is an error on the board: reported as "<what>: P: strerror(N)".
 int remote_run(struct tool *t, const char *what, const char *program,
-               void (*line)(void *ctx, void *json), void *ctx);
+               void (*line)(void *ctx, const char *text, void *json), void *ctx);
 
 // Board-side Python shared by the programs: imports and the _sha(path) helper.
 extern const char REMOTE_PRELUDE[];

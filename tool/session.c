@@ -44,23 +44,14 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
     ((struct session *)obj)->subacked++;
 }
 
-// The board's retained status (untrusted: anyone may publish it). Only well-formed fields
-// count; anything else leaves the status unknown.
+// The board's retained status (untrusted: anyone may publish it): only well-formed fields
+// count (parse.c).
 static void take_status(struct session *s, const char *payload, size_t len) {
-    cJSON *j = cJSON_ParseWithLength(payload, len);
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "status");
-    const cJSON *bt = cJSON_GetObjectItemCaseSensitive(j, "boot_time");
-    const cJSON *bi = cJSON_GetObjectItemCaseSensitive(j, "boot_id");
-    if (cJSON_IsString(st)) {
-        s->online = strcmp(st->valuestring, "online") == 0    ? 1
-                    : strcmp(st->valuestring, "offline") == 0 ? 0
-                                                              : -1;
-        s->status_since = cJSON_IsNumber(bt) && bt->valuedouble > 0 && bt->valuedouble < 1e11
-                              ? bt->valuedouble
-                              : 0;
-        snprintf(s->boot_id, sizeof(s->boot_id), "%s", cJSON_IsString(bi) ? bi->valuestring : "");
-    }
-    cJSON_Delete(j);
+    struct board_status st;
+    parse_status((const uint8_t *)payload, len, &st);
+    s->online = st.online;
+    s->status_since = st.since;
+    snprintf(s->boot_id, sizeof(s->boot_id), "%s", st.boot_id);
 }
 
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m) {
@@ -525,24 +516,6 @@ void session_end(struct session *s) {
     s->lease_at = 0;
 }
 
-// The board's caps (untrusted): values outside what this tool can use are clamped (chunk to
-// [256, MQB_CHUNK_MAX], window to [2, 1024]); a malformed document means "original board".
-static void parse_caps(const struct reply *r, struct board_caps *caps) {
-    cJSON *j = cJSON_ParseWithLength((const char *)r->data, r->len);
-    const cJSON *proto = cJSON_GetObjectItemCaseSensitive(j, "proto");
-    const cJSON *chunk = cJSON_GetObjectItemCaseSensitive(j, "chunk");
-    const cJSON *window = cJSON_GetObjectItemCaseSensitive(j, "window");
-    if (cJSON_IsNumber(proto) && cJSON_IsNumber(chunk) && cJSON_IsNumber(window) &&
-        proto->valuedouble >= 2 && proto->valuedouble < 1000 && chunk->valuedouble >= 256 &&
-        window->valuedouble >= 2) {
-        caps->proto = (int)proto->valuedouble;
-        caps->chunk =
-            chunk->valuedouble > MQB_CHUNK_MAX ? MQB_CHUNK_MAX : (size_t)chunk->valuedouble;
-        caps->window = window->valuedouble > 1024 ? 1024 : (unsigned)window->valuedouble;
-    }
-    cJSON_Delete(j);
-}
-
 // Asks caps, waiting at most timeout_s (< 0: the session's silence timeout).
 static int ask_caps(struct session *s, double timeout_s) {
     memset(&s->caps, 0, sizeof(s->caps));
@@ -566,7 +539,7 @@ static int ask_caps(struct session *s, double timeout_s) {
     }
     // An original board answers "Command 'caps' not supported" on reply/err.
     if (!r.is_err) {
-        parse_caps(&r, &s->caps);
+        parse_caps(r.data, r.len, &s->caps);
     }
     // --chunk caps the chunk size the board offers (slow links, benchmarks).
     if (s->o->chunk > 0 && s->caps.chunk > (size_t)s->o->chunk) {

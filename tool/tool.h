@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "mqb/wire.h"
+#include "parse.h"
 
 // Exit codes (documented in README and `mqboard help`).
 enum exit_code {
@@ -62,13 +63,6 @@ struct reply {
 };
 
 struct msg_node;
-
-// What a board running our agent says it can do (caps); proto 0 for an original board.
-struct board_caps {
-    int proto;
-    size_t chunk;
-    unsigned window;
-};
 
 struct session {
     const struct tool_opts *o;

@@ -131,6 +131,23 @@ static void test_ota_life_cycle(void **state) {
     assert_false(changed);
 }
 
+// A new image may not overwrite the only known-good image: not while the running one is
+// pending, and always once it is valid (or when a verified one waits for its boot).
+static void test_ota_may_write(void **state) {
+    (void)state;
+    struct mqb_boot_state s = {.seq = 1, .slot = 0, .state = MQB_OTA_VALID, .prev = 0};
+    assert_true(mqb_ota_may_write(&s, 0));
+    mqb_ota_activate(&s, 1);
+    assert_true(mqb_ota_may_write(&s, 0)); // NEW in slot 1, still running slot 0
+    bool changed;
+    assert_int_equal(mqb_ota_boot(&s, &changed), 1);
+    assert_false(mqb_ota_may_write(&s, 1)); // PENDING: slot 0 is the rollback
+    assert_true(mqb_ota_mark_valid(&s));
+    assert_true(mqb_ota_may_write(&s, 1));
+    struct mqb_boot_state aborted = {.seq = 3, .slot = 0, .state = MQB_OTA_ABORTED, .prev = 1};
+    assert_true(mqb_ota_may_write(&aborted, 0)); // rolled back: slot 1 is free to rewrite
+}
+
 static void test_wdt_feeding_and_expiry(void **state) {
     (void)state;
     struct mqb_wdt w;
@@ -198,6 +215,7 @@ int run_boot_tests(void) {
         cmocka_unit_test(test_otadata_select),
         cmocka_unit_test(test_torn_write),
         cmocka_unit_test(test_ota_life_cycle),
+        cmocka_unit_test(test_ota_may_write),
         cmocka_unit_test(test_wdt_feeding_and_expiry),
         cmocka_unit_test(test_wdt_allok_needs_continuous_feeding),
         cmocka_unit_test(test_wdt_single_feed_is_not_enough),

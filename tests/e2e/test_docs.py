@@ -1,0 +1,117 @@
+"""Every example in the README and in the man page, run as written against a real board."""
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, Board, Broker
+from test_recovery import newer_build
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_tour():
+    text = (REPO / "README.md").read_text()
+    block = text.split("## A tour of mqboard", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [l for l in block.splitlines() if l.startswith("mqboard")]
+
+
+def man_examples():
+    text = (REPO / "dist/mqboard.1").read_text()
+    block = text.split(".SH EXAMPLES", 1)[1].split(".nf", 1)[1].split(".fi", 1)[0]
+    return [l for l in block.strip().splitlines() if l.startswith("mqboard")]
+
+
+def expected(line):
+    """The output a README line promises in its comment, when it shows one."""
+    m = re.search(r"#\s*(\d+|mqrepld)\s*$", line)
+    return m.group(1) if m else None
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("docs")
+    broker = Broker(tmp)
+    board_dir = tmp / "board"
+    board_dir.mkdir()
+    b = Board(broker, board_dir, "--wdt-timeout", "2", "--allok", "60",
+              "--slots", str(board_dir / "slots"))
+    b.prefix_real = b.prefix
+    work = tmp / "work"
+    (work / "lib").mkdir(parents=True)
+    (work / "lib/mylib.py").write_text("X = 1\n")
+    (work / "app").mkdir()
+    (work / "app/main.py").write_text("print('app')\n")
+    (work / "main.py").write_text("print('main')\n")
+    (work / "script.py").write_text("for i in range(3): print('line', i)\n")
+    (work / "job.py").write_text("import time\nfor i in range(3):\n  print(i)\n  time.sleep(0.1)\n")
+    (work / "board.spec").write_text("/lib:\n  lib: mylib.py\n")
+    (work / "build").mkdir()
+    image = newer_build(tmp)
+    (work / "firmware.bin").write_bytes(image.read_bytes())
+    (work / "build/firmware.bin").write_bytes(image.read_bytes())
+    cfg = tmp / "config/mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"port = {broker.port}\n[kitchen]\nprefix = {b.prefix}\n")
+    env = dict(os.environ, MQBOARD_PORT=str(broker.port), MQBOARD_PREFIX=b.prefix,
+               XDG_CONFIG_HOME=str(tmp / "config"), PATH=f"{BIN}:{os.environ['PATH']}")
+    yield b, work, env
+    b.stop()
+    broker.stop()
+
+
+def run(line, work, env, prefix):
+    # The man page's examples name the board esp32/kitchen: that is this board.
+    line = line.replace("esp32/kitchen", prefix)
+    return subprocess.run(["bash", "-o", "pipefail", "-ec", line], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_readme_tour(docs):
+    b, work, env = docs
+    lines = readme_tour()
+    assert len(lines) > 20
+    for line in lines:
+        if line.startswith("mqboard view"):
+            # It waits for the next log line: make one.
+            p = subprocess.Popen(["bash", "-c", line], cwd=work, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            b.mqb("exec", "log.warning('hello from the docs')")
+            out, err = p.communicate(timeout=20)
+            assert p.returncode == 0 and "hello from the docs" in out, (line, err)
+            continue
+        r = run(line, work, env, b.prefix)
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+        want = expected(line)
+        if want is not None:
+            assert r.stdout.strip() == want, (line, r.stdout)
+
+
+def test_man_page_examples(docs):
+    b, work, env = docs
+    lines = man_examples()
+    assert len(lines) >= 4
+    for line in lines:
+        r = run(line, work, env, b.prefix)
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+
+
+def test_readme_plain_mqtt_example(docs):
+    b, work, env = docs
+    text = (REPO / "README.md").read_text()
+    block = text.split("### Plain MQTT, no tool at all", 1)[1].split("```sh", 1)[1]
+    block = block.split("```", 1)[0].strip().splitlines()
+    sub_line, pub_line, want = block[0], block[1], block[2]
+    port = env["MQBOARD_PORT"]
+    fix = lambda l: l.replace("-p 1883", f"-p {port}").replace("demo/board", b.prefix)
+    sub = subprocess.Popen(["bash", "-c", fix(sub_line).rstrip("& ") + " -C 1"],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    subprocess.run(["bash", "-c", fix(pub_line)], check=True)
+    out, _ = sub.communicate(timeout=20)
+    assert out.strip() == want
