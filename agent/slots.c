@@ -102,6 +102,12 @@ static int record_write(struct slots *s) {
 int slots_open(struct slots *s, const char *dir, int running) {
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     s->running = running;
+    if (running >= 0) { // an image half received when the agent died: nothing partial stays
+        char path[4200];
+        slot_path(s, path, sizeof(path), 1 - running);
+        strcat(path, ".new");
+        unlink(path);
+    }
     return record_read(s);
 }
 

@@ -163,6 +163,13 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
     progress_end(&pg);
     EVP_MD_CTX_free(md);
     free(buf);
+    if (code != EXIT_OK && sent > 0 && sent < total && code != EXIT_CONN) {
+        // Abandoned half way (Ctrl-C, a signal, a local error): a message with a seq gap
+        // makes the board fail the stream now, and remove its temporary file, rather than
+        // after a minute of silence. The original board fails a gap the same way.
+        session_send(s, tail, (uint16_t)((sent + 1) & MQB_SEQ_MASK), true, NULL, 0);
+        session_flush(s);
+    }
     session_end(s);
     return code;
 }

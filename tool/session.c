@@ -49,6 +49,7 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
 static void take_status(struct session *s, const char *payload, size_t len) {
     struct board_status st;
     parse_status((const uint8_t *)payload, len, &st);
+    s->went_offline |= s->online == 1 && st.online == 0;
     s->online = st.online;
     s->status_since = st.since;
     snprintf(s->boot_id, sizeof(s->boot_id), "%s", st.boot_id);
@@ -230,6 +231,7 @@ int session_begin(struct session *s, const char *cmd) {
         }
     }
     new_id(s->id, sizeof(s->id));
+    s->went_offline = false;
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
     s->ping_id[0] = '\0';
     s->pong = false;
@@ -399,6 +401,12 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     // Non-blocking poll first, so that a sender sees replies between its messages.
     mosquitto_loop(s->mosq, 0, 1);
     while ((n = next_reply(s, &t)) == NULL) {
+        if (s->went_offline && timeout_s != 0) { // its last will: the agent died
+            s->went_offline = false;
+            fprintf(s->err, "mqboard: board '%s' went offline while mqboard waited for it\n",
+                    s->o->prefix);
+            return EXIT_TIMEOUT;
+        }
         if (s->busy_now && s->o->nonblock) {
             s->busy_now = false;
             return RECV_BUSY;

@@ -83,6 +83,7 @@ struct session {
     double status_since; // boot_time of the status (0: unknown)
     char boot_id[40];
     bool present;        // the board answered or said it is online in this run
+    bool went_offline;   // its status turned offline during the current command
     void *busy;          // cJSON of the last busy notice (owned), for --json
     double interrupt_at; // monotonic time at which recv reports RECV_INTERRUPT (0: never)
     char cmd[MQB_CMD_MAX + 1];

@@ -245,3 +245,15 @@ def test_timeout_run_is_kept_even_in_c_code(board):
     assert time.monotonic() - t0 < 15
     board.mqb("reset")
     assert board.out("eval", "6") == "6\n"
+
+
+def test_a_board_that_dies_mid_command_is_known_at_once(board):
+    p = subprocess.Popen(board.mqb_args("exec", "import time\ntime.sleep(30)"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: running(board), 10)
+    t0 = time.monotonic()
+    board.stop(signal.SIGKILL)  # the broker publishes its last will: offline
+    _, err = p.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.0
+    assert p.returncode == 3 and "went offline" in err
+    board.start()

@@ -1,0 +1,396 @@
+# The board side of mqboard on MicroPython: the MQTT connection (umqtt.simple), the mqb
+# engine (C, the project's core/) for every command, evals in __main__ with output streamed
+# while they run, the retained status with its last will, logging to PREFIX/log, the
+# watchdog fed only through the broker, and the safe-mode switch in RTC memory.
+# Start it from the board's main.py:  import mqb_agent; mqb_agent.start()
+import sys
+import time
+
+import mqb
+import mqb_platform as plat
+import mqb_settings as cfg
+from umqtt.simple import MQTTClient
+
+try:
+    import ujson as json
+except ImportError:
+    import json
+try:
+    import os
+except ImportError:
+    import uos as os
+
+VERSION = "0.1.0"
+AGENT = "mqboard-mp " + VERSION
+INBOX_MAX = 16  # messages received while publishing, waiting for the engine
+CAUSES = {1: "power-on", 2: "hard", 3: "watchdog", 5: "soft"}
+
+
+def _setting(name):
+    v = plat._env("MQB_" + name)
+    d = getattr(cfg, name)
+    if v is None:
+        return d
+    return int(v) if isinstance(d, int) and not isinstance(d, bool) else v
+
+
+def _hex(n):
+    return "".join("%02x" % b for b in os.urandom(n))
+
+
+def _ticks():
+    return time.ticks_ms()
+
+
+class Output:
+    """Captures an eval's output and sends it while the code runs: seq-numbered messages of
+    up to CHUNK bytes, the last with the last flag (a single 0xFFFF message when it all fits).
+    While code runs, it looks at the inbox: an interrupt naming this eval raises
+    KeyboardInterrupt, a 'running' query is answered."""
+
+    def __init__(self, agent, eid):
+        self.a, self.id, self.buf, self.seq, self.calls = agent, eid, bytearray(), 0, 0
+
+    def write(self, s):
+        self.buf.extend(s.encode() if isinstance(s, str) else s)
+        while len(self.buf) >= mqb.CHUNK:
+            self._send(self.buf[: mqb.CHUNK], False)
+            self.buf = self.buf[mqb.CHUNK:]
+        self.calls += 1
+        if self.calls % 8 == 0:
+            self.a.poll_while_busy(self.id)
+        return len(s)
+
+    def print(self, *args, sep=" ", end="\n", file=None):
+        if file is not None:
+            file.write(sep.join(str(a) for a in args) + end)
+        else:
+            self.write(sep.join(str(a) for a in args) + end)
+
+    def _send(self, data, last):
+        hdr = (0x8000 if last else 0) | (self.seq & 0x7FFF)
+        self.a.publish(self.a.base + "reply/out/" + self.id, bytes((hdr >> 8, hdr & 255)) + data)
+        self.seq += 1
+
+    def finish(self, error):
+        if error is None and self.seq == 0 and len(self.buf) <= mqb.CHUNK:
+            self.a.publish(self.a.base + "reply/out/" + self.id, b"\xff\xff" + self.buf)
+            return
+        if error is None or self.buf:
+            self._send(self.buf, error is None)
+        if error is not None:
+            self.a.publish(self.a.base + "reply/err/" + self.id, error.encode())
+
+
+class Log:
+    """The original board's `log`: lines 'L message' on PREFIX/log."""
+
+    def __init__(self, agent):
+        self.a = agent
+
+    def _line(self, letter, msg, *args):
+        try:
+            self.a.publish(self.a.prefix + "/log", "%s %s" % (letter, msg % args if args else msg),
+                           qos=0)
+        except Exception:
+            pass
+
+    def debug(self, m, *a):
+        self._line("D", m, *a)
+
+    def info(self, m, *a):
+        self._line("I", m, *a)
+
+    def warning(self, m, *a):
+        self._line("W", m, *a)
+
+    def error(self, m, *a):
+        self._line("E", m, *a)
+
+    def critical(self, m, *a):
+        self._line("C", m, *a)
+
+    def exc(self, e, m, *a):
+        self._line("E", m + ": " + repr(e), *a)
+
+
+class Watchdog:
+    """The `watchdog` the original board's programs use: reset(mode)."""
+
+    def __init__(self, agent):
+        self.a = agent
+
+    def feed(self):
+        self.a.fed()
+
+    def reset(self, mode="n"):
+        mode = {True: "n", False: "f"}.get(mode, mode)
+        self.a.reset_after = (mode, self.a.current)
+
+
+class Agent:
+    def __init__(self):
+        self.prefix = _setting("PREFIX")
+        self.base = self.prefix + "/mqb/"
+        self.inbox = []
+        self.current = None  # the id of the eval that runs
+        self.reset_after = None  # (mode, eval id): reset once that eval's reply is out
+        self.timeout = _setting("WDT_TIMEOUT")
+        self.allok = _setting("ALLOK")
+        mem = plat.rtc_read()
+        self.safe = self.timeout > 0 and mqb.boot_mode(mem)
+        if self.timeout > 0:  # the next boot is normal only if this one earns it
+            plat.rtc_write(mqb.rtc_word(False) + mem[4:])
+        self.cause = plat.reset_cause()
+        self.boot_id = _hex(8)
+        self.feed_topic = self.base + "cmd/eval/F%s/" % _hex(8)
+        self.last_feed = self.streak = _ticks()
+        self.sent_feed = 0
+        self.allok_done = False
+        self.hw = plat.hw_watchdog(self.timeout)
+        self.engine = mqb.Engine(self.prefix, AGENT, plat.Platform(plat.ota_target()))
+        self.log = Log(self)
+
+    # ---- MQTT ----
+
+    def status(self, online):
+        return json.dumps({"status": "online" if online else "offline", "agent": AGENT,
+                           "mode": "safe" if self.safe else "normal",
+                           "boot_time": time.time(), "boot_id": self.boot_id,
+                           "reset_cause": CAUSES.get(self.cause, "unknown")})
+
+    def connect(self):
+        c = MQTTClient("mqb-" + self.boot_id, _setting("SERVER"), _setting("PORT"),
+                       _setting("USER"), _setting("PASSWORD"), keepalive=30)
+        c.set_callback(self.on_message)
+        c.set_last_will(self.base + "status", self.status(False), retain=True, qos=1)
+        c.connect()
+        try:  # umqtt writes a publish in pieces: without Nagle they leave at once
+            import socket
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except Exception:
+            pass
+        self.client = c
+        c.subscribe(self.base + "cmd/#", qos=1)
+        c.publish(self.base + "status", self.status(True), retain=True, qos=1)
+
+    def on_message(self, topic, msg):
+        if len(self.inbox) >= INBOX_MAX:
+            return  # beyond the bound: a lost message fails its transfer, never the board
+        self.inbox.append((topic.decode(), msg))
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        self.client.publish(topic, payload, retain, qos)
+
+    def flush(self):
+        while True:
+            m = self.engine.take()
+            if m is None:
+                return
+            self.publish(m[0], m[1])
+
+    # ---- commands ----
+
+    def handle(self, topic, payload):
+        if topic == self.feed_topic:
+            self.fed()
+            return
+        self.engine.input(topic, payload)
+        self.flush()
+        while True:
+            ev = self.engine.event()
+            if ev is None:
+                break
+            if ev[0] == "eval":
+                self.run_eval(ev[1], bytes(ev[2]).decode())
+            else:
+                self.control(*ev)
+            self.flush()
+
+    def reply(self, eid, text, err=False):
+        self.publish(self.base + ("reply/err/" if err else "reply/out/") + eid,
+                     text.encode() if err else b"\xff\xff" + text.encode())
+
+    def control(self, cmd, eid, tail, data):
+        if cmd == "interrupt":
+            self.reply(eid, "no eval running")
+        elif cmd == "running":
+            self.reply(eid, "1" if tail == self.current else "0")
+        elif cmd == "reset":
+            mode = bytes(data).decode() or "n"
+            if mode not in ("n", "f", "s", "h"):
+                self.reply(eid, "reset: the mode is one of n, f, s, h", err=True)
+                return
+            self.reply(eid, "OK")
+            self.reset(mode, True)
+
+    def poll_while_busy(self, eid):
+        """Called from an eval's output: answers control messages that arrived meanwhile."""
+        try:
+            self.client.check_msg()
+        except OSError:
+            pass
+        keep = []
+        for topic, payload in self.inbox:
+            parts = topic[len(self.base):].split("/")
+            if parts[0] == "cmd" and parts[1] in ("interrupt", "running") and len(parts) > 2:
+                tail = "/".join(parts[3:])
+                if parts[1] == "running":
+                    self.reply(parts[2], "1" if tail == eid else "0")
+                elif tail in ("", eid):
+                    self.reply(parts[2], "OK")
+                    self.inbox = keep + self.inbox[len(keep) + 1:]
+                    raise KeyboardInterrupt
+                continue
+            if topic == self.feed_topic:
+                self.fed()
+                continue
+            keep.append((topic, payload))
+        self.inbox = keep
+
+    def run_eval(self, eid, src):
+        import __main__
+        g = __main__.__dict__
+        out = Output(self, eid)
+        self.current = eid
+        saved = g.get("print")
+        g["print"] = out.print
+        error = None
+        try:
+            try:
+                code, expr = compile(src, "<stdin>", "eval"), True
+            except SyntaxError:
+                code, expr = compile(src, "<stdin>", "exec"), False
+            r = eval(code, g) if expr else exec(code, g)
+            if expr and r is not None:
+                out.write(repr(r))
+        except BaseException as e:  # KeyboardInterrupt and SystemExit too: the board stays
+            import io
+            s = io.StringIO()
+            sys.print_exception(e, s)
+            error = s.getvalue()
+        finally:
+            if saved is None:
+                g.pop("print", None)
+            else:
+                g["print"] = saved
+            self.current = None
+        out.finish(error)
+        if self.reset_after is not None and self.reset_after[1] == eid:
+            self.reset(self.reset_after[0], True)
+
+    # ---- watchdog, safe mode, resets ----
+
+    def fed(self):
+        now = _ticks()
+        if time.ticks_diff(now, self.last_feed) > self.timeout * 500:
+            self.streak = now  # a gap: continuous feeding starts again
+        self.last_feed = now
+        if self.hw is not None:
+            self.hw.feed()
+        if not self.allok_done and time.ticks_diff(now, self.streak) >= self.allok * 1000:
+            self.allok_done = True
+            plat.rtc_write(mqb.rtc_word(True) + plat.rtc_read()[4:])
+            ota = plat.ota_target()
+            if ota is not None:
+                ota.mark_valid()
+            if self.safe:
+                self.log.critical("controllable for %d s in safe mode: resetting", self.allok)
+                self.reset("n", True)
+
+    def watchdog_tick(self):
+        if self.timeout <= 0:
+            return
+        now = _ticks()
+        if time.ticks_diff(now, self.sent_feed) >= self.timeout * 250:
+            self.sent_feed = now
+            try:
+                self.publish(self.feed_topic, b"\x80\x00watchdog.feed()")
+            except OSError:
+                pass
+        if time.ticks_diff(now, self.last_feed) > self.timeout * 1000:
+            plat.rtc_write(mqb.rtc_word(False) + plat.rtc_read()[4:])
+            plat.reset("wdt")
+
+    def reset(self, mode, via_broker):
+        # Asked through the broker: the next boot is normal unless safe mode was asked.
+        if via_broker or mode in ("n", "f"):
+            plat.rtc_write(mqb.rtc_word(mode != "f") + plat.rtc_read()[4:])
+        try:
+            self.publish(self.base + "status", self.status(False), retain=True)
+            self.client.disconnect()
+        except OSError:
+            pass
+        plat.reset("soft" if mode == "s" else "hard")
+
+    # ---- the loop ----
+
+    def run_app(self):
+        """The application: /app.py (normal mode) or /safemode/app.py, imported once; its
+        poll(), if it has one, is called on every turn of the loop."""
+        name = "/safemode/app.py" if self.safe else "/app.py"
+        try:
+            os.stat(name)
+        except OSError:
+            return None
+        try:
+            import __main__
+            g = __main__.__dict__
+            with open(name) as f:
+                exec(f.read(), g)
+            return g.get("poll")
+        except Exception as e:
+            self.log.critical("application stopped: %r", e)
+            return None
+
+    def loop(self):
+        poll = self.run_app()
+        while True:
+            try:
+                self.client.check_msg()
+            except OSError:
+                self.reconnect()
+            while self.inbox:
+                self.handle(*self.inbox.pop(0))
+            while self.engine.pump():
+                self.flush()
+            self.flush()
+            self.watchdog_tick()
+            if poll is not None:
+                try:
+                    poll()
+                except Exception as e:
+                    self.log.error("app poll: %r", e)
+                    poll = None
+            if not self.inbox:
+                time.sleep_ms(2)
+
+    def reconnect(self):
+        delay = 250
+        while True:
+            try:
+                self.connect()
+                return
+            except OSError:
+                self.watchdog_tick()
+                time.sleep_ms(delay)
+                delay = min(delay * 2, 8000)
+
+
+def start():
+    wifi = _setting("WIFI")
+    if wifi:
+        import network
+        w = network.WLAN(network.STA_IF)
+        w.active(True)
+        w.connect(*wifi)
+        while not w.isconnected():
+            time.sleep_ms(100)
+    a = Agent()
+    import __main__
+    __main__.log = a.log
+    __main__.watchdog = Watchdog(a)
+    sys.modules["watchdog"] = __main__.watchdog
+    a.reconnect()
+    a.log.info("%s up (%s mode)", AGENT, "safe" if a.safe else "normal")
+    a.loop()

@@ -1,0 +1,230 @@
+# The board-specific parts behind small objects, picked per port: files (atomic puts through a
+# temporary file and rename on the board's VFS), SHA-256, the OTA partition, RTC memory (the
+# safe-mode switch), the hardware watchdog, and resets. The mqb engine calls the first three.
+import os
+import sys
+
+try:
+    import hashlib
+except ImportError:
+    import uhashlib as hashlib
+try:
+    import io
+    IOBase = io.IOBase
+except (ImportError, AttributeError):
+    IOBase = object
+
+UNIX = sys.platform not in ("esp32", "rp2")
+# On the unix port (mqb_unix.py) the board's filesystem is mounted at "/" and the host's at
+# HOST, where the emulated RTC memory and OTA partitions live.
+HOST = "/host"
+
+
+def _env(name, default=None):
+    getenv = getattr(os, "getenv", None)
+    v = getenv(name) if getenv else None
+    return v if v else default
+
+
+class Files:
+    """What the engine needs of the filesystem. A put writes <dir>/.mqbput<n>.tmp and renames
+    it over the target only on commit, so a failed put never damages the old file."""
+
+    def __init__(self):
+        self.tmp = {}
+        self.n = 0
+
+    def open_read(self, path):
+        st = os.stat(path)
+        if st[0] & 0x4000:
+            raise OSError(21)  # EISDIR
+        return open(path, "rb"), st[6]
+
+    def open_write(self, path):
+        if path in ("", "/") or path.endswith("/"):
+            raise OSError(21)
+        try:
+            if os.stat(path)[0] & 0x4000:
+                raise OSError(21)
+        except OSError as e:
+            if e.args[0] != 2:
+                raise
+        d = path.rsplit("/", 1)[0] if "/" in path else ""
+        self._makedirs(d)
+        self.n += 1
+        tmp = "%s/.mqbput%d.tmp" % (d, self.n) if d else ".mqbput%d.tmp" % self.n
+        f = open(tmp, "wb")
+        self.tmp[id(f)] = (tmp, path)
+        return f
+
+    def _makedirs(self, d):
+        p = ""
+        for part in d.split("/"):
+            if not part:
+                p = "/" if not p else p
+                continue
+            p = p + part if p.endswith("/") or not p else p + "/" + part
+            try:
+                os.mkdir(p)
+            except OSError as e:
+                if e.args[0] != 17:
+                    raise
+
+    def close(self, f, commit):
+        tmp, target = self.tmp.pop(id(f), (None, None))
+        f.close()
+        if tmp is None:
+            return
+        if not commit:
+            os.remove(tmp)
+            return
+        try:
+            os.remove(target)  # FAT cannot rename over a file
+        except OSError:
+            pass
+        os.rename(tmp, target)
+
+    def sha256(self):
+        return hashlib.sha256()
+
+
+class UnixOta:
+    """An emulated A/B flash: slot0/slot1 files and a 'boot' file naming the slot to boot,
+    in a host directory (MQB_OTA_DIR)."""
+
+    def __init__(self, root):
+        self.root = HOST + root
+
+    def _running(self):
+        try:
+            with open(self.root + "/running") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
+    def open(self):
+        self.slot = 1 - self._running()
+        return open("%s/slot%d.new" % (self.root, self.slot), "wb")
+
+    def close(self, f, commit):
+        f.close()
+        new = "%s/slot%d.new" % (self.root, self.slot)
+        if not commit:
+            os.remove(new)
+            return
+        os.rename(new, "%s/slot%d" % (self.root, self.slot))
+        with open(self.root + "/boot", "w") as b:
+            b.write("%d new" % self.slot)
+
+    def mark_valid(self):
+        pass
+
+
+class Esp32Ota:
+    """The next OTA partition of an ESP32 (esp32.Partition), written in 4096-byte blocks;
+    set_boot() on commit; mark_app_valid_cancel_rollback() once the image proved itself."""
+
+    def open(self):
+        import esp32
+        self.part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+        return _BlockWriter(self.part)
+
+    def close(self, w, commit):
+        w.flush()
+        if commit:
+            self.part.set_boot()
+
+    def mark_valid(self):
+        import esp32
+        esp32.Partition.mark_app_valid_cancel_rollback()
+
+
+class _BlockWriter(IOBase):
+    def __init__(self, part):
+        self.part, self.buf, self.block = part, bytearray(), 0
+
+    def write(self, data):
+        self.buf.extend(data)
+        while len(self.buf) >= 4096:
+            self.part.writeblocks(self.block, self.buf[:4096])
+            self.buf = self.buf[4096:]
+            self.block += 1
+        return len(data)
+
+    def flush(self):
+        if self.buf:
+            self.part.writeblocks(self.block, self.buf + b"\xff" * (4096 - len(self.buf)))
+            self.buf = bytearray()
+
+
+class Platform(Files):
+    """The object handed to mqb.Engine: files, SHA-256 and the OTA partition."""
+
+    def __init__(self, ota):
+        super().__init__()
+        self.ota = ota
+
+    def ota_open(self):
+        if self.ota is None:
+            raise OSError(95)  # not supported without an OTA target
+        return self.ota.open()
+
+    def ota_close(self, f, commit):
+        self.ota.close(f, commit)
+
+
+def rtc_read():
+    if UNIX:
+        try:
+            with open(HOST + _env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+    import machine
+    return machine.RTC().memory()
+
+
+def rtc_write(data):
+    if UNIX:
+        with open(HOST + _env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "wb") as f:
+            f.write(data)
+        return
+    import machine
+    machine.RTC().memory(data)
+
+
+def ota_target():
+    if UNIX:
+        d = _env("MQB_OTA_DIR")
+        return UnixOta(d) if d else None
+    if sys.platform == "esp32":
+        return Esp32Ota()
+    return None
+
+
+def hw_watchdog(timeout_s):
+    """A hardware watchdog fed only when the loop-back feed arrives (None on unix)."""
+    if UNIX or not timeout_s:
+        return None
+    import machine
+    return machine.WDT(timeout=int(timeout_s * 1500))
+
+
+# Reset causes as machine.reset_cause() numbers them.
+PWRON, HARD, WDT, SOFT = 1, 2, 3, 5
+
+
+def reset_cause():
+    if UNIX:
+        return int(_env("MQB_RESET_CAUSE", "1"))
+    import machine
+    return machine.reset_cause()
+
+
+def reset(kind):
+    """kind: 'hard', 'soft' or 'wdt'. On unix the process exits and its launcher restarts it
+    (77 hard, 79 soft, 78 watchdog, as mqrepld's launcher)."""
+    if UNIX:
+        sys.exit({"hard": 77, "soft": 79, "wdt": 78}[kind])
+    import machine
+    machine.soft_reset() if kind == "soft" else machine.reset()

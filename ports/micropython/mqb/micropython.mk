@@ -1,0 +1,11 @@
+# The mqb module for make-based MicroPython ports (unix, ...):
+#   make -C ports/unix USER_C_MODULES=/path/to/mqboard/ports/micropython
+# It compiles the project's core/ unchanged, with limits set for a microcontroller.
+MQB_MOD_DIR := $(USERMOD_DIR)
+MQB_ROOT := $(MQB_MOD_DIR)/../../..
+
+SRC_USERMOD_C += $(MQB_MOD_DIR)/modmqb.c
+SRC_USERMOD_LIB_C += $(addprefix $(MQB_ROOT)/core/,err.c strbuf.c wire.c engine.c wdt.c boot.c)
+
+CFLAGS_USERMOD += -I$(MQB_ROOT)/include -DMQB_CHUNK_MAX=4096 -DMQB_MAX_XFERS=2 \
+	-DMQB_PATH_MAX=128 -DMQB_WINDOW=4

@@ -1,0 +1,517 @@
+// mqb: the project's core engine as a MicroPython module. The board package (board/) owns the
+// MQTT client and hands every command message to Engine.input(); what the engine publishes is
+// queued here (bounded) and taken with Engine.take(), outside the engine, so that a client that
+// delivers messages while it publishes (umqtt.simple) never re-enters it. Files, hashes and
+// the OTA partition are reached through a Python platform object (board/mqb_platform.py), so
+// the board-specific parts stay small Python objects; evals and control commands are queued
+// for Python as events (an eval never runs inside the engine). Every call into Python is
+// wrapped in nlr_push: an exception becomes an error code and never unwinds through the core.
+#include <string.h>
+
+#include "py/mphal.h"
+#include "py/objstr.h"
+#include "py/runtime.h"
+#include "py/stream.h"
+
+#include "mqb/boot.h"
+#include "mqb/engine.h"
+
+// Messages the engine may have queued for the client at once; streams wait while it is full.
+#define OUT_MAX 4
+// Evals and control commands waiting for Python.
+#define EVENTS_MAX 4
+// The largest eval source collected from several messages.
+#define EVAL_MAX (32 * 1024)
+// File handles: MQB_MAX_XFERS transfers, plus the OTA image.
+#define FILES_MAX (MQB_MAX_XFERS + 1)
+
+typedef struct {
+    mp_obj_base_t base;
+    struct mqb_engine engine;
+    char prefix[MQB_PREFIX_MAX + 1];
+    char agent[48];
+    mp_obj_t plat;
+    mp_obj_t files[FILES_MAX];
+    mp_obj_t hashes[MQB_MAX_XFERS];
+    mp_obj_t out[OUT_MAX]; // (topic, payload) tuples, oldest first
+    size_t out_n;
+    mp_obj_t events[EVENTS_MAX]; // ("eval", id, src) or (cmd, id, tail, data)
+    size_t events_n;
+    char eval_id[MQB_ID_MAX + 1];
+    mp_obj_t eval_buf; // bytearray of the eval being collected, or None
+    uint32_t ticks_last;
+    uint64_t ticks_high;
+} mqb_obj_t;
+
+// ---- calls into Python that never unwind through the engine ----
+
+// The mqb error for a Python exception: OSError errnos map as on POSIX, anything else is I/O.
+static enum mqb_err err_of(mp_obj_t exc) {
+    if (!mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)),
+                                 MP_OBJ_FROM_PTR(&mp_type_OSError))) {
+        return MQB_ERR_IO;
+    }
+    mp_obj_t v = mp_obj_exception_get_value(exc);
+    mp_int_t e = mp_obj_is_small_int(v) ? MP_OBJ_SMALL_INT_VALUE(v) : 0;
+    switch (e) {
+    case MP_ENOENT: return MQB_ERR_NOENT;
+    case MP_EISDIR: return MQB_ERR_ISDIR;
+    case MP_ENOTDIR: return MQB_ERR_NOTDIR;
+    case MP_EACCES:
+    case MP_EPERM: return MQB_ERR_ACCESS;
+    case MP_ENOSPC: return MQB_ERR_NOSPC;
+    case MP_EEXIST: return MQB_ERR_ACCESS;
+    default: return MQB_ERR_IO;
+    }
+}
+
+// Calls obj.name(*args) (n args); *ret gets the result. Returns MQB_OK or the error.
+static enum mqb_err call(mp_obj_t obj, qstr name, size_t n, const mp_obj_t *args, mp_obj_t *ret) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t m[2 + 4];
+        mp_load_method(obj, name, m);
+        for (size_t i = 0; i < n; i++) {
+            m[2 + i] = args[i];
+        }
+        mp_obj_t r = mp_call_method_n_kw(n, 0, m);
+        if (ret != NULL) {
+            *ret = r;
+        }
+        nlr_pop();
+        return MQB_OK;
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+// Runs fn(self, arg) under nlr (allocation may raise MemoryError).
+static enum mqb_err guarded(void (*fn)(mqb_obj_t *, const void *), mqb_obj_t *self,
+                            const void *arg) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        fn(self, arg);
+        nlr_pop();
+        return MQB_OK;
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+// ---- the engine's platform hooks ----
+
+struct pub {
+    const char *topic;
+    const uint8_t *payload;
+    size_t len;
+};
+
+static void queue_pub(mqb_obj_t *self, const void *arg) {
+    const struct pub *p = arg;
+    mp_obj_t t[2] = {mp_obj_new_str(p->topic, strlen(p->topic)),
+                     mp_obj_new_bytes(p->payload, p->len)};
+    self->out[self->out_n++] = mp_obj_new_tuple(2, t);
+}
+
+static enum mqb_err p_publish(void *ctx, const char *topic, const uint8_t *payload, size_t len) {
+    mqb_obj_t *self = ctx;
+    if (self->out_n >= OUT_MAX) {
+        return MQB_ERR_BUSY; // out_room said no: only a reply beyond the bound gets here
+    }
+    struct pub p = {topic, payload, len};
+    return guarded(queue_pub, self, &p);
+}
+
+static size_t p_out_room(void *ctx) {
+    mqb_obj_t *self = ctx;
+    return OUT_MAX - self->out_n;
+}
+
+static int free_file(mqb_obj_t *self) {
+    for (int i = 0; i < FILES_MAX; i++) {
+        if (self->files[i] == MP_OBJ_NULL) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static enum mqb_err p_open_read(void *ctx, const char *path, int *fh, uint64_t *size) {
+    mqb_obj_t *self = ctx;
+    int i = free_file(self);
+    if (i < 0) {
+        return MQB_ERR_BUSY;
+    }
+    mp_obj_t arg = mp_obj_new_str(path, strlen(path)), r;
+    enum mqb_err err = call(self->plat, MP_QSTR_open_read, 1, &arg, &r);
+    if (err == MQB_OK) {
+        mp_obj_t *items;
+        mp_obj_get_array_fixed_n(r, 2, &items);
+        self->files[i] = items[0];
+        *size = (uint64_t)mp_obj_get_int(items[1]);
+        *fh = i;
+    }
+    return err;
+}
+
+static enum mqb_err p_open_write(void *ctx, const char *path, int *fh) {
+    mqb_obj_t *self = ctx;
+    int i = free_file(self);
+    if (i < 0) {
+        return MQB_ERR_BUSY;
+    }
+    mp_obj_t arg = mp_obj_new_str(path, strlen(path)), r;
+    enum mqb_err err = call(self->plat, MP_QSTR_open_write, 1, &arg, &r);
+    if (err == MQB_OK) {
+        self->files[i] = r;
+        *fh = i;
+    }
+    return err;
+}
+
+static mp_obj_t file_of(mqb_obj_t *self, int fh) {
+    return fh >= 0 && fh < FILES_MAX ? self->files[fh] : MP_OBJ_NULL;
+}
+
+// Reads or writes through the stream protocol (no Python call, no allocation).
+static enum mqb_err stream_rw(mp_obj_t f, void *buf, size_t len, size_t *done, byte flags) {
+    nlr_buf_t nlr;
+    if (f == MP_OBJ_NULL) {
+        return MQB_ERR_STATE;
+    }
+    if (nlr_push(&nlr) == 0) {
+        int errcode = 0;
+        *done = mp_stream_rw(f, buf, len, &errcode, flags);
+        nlr_pop();
+        return errcode == 0 ? MQB_OK : errcode == MP_ENOSPC ? MQB_ERR_NOSPC : MQB_ERR_IO;
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+static enum mqb_err p_read(void *ctx, int fh, uint8_t *buf, size_t cap, size_t *n) {
+    return stream_rw(file_of(ctx, fh), buf, cap, n, MP_STREAM_RW_READ);
+}
+
+static enum mqb_err p_write(void *ctx, int fh, const uint8_t *buf, size_t len) {
+    size_t done = 0;
+    enum mqb_err err = stream_rw(file_of(ctx, fh), (void *)buf, len, &done, MP_STREAM_RW_WRITE);
+    return err == MQB_OK && done != len ? MQB_ERR_NOSPC : err;
+}
+
+static enum mqb_err p_close(void *ctx, int fh, bool commit) {
+    mqb_obj_t *self = ctx;
+    mp_obj_t f = file_of(self, fh);
+    if (f == MP_OBJ_NULL) {
+        return MQB_ERR_STATE;
+    }
+    self->files[fh] = MP_OBJ_NULL;
+    mp_obj_t args[2] = {f, mp_obj_new_bool(commit)};
+    return call(self->plat, fh == MQB_MAX_XFERS ? MP_QSTR_ota_close : MP_QSTR_close, 2, args, NULL);
+}
+
+static enum mqb_err p_hash_init(void *ctx, unsigned slot) {
+    mqb_obj_t *self = ctx;
+    return call(self->plat, MP_QSTR_sha256, 0, NULL, &self->hashes[slot]);
+}
+
+static enum mqb_err p_hash_update(void *ctx, unsigned slot, const uint8_t *data, size_t len) {
+    mqb_obj_t *self = ctx;
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        // A memoryview over the engine's buffer: no copy of the chunk.
+        mp_obj_t mv = mp_obj_new_memoryview('B', len, (void *)data);
+        nlr_pop();
+        return call(self->hashes[slot], MP_QSTR_update, 1, &mv, NULL);
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+static enum mqb_err p_hash_final(void *ctx, unsigned slot, uint8_t out[MQB_SHA256_LEN]) {
+    mqb_obj_t *self = ctx;
+    mp_obj_t d;
+    enum mqb_err err = call(self->hashes[slot], MP_QSTR_digest, 0, NULL, &d);
+    self->hashes[slot] = mp_const_none;
+    if (err == MQB_OK) {
+        mp_buffer_info_t b;
+        if (!mp_get_buffer(d, &b, MP_BUFFER_READ) || b.len != MQB_SHA256_LEN) {
+            return MQB_ERR_IO;
+        }
+        memcpy(out, b.buf, MQB_SHA256_LEN);
+    }
+    return err;
+}
+
+static void push_event(mqb_obj_t *self, const void *arg) {
+    const mp_obj_t *ev = arg;
+    self->events[self->events_n++] = *ev;
+}
+
+static enum mqb_err add_event(mqb_obj_t *self, size_t n, const mp_obj_t *items) {
+    if (self->events_n >= EVENTS_MAX) {
+        return MQB_ERR_BUSY;
+    }
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t ev = mp_obj_new_tuple(n, items);
+        nlr_pop();
+        return guarded(push_event, self, &ev);
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+struct eval_part {
+    const uint8_t *src;
+    size_t len;
+};
+
+static void eval_append(mqb_obj_t *self, const void *arg) {
+    const struct eval_part *p = arg;
+    if (self->eval_buf == mp_const_none) {
+        self->eval_buf = mp_obj_new_bytearray(0, NULL);
+    }
+    mp_obj_t chunk = mp_obj_new_bytes(p->src, p->len);
+    mp_obj_t m[3];
+    mp_load_method(self->eval_buf, MP_QSTR_extend, m);
+    m[2] = chunk;
+    mp_call_method_n_kw(1, 0, m);
+}
+
+static void reply_err(mqb_obj_t *self, const char *id, const char *text) {
+    mqb_engine_reply_err(&self->engine, id, text, strlen(text));
+}
+
+static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t len, bool first,
+                           bool last) {
+    mqb_obj_t *self = ctx;
+    if (first) {
+        self->eval_buf = mp_const_none;
+        strncpy(self->eval_id, id, MQB_ID_MAX);
+    }
+    size_t have = 0;
+    if (self->eval_buf != mp_const_none) {
+        mp_buffer_info_t b;
+        mp_get_buffer_raise(self->eval_buf, &b, MP_BUFFER_READ);
+        have = b.len;
+    }
+    if (have + len > EVAL_MAX || strcmp(self->eval_id, id) != 0) {
+        self->eval_buf = mp_const_none;
+        reply_err(self, id, "eval source too big for this board (at most 32 KB)");
+        return MQB_ERR_TOOBIG;
+    }
+    struct eval_part part = {src, len};
+    enum mqb_err err = guarded(eval_append, self, &part);
+    if (err == MQB_OK && last) {
+        mp_obj_t ev[3] = {MP_OBJ_NEW_QSTR(MP_QSTR_eval), mp_obj_new_str(id, strlen(id)),
+                          self->eval_buf};
+        self->eval_buf = mp_const_none;
+        err = add_event(self, 3, ev);
+        if (err == MQB_ERR_BUSY) {
+            reply_err(self, id, "board busy: too many commands waiting");
+        }
+    }
+    return err;
+}
+
+static void p_eval_abort(void *ctx, const char *id) {
+    mqb_obj_t *self = ctx;
+    (void)id;
+    self->eval_buf = mp_const_none;
+}
+
+static enum mqb_err p_ota_open(void *ctx, int *fh) {
+    mqb_obj_t *self = ctx;
+    if (self->files[MQB_MAX_XFERS] != MP_OBJ_NULL) {
+        return MQB_ERR_BUSY;
+    }
+    enum mqb_err err = call(self->plat, MP_QSTR_ota_open, 0, NULL, &self->files[MQB_MAX_XFERS]);
+    if (err != MQB_OK) {
+        self->files[MQB_MAX_XFERS] = MP_OBJ_NULL;
+    }
+    *fh = MQB_MAX_XFERS;
+    return err;
+}
+
+static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
+    return p_close(ctx, fh, commit);
+}
+
+// interrupt, running and reset go to Python; anything else is "not supported".
+static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
+                              const uint8_t *data, size_t len) {
+    mqb_obj_t *self = ctx;
+    if (strcmp(cmd, "interrupt") != 0 && strcmp(cmd, "running") != 0 && strcmp(cmd, "reset") != 0) {
+        return MQB_ERR_UNSUPPORTED;
+    }
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t ev[4] = {mp_obj_new_str(cmd, strlen(cmd)), mp_obj_new_str(id, strlen(id)),
+                          mp_obj_new_str(tail, strlen(tail)), mp_obj_new_bytes(data, len)};
+        nlr_pop();
+        enum mqb_err err = add_event(self, 4, ev);
+        if (err == MQB_ERR_BUSY) {
+            reply_err(self, id, "board busy: too many commands waiting");
+        }
+        return err;
+    }
+    return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
+}
+
+static const struct mqb_platform platform = {
+    .publish = p_publish,
+    .out_room = p_out_room,
+    .file_open_read = p_open_read,
+    .file_open_write = p_open_write,
+    .file_read = p_read,
+    .file_write = p_write,
+    .file_close = p_close,
+    .hash_init = p_hash_init,
+    .hash_update = p_hash_update,
+    .hash_final = p_hash_final,
+    .eval = p_eval,
+    .eval_abort = p_eval_abort,
+    .ota_open = p_ota_open,
+    .ota_close = p_ota_close,
+    .command = p_command,
+};
+
+// ---- the Python type ----
+
+// A 64-bit millisecond clock from the port's 32-bit ticks (which wrap every 49.7 days).
+static uint64_t now_ms(mqb_obj_t *self) {
+    uint32_t t = (uint32_t)mp_hal_ticks_ms();
+    if (t < self->ticks_last) {
+        self->ticks_high += (uint64_t)1 << 32;
+    }
+    self->ticks_last = t;
+    return self->ticks_high | t;
+}
+
+MP_REGISTER_ROOT_POINTER(mp_obj_t mqb_engine_obj);
+
+// Engine(prefix, agent, platform)
+static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
+                                const mp_obj_t *args) {
+    mp_arg_check_num(n_args, n_kw, 3, 3, false);
+    mqb_obj_t *self = mp_obj_malloc(mqb_obj_t, type);
+    memset((char *)self + sizeof(self->base), 0, sizeof(*self) - sizeof(self->base));
+    const char *prefix = mp_obj_str_get_str(args[0]);
+    strncpy(self->agent, mp_obj_str_get_str(args[1]), sizeof(self->agent) - 1);
+    self->plat = args[2];
+    self->eval_buf = mp_const_none;
+    for (int i = 0; i < FILES_MAX; i++) {
+        self->files[i] = MP_OBJ_NULL;
+    }
+    for (int i = 0; i < MQB_MAX_XFERS; i++) {
+        self->hashes[i] = mp_const_none;
+    }
+    if (mqb_engine_init(&self->engine, &platform, self, prefix, self->agent) != MQB_OK) {
+        mp_raise_ValueError(MP_ERROR_TEXT("prefix too long"));
+    }
+    self->ticks_last = (uint32_t)mp_hal_ticks_ms();
+    MP_STATE_VM(mqb_engine_obj) = MP_OBJ_FROM_PTR(self); // keep it (and its files) for the GC
+    return MP_OBJ_FROM_PTR(self);
+}
+
+// input(topic, payload): one command message. Returns the mqb error code (0: accepted).
+static mp_obj_t engine_input(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t payload_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(payload_in, &b, MP_BUFFER_READ);
+    enum mqb_err err = mqb_engine_input(&self->engine, mp_obj_str_get_str(topic_in), b.buf, b.len,
+                                        false, now_ms(self));
+    return MP_OBJ_NEW_SMALL_INT(err);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_input_obj, engine_input);
+
+// pump(): advances outgoing streams; True when more could be sent at once.
+static mp_obj_t engine_pump(mp_obj_t self_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return mp_obj_new_bool(mqb_engine_pump(&self->engine, now_ms(self)));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_pump_obj, engine_pump);
+
+static mp_obj_t take_first(mp_obj_t *q, size_t *n) {
+    if (*n == 0) {
+        return mp_const_none;
+    }
+    mp_obj_t first = q[0];
+    memmove(q, q + 1, (*n - 1) * sizeof(mp_obj_t));
+    q[--*n] = MP_OBJ_NULL;
+    return first;
+}
+
+// take(): the next message to publish, (topic, payload), or None.
+static mp_obj_t engine_take(mp_obj_t self_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return take_first(self->out, &self->out_n);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_take_obj, engine_take);
+
+// event(): the next eval ("eval", id, source) or control command (cmd, id, tail, data).
+static mp_obj_t engine_event(mp_obj_t self_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return take_first(self->events, &self->events_n);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_event_obj, engine_event);
+
+// busy(): transfers open.
+static mp_obj_t engine_busy(mp_obj_t self_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return MP_OBJ_NEW_SMALL_INT(mqb_engine_busy(&self->engine));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_busy_obj, engine_busy);
+
+// close(): aborts every transfer (temporary files are discarded).
+static mp_obj_t engine_close(mp_obj_t self_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mqb_engine_deinit(&self->engine);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_close_obj, engine_close);
+
+static const mp_rom_map_elem_t engine_locals_table[] = {
+    {MP_ROM_QSTR(MP_QSTR_input), MP_ROM_PTR(&engine_input_obj)},
+    {MP_ROM_QSTR(MP_QSTR_pump), MP_ROM_PTR(&engine_pump_obj)},
+    {MP_ROM_QSTR(MP_QSTR_take), MP_ROM_PTR(&engine_take_obj)},
+    {MP_ROM_QSTR(MP_QSTR_event), MP_ROM_PTR(&engine_event_obj)},
+    {MP_ROM_QSTR(MP_QSTR_busy), MP_ROM_PTR(&engine_busy_obj)},
+    {MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&engine_close_obj)},
+};
+static MP_DEFINE_CONST_DICT(engine_locals, engine_locals_table);
+
+static MP_DEFINE_CONST_OBJ_TYPE(mqb_type_engine, MP_QSTR_Engine, MP_TYPE_FLAG_NONE, make_new,
+                                engine_make_new, locals_dict, &engine_locals);
+
+// boot_mode(rtc_memory) -> (safe, cleared): the safe-mode rule of the core (True: boot safe
+// mode), and the bytes to write back at once so that the next boot is normal only if this
+// one earns it (mark_normal() gives the bytes that earn it).
+static mp_obj_t mqb_boot_mode_fn(mp_obj_t mem_in) {
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(mem_in, &b, MP_BUFFER_READ);
+    bool safe = mqb_boot_mode(b.buf, b.len) == MQB_BOOT_SAFE;
+    return mp_obj_new_bool(safe);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(mqb_boot_mode_obj, mqb_boot_mode_fn);
+
+// rtc_word(normal) -> the 4 bytes of RTC memory that mean "boot normally" (True) or not.
+static mp_obj_t mqb_rtc_word(mp_obj_t normal) {
+    return mp_obj_new_bytes(mp_obj_is_true(normal) ? mqb_rtc_magic : mqb_rtc_cleared,
+                            MQB_RTC_MAGIC_LEN);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(mqb_rtc_word_obj, mqb_rtc_word);
+
+static const mp_rom_map_elem_t mqb_globals_table[] = {
+    {MP_ROM_QSTR(MP_QSTR_boot_mode), MP_ROM_PTR(&mqb_boot_mode_obj)},
+    {MP_ROM_QSTR(MP_QSTR_rtc_word), MP_ROM_PTR(&mqb_rtc_word_obj)},
+    {MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_mqb)},
+    {MP_ROM_QSTR(MP_QSTR_Engine), MP_ROM_PTR(&mqb_type_engine)},
+    {MP_ROM_QSTR(MP_QSTR_CHUNK), MP_ROM_INT(MQB_CHUNK_MAX)},
+    {MP_ROM_QSTR(MP_QSTR_WINDOW), MP_ROM_INT(MQB_WINDOW)},
+    {MP_ROM_QSTR(MP_QSTR_ENGINE_BYTES), MP_ROM_INT(sizeof(mqb_obj_t))},
+};
+static MP_DEFINE_CONST_DICT(mqb_globals, mqb_globals_table);
+
+const mp_obj_module_t mqb_user_cmodule = {
+    .base = {&mp_type_module},
+    .globals = (mp_obj_dict_t *)&mqb_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR_mqb, mqb_user_cmodule);

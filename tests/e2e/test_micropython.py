@@ -1,0 +1,165 @@
+"""The board package and the mqb C module on MicroPython's unix port, driven by mqboard as any
+board. Needs MQB_MICROPYTHON (a unix micropython binary built with USER_C_MODULES=
+ports/micropython, see docs/micropython.md) and MQB_MICROPYTHON_LIB (a micropython-lib
+checkout, for umqtt.simple); skipped without them."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, Broker, stop
+
+MP = os.environ.get("MQB_MICROPYTHON")
+LIB = os.environ.get("MQB_MICROPYTHON_LIB")
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    not (MP and LIB), reason="MQB_MICROPYTHON/MQB_MICROPYTHON_LIB not set (docs/micropython.md)")
+
+
+class MpBoard:
+    """The board package on micropython, restarted on every reset as a launcher would."""
+
+    def __init__(self, broker, tmp, wdt=0, allok=300):
+        self.broker, self.tmp = broker, tmp
+        self.prefix = "mp/" + uuid.uuid4().hex[:8]
+        pkg = tmp / "pkg"
+        (pkg / "umqtt").mkdir(parents=True, exist_ok=True)
+        for f in (REPO / "ports/micropython/board").glob("*.py"):
+            shutil.copy(f, pkg)
+        shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
+        (tmp / "ota").mkdir(exist_ok=True)
+        self.env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.port),
+                        MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(tmp / "fs.img"),
+                        MQB_RTC_FILE=str(tmp / "rtc"), MQB_OTA_DIR=str(tmp / "ota"),
+                        MQB_WDT_TIMEOUT=str(wdt), MQB_ALLOK=str(allok), MICROPYPATH=str(pkg))
+        self.pkg = pkg
+        self.proc = None
+        self.stopping = False
+        self.log = open(tmp / "micropython.log", "ab")
+        self.thread = threading.Thread(target=self._launcher, daemon=True)
+        self.thread.start()
+        self.wait_ready()
+
+    def _launcher(self):
+        cause = "1"
+        while not self.stopping:
+            env = dict(self.env, MQB_RESET_CAUSE=cause)
+            self.proc = subprocess.Popen([MP, str(self.pkg / "mqb_unix.py")], env=env,
+                                         stdout=self.log, stderr=subprocess.STDOUT)
+            rc = self.proc.wait()
+            cause = {77: "2", 78: "3", 79: "5"}.get(rc, "2")
+            if self.stopping or rc not in (77, 78, 79):
+                break
+
+    def mqb(self, *args, check=True, text=True, timeout=120):
+        r = subprocess.run([str(BIN / "mqboard"), "-p", str(self.broker.port), "--prefix",
+                            self.prefix, *args], capture_output=True, text=text, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mqboard {args} failed ({r.returncode}): {r.stderr!r}")
+        return r
+
+    def out(self, *args):
+        return self.mqb(*args).stdout
+
+    def status(self):
+        r = self.mqb("-T", "1", "--json", "status", check=False)
+        return json.loads(r.stdout)["result"] if r.returncode == 0 else None
+
+    def wait_ready(self, timeout=20, check=None):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.mqb("-T", "1", "eval", "1", check=False).returncode == 0 and \
+                    (check is None or check()):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the MicroPython board did not answer")
+
+    def stop(self):
+        self.stopping = True
+        if self.proc is not None:
+            stop(self.proc)
+        self.thread.join(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def mp(broker, tmp_path):
+    b = MpBoard(broker, tmp_path)
+    yield b
+    b.stop()
+
+
+def test_eval(mp):
+    assert mp.out("eval", "45+876") == "921\n"
+    assert mp.out("exec", "x = 5\nprint('x is', x)") == "x is 5\n"
+    assert mp.out("eval", "x * 2") == "10\n"  # globals persist
+    r = mp.mqb("eval", "1/0", check=False)
+    assert r.returncode == 1 and "ZeroDivisionError" in r.stderr
+    r = mp.mqb("exec", "for i in range(10000): print('%9d' % i)")
+    assert r.stdout == "".join("%9d\n" % i for i in range(10000))  # 100 KB, streamed
+    st = mp.status()
+    assert st["status"] == "online" and st["agent"].startswith("mqboard-mp")
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024 * 1024])
+def test_put_get(mp, tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "src").write_bytes(data)
+    mp.mqb("put", str(tmp_path / "src"), "/data.bin")
+    mp.mqb("get", "/data.bin", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == data
+    assert mp.out("sha256sum", "/data.bin").split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_fs_commands_and_sync(mp, tmp_path):
+    mp.mqb("mkdir", "-p", "/a/b")
+    assert mp.out("ls", "/a") == "b/\n"
+    src = tmp_path / "app"
+    (src / "lib").mkdir(parents=True)
+    (src / "main.py").write_text("v1")
+    (src / "lib/u.py").write_text("u")
+    assert "2 put" in mp.out("sync", str(src), "/app")
+    assert "2 unchanged" in mp.out("sync", str(src), "/app")
+    mp.mqb("rm", "-r", "/a")
+    assert "a/" not in mp.out("ls", "/")
+
+
+def test_ota(mp, tmp_path):
+    image = tmp_path / "image"
+    image.write_bytes(os.urandom(200 * 1024))
+    assert "boots at the next reset" in mp.out("ota", str(image))
+    assert (mp.tmp / "ota/slot1").read_bytes() == image.read_bytes()
+    assert (mp.tmp / "ota/boot").read_text() == "1 new"
+    # A wrong hash: the engine refuses it and the boot choice stays.
+    (mp.tmp / "ota/boot").write_text("0 valid")
+    topic = f"{mp.prefix}/mqb/cmd/ota/BadHash1/{'0' * 64}"
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mp.broker.port), "-q", "1",
+                    "-t", topic, "-s"], input=b"\x80\x00image", check=True)
+    time.sleep(1)
+    assert (mp.tmp / "ota/boot").read_text() == "0 valid"
+
+
+def test_reset_modes_and_safe_mode(broker, tmp_path):
+    b = MpBoard(broker, tmp_path, wdt=2, allok=300)
+    try:
+        boot = b.status()["boot_id"]
+        time.sleep(5)  # the watchdog is fed through the broker: no reset
+        assert b.status()["boot_id"] == boot
+        b.mqb("reset", "--safe")
+        b.wait_ready()
+        assert b.status()["mode"] == "safe"
+        b.mqb("reset", "--soft")
+        assert b.out("eval", "1") == "1\n"
+        st = b.status()
+        assert st["mode"] == "normal" and st["reset_cause"] == "soft"
+    finally:
+        b.stop()
