@@ -163,3 +163,40 @@ def test_reset_modes_and_safe_mode(broker, tmp_path):
         assert st["mode"] == "normal" and st["reset_cause"] == "soft"
     finally:
         b.stop()
+
+
+def test_the_original_protocol_still_works(mp):
+    """What the original tool sends: a one-message eval, a put in 1400-byte chunks without
+    acknowledgements, a get in 2800-byte chunks ending with an empty last message."""
+    import paho.mqtt.client as mqtt
+    got = []
+    c = mqtt.Client()
+    c.on_message = lambda cl, u, m: got.append((m.topic.split("/")[-2:], m.payload))
+    c.connect("127.0.0.1", mp.broker.port)
+    c.subscribe(f"{mp.prefix}/mqb/reply/#", 1)
+    c.loop_start()
+    base = f"{mp.prefix}/mqb/cmd"
+
+    def wait(n, timeout=15):
+        end = time.monotonic() + timeout
+        while len(got) < n and time.monotonic() < end:
+            time.sleep(0.02)
+        return got[:n]
+
+    try:
+        time.sleep(0.3)
+        c.publish(f"{base}/eval/Orig0001", b"\x80\x00" + b"6*7", qos=1)
+        assert wait(1) == [(["out", "Orig0001"], b"\xff\xff42")]
+        data = os.urandom(5000)
+        chunks = [data[i:i + 1400] for i in range(0, len(data), 1400)]
+        for i, ch in enumerate(chunks):
+            hdr = (0x8000 if i == len(chunks) - 1 else 0) | i
+            c.publish(f"{base}/put/Orig0002//o.bin", bytes((hdr >> 8, hdr & 255)) + ch, qos=1)
+        assert wait(2)[1] == (["out", "Orig0002"], b"\xff\xffOK")
+        c.publish(f"{base}/get/Orig0003//o.bin", b"\x80\x00", qos=1)
+        msgs = wait(2 + 3)[2:]  # 2800 + 2200 bytes, then the empty last message
+        assert [m[1][:2] for m in msgs] == [b"\x00\x00", b"\x00\x01", b"\x80\x02"]
+        assert b"".join(m[1][2:] for m in msgs) == data
+    finally:
+        c.loop_stop()
+        c.disconnect()

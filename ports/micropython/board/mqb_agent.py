@@ -167,9 +167,10 @@ class Agent:
         c.connect()
         try:  # umqtt writes a publish in pieces: without Nagle they leave at once
             import socket
-            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1),
+                              1)
         except Exception:
-            pass
+            pass  # a port without the option: slower, not wrong
         self.client = c
         c.subscribe(self.base + "cmd/#", qos=1)
         c.publish(self.base + "status", self.status(True), retain=True, qos=1)

@@ -2,7 +2,8 @@
 #   make -C ports/unix USER_C_MODULES=/path/to/mqboard/ports/micropython
 # It compiles the project's core/ unchanged, with limits set for a microcontroller.
 MQB_MOD_DIR := $(USERMOD_DIR)
-MQB_ROOT := $(MQB_MOD_DIR)/../../..
+# Absolute, so that the core's objects land inside the port's build directory.
+MQB_ROOT := $(abspath $(MQB_MOD_DIR)/../../..)
 
 SRC_USERMOD_C += $(MQB_MOD_DIR)/modmqb.c
 SRC_USERMOD_LIB_C += $(addprefix $(MQB_ROOT)/core/,err.c strbuf.c wire.c engine.c wdt.c boot.c)

@@ -3,7 +3,7 @@
 # Usage: cmake -DOUT=file.c -DSRC=dir -P embed.cmake
 file(GLOB modules "${SRC}/*.py")
 list(SORT modules)
-set(body "// Generated from agent/mpcompat/*.py by embed.cmake: do not edit.\n#include <stddef.h>\n\n")
+set(body "// Generated from ports/linux/mpcompat/*.py by embed.cmake: do not edit.\n#include <stddef.h>\n\n")
 set(table "")
 foreach(path ${modules})
   get_filename_component(name "${path}" NAME_WE)

@@ -10,7 +10,7 @@ import _mqb
 
 _ROOT = _mqb.root()
 _REAL_ROOT = _os.path.realpath(_ROOT)
-_TMP_DIR = ".mqb-tmp"  # the agent's temporary files (agent/fs.h): hidden, not writable
+_TMP_DIR = ".mqb-tmp"  # the agent's temporary files (ports/linux/fs.h): hidden, not writable
 sep = "/"
 
 

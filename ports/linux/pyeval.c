@@ -1,5 +1,5 @@
 // Embedded CPython for eval: the evaluator thread, the _mqb module through which the
-// embedded Python side (agent/mpcompat/_board.py) talks to C, live output capture with
+// embedded Python side (ports/linux/mpcompat/_board.py) talks to C, live output capture with
 // back-pressure, events for the loop, and interrupts via a real signal.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

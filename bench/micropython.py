@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""Measures the MicroPython port: RAM (heap of the whole board stack when idle, the engine
+object, the smallest heap that survives a 1 MiB put and get), flash (object sizes of the core
+at -Os for x86-64, Cortex-M0+ and Cortex-M4, and of the module as built), and speed (eval
+round trip, 1 MiB put and get) against the unix-port board. Prints a Markdown table
+(docs/micropython.md has the last one).
+
+    MQB_MICROPYTHON=.../micropython MQB_MICROPYTHON_LIB=.../micropython-lib bench/micropython.py
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(os.environ.get("MQB_BIN_DIR", REPO / "build"))
+MP = os.environ.get("MQB_MICROPYTHON")
+LIB = os.environ.get("MQB_MICROPYTHON_LIB")
+sys.path.insert(0, str(REPO / "bench"))
+from run import Broker, stop  # noqa: E402
+
+CORE = ["err", "strbuf", "wire", "engine", "wdt", "boot"]
+LIMITS = ["-DMQB_CHUNK_MAX=4096", "-DMQB_MAX_XFERS=2", "-DMQB_PATH_MAX=128", "-DMQB_WINDOW=4"]
+
+
+def core_size(cc, flags):
+    """Total text+data of core/ compiled with cc at -Os, or None without that compiler."""
+    if shutil.which(cc) is None:
+        return None
+    total = 0
+    with tempfile.TemporaryDirectory() as d:
+        for name in CORE:
+            obj = Path(d) / (name + ".o")
+            subprocess.run([cc, "-Os", "-std=c11", "-Wall", "-Wextra", "-Werror", *flags,
+                            *LIMITS, "-I", str(REPO / "include"), "-c",
+                            str(REPO / "core" / (name + ".c")), "-o", str(obj)], check=True)
+            out = subprocess.run(["size", str(obj)], capture_output=True, text=True).stdout
+            text, data = out.splitlines()[1].split()[:2]
+            total += int(text) + int(data)
+    return total
+
+
+class Board:
+    def __init__(self, broker, tmp, heap=None):
+        self.port, self.prefix = broker.port, "mp/" + uuid.uuid4().hex[:8]
+        pkg = tmp / "pkg"
+        (pkg / "umqtt").mkdir(parents=True, exist_ok=True)
+        for f in (REPO / "ports/micropython/board").glob("*.py"):
+            shutil.copy(f, pkg)
+        shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
+        img = tmp / ("fs-%s.img" % uuid.uuid4().hex[:6])
+        env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.port),
+                   MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(img), MQB_RTC_FILE=str(tmp / "rtc"),
+                   MQB_WDT_TIMEOUT="0", MICROPYPATH=str(pkg))
+        args = [MP] + (["-X", "heapsize=%d" % heap] if heap else []) + [str(pkg / "mqb_unix.py")]
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def mqb(self, *args, timeout=120):
+        return subprocess.run([str(BIN / "mqboard"), "-p", str(self.port), "--prefix",
+                               self.prefix, *args], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def ready(self):
+        for _ in range(100):
+            if self.mqb("-T", "1", "eval", "1").returncode == 0:
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+
+
+def timed(board, *args):
+    t0 = time.monotonic()
+    r = board.mqb("-q", *args)
+    return time.monotonic() - t0 if r.returncode == 0 else None
+
+
+def main():
+    if not (MP and LIB):
+        sys.exit("set MQB_MICROPYTHON and MQB_MICROPYTHON_LIB (docs/micropython.md)")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker = Broker(tmp, nodelay=True)
+        data = tmp / "1mib"
+        data.write_bytes(os.urandom(1 << 20))
+        b = Board(broker, tmp)
+        try:
+            assert b.ready(), "the board did not start"
+            idle = json.loads(b.mqb("exec", "import gc\ngc.collect()\n"
+                                    "print([gc.mem_alloc(), gc.mem_free()])").stdout)
+            eng = int(b.mqb("exec", "import mqb\nprint(mqb.ENGINE_BYTES)").stdout)
+            rows.append(("heap in use, idle (whole stack, after gc.collect())",
+                         "%d B" % idle[0]))
+            rows.append(("mqb.Engine object (engine + its 4 KiB chunk buffer)", "%d B" % eng))
+            ping = json.loads(b.mqb("--json", "ping", "-c", "50").stdout)["result"]
+            rows.append(("eval round trip, median of 50", "%.2f ms" % ping["median_ms"]))
+            put = timed(b, "put", str(data), "/x.bin")
+            get = timed(b, "get", "/x.bin", str(tmp / "back"))
+            rows.append(("put 1 MiB (verified)", "%.2f s, %.0f KiB/s" % (put, 1024 / put)))
+            rows.append(("get 1 MiB (verified)", "%.2f s, %.0f KiB/s" % (get, 1024 / get)))
+        finally:
+            stop(b.proc)
+        smallest = None
+        for heap in (32 * 1024, 48 * 1024, 64 * 1024, 96 * 1024, 128 * 1024):
+            b = Board(broker, tmp, heap)
+            try:
+                ok = b.ready() and timed(b, "put", str(data), "/x.bin") is not None and \
+                    timed(b, "get", "/x.bin", str(tmp / "back")) is not None
+            finally:
+                stop(b.proc)
+            if ok:
+                smallest = heap
+                break
+        rows.append(("smallest heap (-X heapsize) that does a 1 MiB put and get",
+                     "%d KiB" % (smallest // 1024) if smallest else "over 128 KiB"))
+        stop(broker.proc)
+    for cc, flags, what in (("gcc", [], "x86-64"),
+                            ("arm-none-eabi-gcc", ["-mcpu=cortex-m0plus", "-mthumb"],
+                             "Cortex-M0+"),
+                            ("arm-none-eabi-gcc", ["-mcpu=cortex-m4", "-mthumb"], "Cortex-M4")):
+        n = core_size(cc, flags)
+        rows.append(("core/ at -Os, %s (text+data)" % what, "%d B" % n if n else "no compiler"))
+    mod = Path(MP).parent / "mqb" / "modmqb.o"
+    if mod.exists():
+        out = subprocess.run(["size", str(mod)], capture_output=True, text=True).stdout
+        text, data_ = out.splitlines()[1].split()[:2]
+        rows.append(("modmqb.o as built in the port (text+data)", "%d B" % (int(text) + int(data_))))
+    print("| what | measured |\n|---|---|")
+    for what, v in rows:
+        print("| %s | %s |" % (what, v))
+
+
+if __name__ == "__main__":
+    main()
