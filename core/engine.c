@@ -140,6 +140,18 @@ static void reply_error(struct mqb_engine *e, const char *id, enum mqb_err err,
     mqb_engine_reply_err(e, id, text, sb.len);
 }
 
+// Replies "<error>: <before><limit><after>", a limit of this build in words.
+static void reply_limit(struct mqb_engine *e, const char *id, enum mqb_err err, const char *before,
+                        uint64_t limit, const char *after) {
+    char detail[96];
+    struct mqb__strbuf sb;
+    mqb__strbuf_init(&sb, detail, sizeof(detail));
+    mqb__strbuf_add(&sb, before);
+    mqb__strbuf_add_u64(&sb, limit);
+    mqb__strbuf_add(&sb, after);
+    reply_error(e, id, err, detail);
+}
+
 // Fails a transfer: discards what it wrote and tells the host why.
 static void xfer_fail(struct mqb_engine *e, struct mqb_xfer *x, enum mqb_err err) {
     char id[MQB_ID_MAX + 1];
@@ -342,7 +354,9 @@ static enum mqb_err on_get(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
         reply_error(e, id, MQB_ERR_BUSY, path);
         return MQB_ERR_BUSY;
     }
-    x->chunk = MQB_CHUNK_ORIG_GET;
+    // The original's chunk, or less where the chunk buffer is smaller (the original host
+    // takes messages of any size).
+    x->chunk = MQB_CHUNK_ORIG_GET < MQB_CHUNK_MAX ? MQB_CHUNK_ORIG_GET : MQB_CHUNK_MAX;
     if (kind == MQB_XFER_XGET) {
         xget_options(x, data, len);
     }
@@ -361,7 +375,11 @@ static enum mqb_err on_get(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
         struct mqb__strbuf sb;
         mqb__strbuf_init(&sb, (char *)e->buf + MQB_HDR_LEN, 24);
         mqb__strbuf_add_u64(&sb, size);
-        publish_buf(e, id, 0, false, sb.len);
+        err = publish_buf(e, id, 0, false, sb.len);
+        if (err != MQB_OK) {
+            xfer_fail(e, x, err);
+            return err;
+        }
         x->sent = 1;
     }
     return MQB_OK;
@@ -445,7 +463,8 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
     slice_copy(id, t.id);
     slice_copy(tail, t.tail);
     if (perr == MQB_ERR_TOOBIG) {
-        reply_error(e, id, MQB_ERR_BADPATH, "longer than the board allows (512 bytes)");
+        reply_limit(e, id, MQB_ERR_BADPATH, "longer than the board allows (", MQB_PATH_MAX,
+                    " bytes)");
         return MQB_ERR_BADPATH;
     }
     struct mqb_hdr h;
@@ -463,7 +482,8 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
         if (x != NULL) {
             xfer_fail(e, x, MQB_ERR_TOOBIG);
         } else {
-            reply_error(e, id, MQB_ERR_TOOBIG, "the board accepts at most 65536 data bytes");
+            reply_limit(e, id, MQB_ERR_TOOBIG, "the board accepts at most ", MQB_CHUNK_MAX,
+                        " data bytes");
         }
         return MQB_ERR_TOOBIG;
     }
@@ -516,7 +536,13 @@ static bool get_step(struct mqb_engine *e, struct mqb_xfer *x) {
             n = sb.len;
         }
     }
-    publish_buf(e, x->id, (uint16_t)(x->sent & MQB_SEQ_MASK), last, n);
+    err = publish_buf(e, x->id, (uint16_t)(x->sent & MQB_SEQ_MASK), last, n);
+    if (err != MQB_OK) {
+        // A message the platform could not publish would be a silent hole in the file: the
+        // stream fails instead, and the host is told (if that can be published).
+        xfer_fail(e, x, err);
+        return false;
+    }
     x->sent++;
     if (last) {
         xfer_free(e, x, false);

@@ -36,6 +36,10 @@
 #define MQB_CHUNK_ORIG_GET 2800
 #define MQB_CHUNK_ORIG_PUT 1400
 
+// The original host sends puts in 1400-byte messages: a board must take them.
+_Static_assert(MQB_CHUNK_MAX >= MQB_CHUNK_ORIG_PUT,
+               "MQB_CHUNK_MAX below the original host's 1400-byte put messages");
+
 // Messages in flight beyond the last acknowledgement in a flow-controlled stream.
 #ifndef MQB_WINDOW
 #define MQB_WINDOW 16
