@@ -29,6 +29,13 @@ static const char eval_details[] =
     "--no-follow starts it and leaves it running. --timeout-run interrupts it after a time\n"
     "(again every 2 s; after 3 tries mqboard gives up and says so). When the board is busy\n"
     "with another command, mqboard says so at once and waits (--nonblock: fails).\n";
+static const char repl_details[] =
+    "Lines are sent as the console REPL takes them: a block (a line ending with ':') runs\n"
+    "when an empty line closes it; open brackets and triple quotes continue the input.\n"
+    "Output appears as the board produces it. Ctrl-C interrupts the running code (at the\n"
+    "prompt it drops the line), Ctrl-D at the prompt leaves. TAB completes names and\n"
+    "attributes from the board's __main__. History: ~/.mqboard_history. --capture FILE\n"
+    "appends the session (input and output) to FILE.\n";
 static const char reset_details[] =
     "The agent resets the board outside the interpreter, within a second, whatever the code\n"
     "on it does. Every mode except --safe boots normal mode.\n"
@@ -62,6 +69,8 @@ static const struct command commands[] = {
      reset_details},
     {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)", NULL},
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
+    {"repl", cmd_repl, "[--capture FILE]",
+     "an interactive Python prompt on the board (history, TAB completion)", repl_details},
     {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)", NULL},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -107,10 +107,8 @@ static bool got_connack(struct session *s) {
     return s->connack >= 0;
 }
 
-static int subacked_target;
-
 static bool got_suback(struct session *s) {
-    return s->subacked >= subacked_target;
+    return s->subacked >= s->subacked_target;
 }
 
 static int setup_client(struct session *s) {
@@ -178,7 +176,8 @@ int session_connect(struct tool *t) {
     snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
     snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", s->o->prefix);
     s->online = -1;
-    subacked_target = s->subacked + 2;
+    s->subacked_target = s->subacked + 2;
+    double t0 = now_s();
     rc = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
     rc = rc != MOSQ_ERR_SUCCESS ? rc : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
@@ -186,6 +185,7 @@ int session_connect(struct tool *t) {
                 mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
         return EXIT_CONN;
     }
+    s->broker_rtt = now_s() - t0; // a round trip to the broker, for the presence probe
     t->connected = true;
     return EXIT_OK;
 }
@@ -467,7 +467,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
 }
 
 int session_subscribe(struct session *s, const char *topic) {
-    subacked_target = s->subacked + 1;
+    s->subacked_target = s->subacked + 1;
     int rc = mosquitto_subscribe(s->mosq, NULL, topic, 1);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
         fprintf(s->err, "mqboard: cannot subscribe to %s\n", topic);
@@ -584,7 +584,9 @@ int session_present(struct session *s) {
     }
     // No status: a board running the original code answers caps ("not supported") at once
     // when it is idle.
-    double wait = s->o->timeout < PROBE_S ? s->o->timeout : PROBE_S;
+    // Long enough for a distant broker: the probe and its answer cross it twice each.
+    double wait = PROBE_S > 4 * s->broker_rtt ? PROBE_S : 4 * s->broker_rtt;
+    wait = s->o->timeout < wait ? s->o->timeout : wait;
     s->present = true; // the probe itself must not probe
     int code = ask_caps(s, wait);
     s->present = code == EXIT_OK;

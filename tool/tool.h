@@ -71,6 +71,8 @@ struct session {
     int connack; // -1 until CONNACK
     bool lost;
     int subacked;
+    int subacked_target; // SUBACKs awaited
+    double broker_rtt;   // seconds, measured by the first subscription
     char id[16];
     char ping_id[16];
     bool pong;            // the board answered the last ping
@@ -225,5 +227,6 @@ int cmd_reset(struct tool *t, int argc, char **argv);
 int cmd_view(struct tool *t, int argc, char **argv);
 int cmd_status(struct tool *t, int argc, char **argv);
 int cmd_ping(struct tool *t, int argc, char **argv);
+int cmd_repl(struct tool *t, int argc, char **argv);
 
 #endif

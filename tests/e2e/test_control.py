@@ -257,3 +257,65 @@ def test_a_board_that_dies_mid_command_is_known_at_once(board):
     assert time.monotonic() - t0 < 2.0
     assert p.returncode == 3 and "went offline" in err
     board.start()
+
+
+# ---- mqboard repl ----
+
+def test_repl_piped(board, tmp_path):
+    cap = tmp_path / "cap.txt"
+    src = ("x = 41\nx + 1\ndef f(a):\n    return a * 2\n\nf(21)\n"
+           "for i in range(2):\n    print(i)\n\n(1,\n 2)\n1/0\n'still here'\n")
+    r = subprocess.run(board.mqb_args("repl", "--capture", str(cap)), input=src,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "42\n42\n0\n1\n(1, 2)\n'still here'\n"
+    assert "ZeroDivisionError" in r.stderr
+    assert ">>> def f(a):" in cap.read_text() and "(1, 2)" in cap.read_text()
+
+
+def test_repl_on_a_terminal(board, tmp_path):
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["HOME"] = str(tmp_path)
+        os.execv(board.mqb_args()[0], board.mqb_args("repl"))
+    seen = b""
+
+    def expect(what, timeout=15):
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while what not in seen and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert what in seen, (what, seen[-300:])
+
+    try:
+        expect(b">>> ")
+        os.write(fd, b"import os\r")
+        expect(b">>> ", 10)
+        seen = b""
+        os.write(fd, b"os.getc\t")  # TAB completes from the board's names
+        expect(b"wd")
+        os.write(fd, b"()\r")
+        expect(b"'/'")
+        seen = b""
+        os.write(fd, b"import time; time.sleep(30)\r")
+        time.sleep(1)
+        os.write(fd, b"\x03")  # Ctrl-C interrupts the code on the board
+        expect(b"KeyboardInterrupt")
+        expect(b">>> ")
+        os.write(fd, b"\x04")  # Ctrl-D leaves
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert "os.getcwd()" in (tmp_path / ".mqboard_history").read_text()
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)

@@ -1,0 +1,221 @@
+// mqboard repl: an interactive session on one connection, with the console REPL's rules for
+// when input is complete, line editing and history (libedit), TAB completion of the board's
+// names, output streamed as it is produced, Ctrl-C to interrupt, Ctrl-D to leave.
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <editline/readline.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+// The tool whose board TAB completion asks: libedit's callbacks take no context pointer, so
+// this is the one piece of file-level state, set once per repl.
+static struct tool *completing;
+
+// True when src needs more lines: an open bracket or triple-quoted string, a line that ends
+// with ':' or '\', or a block that has not been closed by an empty line.
+static bool incomplete(const char *src, bool block) {
+    int depth = 0;
+    char quote = 0;
+    bool triple = false;
+    for (const char *p = src; *p != '\0'; p++) {
+        if (quote != 0) {
+            if (*p == '\\' && p[1] != '\0') {
+                p++;
+            } else if (triple && strncmp(p, quote == '"' ? "\"\"\"" : "'''", 3) == 0) {
+                quote = 0;
+                p += 2;
+            } else if (!triple && (*p == quote || *p == '\n')) {
+                quote = 0;
+            }
+        } else if (*p == '#') {
+            p += strcspn(p, "\n") - 1;
+        } else if (*p == '"' || *p == '\'') {
+            quote = *p;
+            triple = strncmp(p, *p == '"' ? "\"\"\"" : "'''", 3) == 0;
+            p += triple ? 2 : 0;
+        } else if (strchr("([{", *p) != NULL) {
+            depth++;
+        } else if (strchr(")]}", *p) != NULL) {
+            depth--;
+        }
+    }
+    size_t n = strlen(src);
+    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\t')) {
+        n--;
+    }
+    bool opens = n > 0 && (src[n - 1] == ':' || src[n - 1] == '\\');
+    return depth > 0 || (quote != 0 && triple) || opens || block;
+}
+
+// The names on the board that complete `text` ("name" or "obj.attr").
+static char **board_names(const char *text) {
+    const char *dot = strrchr(text, '.');
+    char *obj = dot != NULL ? strndup(text, (size_t)(dot - text)) : NULL;
+    char *pre = py_str(dot != NULL ? dot + 1 : text);
+    char *objlit = obj != NULL ? py_str(obj) : NULL;
+    char *src = NULL;
+    if (asprintf(&src,
+                 "import ujson as _j\ntry:\n"
+                 " _n=dir(eval(%s)) if %d else list(globals())+dir(__builtins__)\n"
+                 " print(_j.dumps(sorted(set(x for x in _n if x.startswith(%s)))))\n"
+                 "except Exception:print('[]')\ndel _j\n",
+                 objlit != NULL ? objlit : "''", obj != NULL, pre) < 0) {
+        src = NULL;
+    }
+    char *out = NULL;
+    FILE *quiet = completing->err;
+    completing->err = fopen("/dev/null", "w");
+    int code = src != NULL ? run_capture(completing, src, &out) : EXIT_LOCAL;
+    fclose(completing->err);
+    completing->err = quiet;
+    cJSON *j = code == EXIT_OK ? cJSON_Parse(out) : NULL;
+    int n = cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0;
+    char **matches = n > 0 ? calloc((size_t)n + 2, sizeof(char *)) : NULL;
+    for (int i = 0; matches != NULL && i < n; i++) {
+        const cJSON *it = cJSON_GetArrayItem(j, i);
+        const char *name = cJSON_IsString(it) ? it->valuestring : "";
+        if (asprintf(&matches[i + 1], "%s%s%s", obj != NULL ? obj : "", obj != NULL ? "." : "",
+                     name) < 0) {
+            matches[i + 1] = NULL;
+        }
+    }
+    if (matches != NULL) {
+        matches[0] = strdup(n == 1 ? matches[1] : text); // the common part: what was typed
+    }
+    cJSON_Delete(j);
+    free(out);
+    free(src);
+    free(pre);
+    free(objlit);
+    free(obj);
+    return matches;
+}
+
+static char **complete(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; // never local file names
+    rl_completion_append_character = '\0';
+    return board_names(text);
+}
+
+// Writes to stdout and to the capture file (--capture).
+struct tee {
+    FILE *a, *b;
+};
+
+static ssize_t tee_write(void *cookie, const char *buf, size_t len) {
+    struct tee *t = cookie;
+    fwrite(buf, 1, len, t->a);
+    fflush(t->a);
+    if (t->b != NULL) {
+        fwrite(buf, 1, len, t->b);
+        fflush(t->b);
+    }
+    return (ssize_t)len;
+}
+
+// Reads one complete input (several lines for a block). NULL at end of input.
+static char *read_input(FILE *capture) {
+    char *line = readline(">>> ");
+    if (line == NULL) {
+        return NULL;
+    }
+    char *src = line;
+    bool block = false;
+    while (incomplete(src, block)) {
+        size_t n = strlen(src);
+        block |= n > 0 && src[n - 1] == ':';
+        char *more = readline("... ");
+        if (more == NULL || (block && more[strspn(more, " \t")] == '\0')) {
+            free(more);
+            break; // an empty line closes a block, as at the console
+        }
+        char *joined = NULL;
+        if (asprintf(&joined, "%s\n%s", src, more) < 0) {
+            free(more);
+            break;
+        }
+        free(src);
+        free(more);
+        src = joined;
+    }
+    if (capture != NULL) {
+        fprintf(capture, ">>> %s\n", src);
+    }
+    return src;
+}
+
+static const char *history_file(char *buf, size_t cap) {
+    const char *home = getenv("HOME");
+    snprintf(buf, cap, "%s/.mqboard_history", home != NULL ? home : ".");
+    return buf;
+}
+
+int cmd_repl(struct tool *t, int argc, char **argv) {
+    FILE *capture = NULL;
+    if (argc == 3 && strcmp(argv[1], "--capture") == 0) {
+        if ((capture = fopen(argv[2], "a")) == NULL) {
+            tool_error(t, "cannot write '%s'", argv[2]);
+            return EXIT_LOCAL;
+        }
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: mqboard repl [--capture FILE]\n");
+        return EXIT_USAGE;
+    }
+    int code = session_connect(t);
+    if (code == EXIT_OK) {
+        FILE *null = fopen("/dev/null", "w");
+        code = run_eval(t, "1", 1, null); // is anyone there?
+        fclose(null);
+    }
+    if (code != EXIT_OK) {
+        if (capture != NULL) {
+            fclose(capture);
+        }
+        return code;
+    }
+    struct tee tee = {t->out, capture};
+    cookie_io_functions_t io = {.write = tee_write};
+    FILE *out = fopencookie(&tee, "w", io);
+    setvbuf(out, NULL, _IONBF, 0);
+    char hist[4096];
+    using_history();
+    read_history(history_file(hist, sizeof(hist)));
+    completing = t;
+    rl_attempted_completion_function = complete;
+    rl_completer_word_break_characters = " \t\n\"'`@$><=;|&{([,+-*/%";
+    fprintf(stderr, "Connected to board '%s'. Ctrl-C interrupts, Ctrl-D leaves.\n", t->opts.prefix);
+    for (;;) {
+        tool_interrupted = 0;
+        tool_leaving = 0;
+        char *src = read_input(capture);
+        if (src == NULL && tool_interrupted) {
+            fprintf(stderr, "KeyboardInterrupt\n");
+            continue; // Ctrl-C at the prompt drops the line
+        }
+        if (src == NULL) {
+            break;
+        }
+        if (src[strspn(src, " \t\n")] != '\0') {
+            add_history(src);
+            code = run_eval(t, src, strlen(src), out);
+            if (code == EXIT_CONN || (code == EXIT_TIMEOUT && !t->session.present)) {
+                free(src);
+                break; // the broker or the board is gone
+            }
+        }
+        free(src);
+    }
+    fprintf(stderr, "\n");
+    write_history(hist);
+    fclose(out);
+    if (capture != NULL) {
+        fclose(capture);
+    }
+    return code == EXIT_CONN ? code : EXIT_OK;
+}
