@@ -716,3 +716,82 @@ int cmd_cat(struct tool *t, int argc, char **argv) {
     }
     return code;
 }
+
+// A copy on the board itself (cp :a :b), by a program that streams it in blocks.
+static int board_copy(struct tool *t, const char *src, const char *dst) {
+    char *s = py_str(src), *d = py_str(dst);
+    char *prog = NULL;
+    int code = EXIT_LOCAL;
+    if (asprintf(&prog,
+                 "_s=%s\n_d=%s\n"
+                 "try:\n"
+                 " try:\n"
+                 "  if uos.stat(_d)[0]&0x4000:_d=_d.rstrip('/')+'/'+_s.rstrip('/').split('/')[-1]\n"
+                 " except OSError:pass\n"
+                 " with open(_s,'rb') as _i:\n"
+                 "  with open(_d,'wb') as _o:\n"
+                 "   while 1:\n"
+                 "    _b=_i.read(4096)\n"
+                 "    if not _b:break\n"
+                 "    _o.write(_b)\n"
+                 "except OSError as e:_err(e,_s)\n"
+                 "del _s,_d\n",
+                 s, d) >= 0) {
+        code = remote_run(t, "cp", prog, NULL, NULL);
+    }
+    free(prog);
+    free(s);
+    free(d);
+    return code;
+}
+
+// cp with mpremote's ':' marking board paths: cp main.py :, cp -r lib :, cp :a.py :b.py,
+// cp :log.txt . Copies to the board are verified puts, from it verified gets.
+int cmd_cp(struct tool *t, int argc, char **argv) {
+    bool recursive = argc > 1 && strcmp(argv[1], "-r") == 0;
+    argc -= recursive;
+    argv += recursive;
+    if (argc < 3) {
+        fprintf(stderr, "usage: mqboard cp [-r] SRC... DST   (':' marks a board path: "
+                        "cp main.py :, cp :log.txt .)\n");
+        return EXIT_USAGE;
+    }
+    const char *dst = argv[argc - 1];
+    bool to_board = dst[0] == ':';
+    for (int i = 1; i < argc - 1; i++) {
+        if ((argv[i][0] == ':') == to_board && !to_board) {
+            tool_error(t,
+                       "cp: neither '%s' nor '%s' is on the board (mark board paths "
+                       "with ':')",
+                       argv[i], dst);
+            return EXIT_USAGE;
+        }
+    }
+    const char *rdst = to_board ? (dst[1] != '\0' ? dst + 1 : "/") : dst;
+    int code = EXIT_OK;
+    for (int i = 1; code == EXIT_OK && i < argc - 1; i++) {
+        const char *src = argv[i];
+        bool from_board = src[0] == ':';
+        const char *rsrc = from_board ? (src[1] != '\0' ? src + 1 : "/") : src;
+        if (from_board && to_board) {
+            code = board_copy(t, rsrc, rdst);
+        } else if (to_board && is_dir(src)) {
+            code = recursive ? put_dir(t, src, rdst) : EXIT_USAGE;
+            if (!recursive) {
+                tool_error(t, "'%s' is a directory (use cp -r)", src);
+            }
+        } else if (to_board) {
+            char *b = base_of(src);
+            size_t n = strlen(rdst);
+            char *target = rdst[n - 1] == '/' ? join(rdst, b) : strdup(rdst);
+            code = put_one(t, src, target, true);
+            free(b);
+            free(target);
+        } else {
+            char *rargs[] = {"get", "-r", (char *)rsrc, (char *)rdst, NULL};
+            char *fargs[] = {"get", (char *)rsrc, (char *)rdst, NULL};
+            code = recursive ? cmd_get(t, 4, rargs) : cmd_get(t, 3, fargs);
+        }
+    }
+    return code;
+}

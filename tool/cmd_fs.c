@@ -160,8 +160,8 @@ static int per_path(struct tool *t, const char *what, const char *fmt, int argc,
 }
 
 int cmd_rm(struct tool *t, int argc, char **argv) {
-    bool f[1] = {false};
-    int i = parse_flags(argc, argv, "r", f, "rm [-r] PATH...", 1);
+    bool f[2] = {false, false}; // -r, -f
+    int i = parse_flags(argc, argv, "rf", f, "rm [-rf] PATH...", 1);
     if (i < 0) {
         return EXIT_USAGE;
     }
@@ -174,7 +174,18 @@ int cmd_rm(struct tool *t, int argc, char **argv) {
             return EXIT_USAGE;
         }
     }
+    // -f: a missing path is fine (ENOENT is 2 on MicroPython and Linux).
     static const char plain[] = "try:uos.remove(%s)\nexcept OSError as e:_err(e,%s)\n";
+    static const char plain_f[] =
+        "try:uos.remove(%s)\nexcept OSError as e:\n if e.args[0]!=2:_err(e,%s)\n";
+    static const char tree_f[] = "def _rm(p):\n"
+                                 " if uos.stat(p)[0]&0x4000:\n"
+                                 "  for e in list(uos.ilistdir(p)):_rm(p+'/'+e[0])\n"
+                                 "  uos.rmdir(p)\n"
+                                 " else:uos.remove(p)\n"
+                                 "try:_rm(%s)\n"
+                                 "except OSError as e:\n if e.args[0]!=2:_err(e,%s)\n"
+                                 "del _rm\n";
     static const char tree[] = "def _rm(p):\n"
                                " if uos.stat(p)[0]&0x4000:\n"
                                "  for e in list(uos.ilistdir(p)):_rm(p+'/'+e[0])\n"
@@ -183,7 +194,8 @@ int cmd_rm(struct tool *t, int argc, char **argv) {
                                "try:_rm(%s)\n"
                                "except OSError as e:_err(e,%s)\n"
                                "del _rm\n";
-    return per_path(t, "rm", f[0] ? tree : plain, argc, argv, i);
+    const char *prog = f[0] ? (f[1] ? tree_f : tree) : (f[1] ? plain_f : plain);
+    return per_path(t, "rm", prog, argc, argv, i);
 }
 
 int cmd_mkdir(struct tool *t, int argc, char **argv) {
@@ -205,6 +217,15 @@ int cmd_mkdir(struct tool *t, int argc, char **argv) {
                                   "  _p+='/'\n"
                                   "except OSError as e:_err(e,%s)\n";
     return per_path(t, "mkdir", f[0] ? parents : plain, argc, argv, i);
+}
+
+int cmd_touch(struct tool *t, int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: mqboard touch FILE...\n");
+        return EXIT_USAGE;
+    }
+    static const char prog[] = "try:open(%s,'ab').close()\nexcept OSError as e:_err(e,%s)\n";
+    return per_path(t, "touch", prog, argc, argv, 1);
 }
 
 int cmd_rmdir(struct tool *t, int argc, char **argv) {

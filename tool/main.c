@@ -53,10 +53,13 @@ static const struct command commands[] = {
      eval_details},
     {"put", cmd_put, "[-r] LOCAL... REMOTE", "copy files (trees with -r) to the board", NULL},
     {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board", NULL},
+    {"cp", cmd_cp, "[-r] SRC... DST", "copy files; ':' marks board paths (cp main.py :)", NULL},
     {"cat", cmd_cat, "REMOTE...", "print board files", NULL},
     {"ls", cmd_ls, "[-l] [-r] [DIR]", "list a board directory", NULL},
     {"tree", cmd_tree, "[DIR]", "show a board directory tree", NULL},
-    {"rm", cmd_rm, "[-r] PATH...", "remove board files (trees with -r)", NULL},
+    {"rm", cmd_rm, "[-rf] PATH...", "remove board files (trees with -r; -f: missing is fine)",
+     NULL},
+    {"touch", cmd_touch, "FILE...", "create empty board files (existing ones stay)", NULL},
     {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories", NULL},
     {"rmdir", cmd_rmdir, "DIR...", "remove empty board directories", NULL},
     {"mv", cmd_mv, "SRC DST", "rename or move a board file or directory", NULL},
@@ -113,6 +116,40 @@ static void usage(FILE *f) {
                "MQBOARD_PASSWORD, MQBOARD_PSK_IDENTITY, MQBOARD_PSK, MQBOARD_BOARD, then options.\n"
                "Exit codes: 0 ok, 1 board error, 2 usage, 3 timeout, 4 broker connection,\n"
                "5 local file, 130 interrupted.\n");
+}
+
+static const struct command *find_command(const char *name) {
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+// mpremote's ':' marks a board path: `put main.py :` or `ls :lib`. For the commands whose
+// arguments are board paths (all of them, or the last, or the first), a leading ':' goes; ':'
+// alone is the board's root. cp keeps its marks: they say which side each path is on.
+static void strip_board_marks(const char *cmd, int argc, char **argv) {
+    static const char *const all[] = {"cat",   "ls", "tree",      "rm", "mkdir",
+                                      "rmdir", "mv", "sha256sum", "df", "touch"};
+    bool every = false;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        every |= strcmp(cmd, all[i]) == 0;
+    }
+    bool last = strcmp(cmd, "put") == 0 || strcmp(cmd, "sync") == 0;
+    bool first = strcmp(cmd, "get") == 0;
+    int firstarg = 1;
+    while (firstarg < argc && argv[firstarg][0] == '-' && argv[firstarg][1] != '\0') {
+        firstarg++;
+    }
+    for (int i = 1; i < argc; i++) {
+        bool board =
+            (every && argv[i][0] == ':') || (last && i == argc - 1) || (first && i == firstarg);
+        if (board && argv[i][0] == ':') {
+            argv[i] = argv[i][1] != '\0' ? argv[i] + 1 : "/";
+        }
+    }
 }
 
 static int help(int argc, char **argv) {
@@ -488,14 +525,24 @@ int main(int argc, char **argv) {
     if (strcmp(argv[first], "help") == 0) {
         return help(argc - first, argv + first);
     }
-    const struct command *cmd = NULL;
-    for (size_t i = 0; i < NCOMMANDS; i++) {
-        if (strcmp(commands[i].name, argv[first]) == 0) {
-            cmd = &commands[i];
+    // Commands chained with a lone '+' that is followed by a command name (mpremote's habit):
+    // `mqboard put main.py : + exec 'import main' + ls`. They run in order over one
+    // connection; the first that fails ends the chain.
+    int starts[64], nseg = 0;
+    starts[nseg++] = first;
+    for (int i = first + 1; i + 1 < argc && nseg < 64; i++) {
+        if (strcmp(argv[i], "+") == 0 && find_command(argv[i + 1]) != NULL) {
+            starts[nseg++] = i + 1;
         }
     }
-    if (cmd == NULL) {
-        fprintf(stderr, "mqboard: unknown command '%s' (see mqboard help)\n", argv[first]);
+    for (int k = 0; k < nseg; k++) {
+        if (find_command(argv[starts[k]]) == NULL) {
+            fprintf(stderr, "mqboard: unknown command '%s' (see mqboard help)\n", argv[starts[k]]);
+            return EXIT_USAGE;
+        }
+    }
+    if (nseg > 1 && t.opts.json) {
+        fprintf(stderr, "mqboard: --json takes one command, not a chain\n");
         return EXIT_USAGE;
     }
     if (!check_opts(&t.opts)) {
@@ -506,14 +553,27 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    t.command = cmd->name;
     t.out = stdout;
     t.err = stderr;
     if (t.opts.json) {
         t.out = open_memstream(&t.out_buf, &t.out_len);
         t.err = open_memstream(&t.err_buf, &t.err_len);
     }
-    int code = cmd->run(&t, argc - first, argv + first);
+    int code = EXIT_OK;
+    for (int k = 0; k < nseg && code == EXIT_OK; k++) {
+        int end = k + 1 < nseg ? starts[k + 1] - 1 : argc; // the '+' before the next one
+        const struct command *cmd = find_command(argv[starts[k]]);
+        t.command = cmd->name;
+        strip_board_marks(cmd->name, end - starts[k], argv + starts[k]);
+        char *saved = argv[end < argc ? end : argc - 1];
+        if (end < argc) {
+            argv[end] = NULL; // a command sees only its own arguments
+        }
+        code = cmd->run(&t, end - starts[k], argv + starts[k]);
+        if (end < argc) {
+            argv[end] = saved;
+        }
+    }
     if (tool_leaving && code == EXIT_INTERRUPTED) {
         code = 128 + tool_leaving;
     }

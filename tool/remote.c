@@ -54,7 +54,7 @@ int remote_run(struct tool *t, const char *what, const char *program,
                            : "error");
             free(path);
             code = EXIT_BOARD;
-        } else if (j != NULL) {
+        } else if (j != NULL && line != NULL) {
             line(ctx, l, j);
         } else {
             char *esc = tool_escape(l);

@@ -228,5 +228,7 @@ int cmd_view(struct tool *t, int argc, char **argv);
 int cmd_status(struct tool *t, int argc, char **argv);
 int cmd_ping(struct tool *t, int argc, char **argv);
 int cmd_repl(struct tool *t, int argc, char **argv);
+int cmd_cp(struct tool *t, int argc, char **argv);
+int cmd_touch(struct tool *t, int argc, char **argv);
 
 #endif

@@ -68,7 +68,7 @@ def run(line, work, env, prefix):
     # The man page's examples name the board esp32/kitchen: that is this board.
     line = line.replace("esp32/kitchen", prefix)
     return subprocess.run(["bash", "-o", "pipefail", "-ec", line], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
 def test_readme_tour(docs):

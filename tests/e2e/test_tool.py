@@ -288,3 +288,33 @@ def test_json_reports_timeouts(broker):
                         "-T", "0.3", "--json", "eval", "1"], capture_output=True, text=True)
     doc = json.loads(r.stdout)
     assert r.returncode == 3 and doc["exit_code"] == 3 and "no board answers at" in doc["error"]
+
+
+def test_cp_touch_rm_f_and_chains(board, tmp_path):
+    os.chdir(tmp_path)
+    (tmp_path / "main.py").write_text("print('main ran')\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/m.py").write_text("M = 1\n")
+    r = board.mqb("cp", "main.py", ":", "+", "cp", "-r", "lib", ":", "+", "exec",
+                  "import main", text=True)
+    assert r.stdout == "main ran\n"
+    assert (board.root / "lib/m.py").read_text() == "M = 1\n"
+    board.mqb("cp", ":main.py", ":copy.py")
+    assert (board.root / "copy.py").read_text() == "print('main ran')\n"
+    board.mqb("cp", ":copy.py", str(tmp_path / "back.py"))
+    assert (tmp_path / "back.py").read_text() == "print('main ran')\n"
+    board.mqb("touch", ":flag", "+", "rm", "-f", ":flag", ":never-was")
+    assert not (board.root / "flag").exists()
+    r = board.mqb("rm", ":never-was", check=False, text=True)
+    assert r.returncode == 1 and "never-was" in r.stderr
+    # A chain stops at the first failure.
+    r = board.mqb("cat", ":missing", "+", "touch", ":after", check=False, text=True)
+    assert r.returncode == 1 and not (board.root / "after").exists()
+    # A '+' that is not followed by a command is an argument.
+    assert board.out("eval", "40", "+", "2") == "42\n"
+    # The ':' marker where mpremote users type it.
+    board.mqb("put", str(tmp_path / "main.py"), ":y.py")
+    assert (board.root / "y.py").exists() and not (board.root / ":y.py").exists()
+    r = board.mqb("cp", str(tmp_path / "main.py"), str(tmp_path / "x.py"), check=False,
+                  text=True)
+    assert r.returncode == 2 and "':'" in r.stderr
