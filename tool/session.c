@@ -39,9 +39,11 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc) {
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *qos) {
     (void)mosq;
     (void)mid;
-    (void)n;
-    (void)qos;
-    ((struct session *)obj)->subacked++;
+    struct session *s = obj;
+    for (int i = 0; i < n; i++) {
+        s->sub_refused |= qos[i] >= 0x80; // the broker said no (an ACL)
+    }
+    s->subacked++;
 }
 
 // The board's retained status (untrusted: anyone may publish it): only well-formed fields
@@ -153,12 +155,25 @@ int session_connect(struct tool *t) {
     if (code != EXIT_OK) {
         return code;
     }
+    double t0 = now_s();
     int rc = mosquitto_connect(s->mosq, s->o->server, s->o->port, 30);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
                 s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         return EXIT_CONN;
     }
+    // One subscription for all replies of this board: a command then costs no extra round
+    // trip, and replies are told apart by their id. The status subscription goes first: its
+    // retained message is queued before the second SUBACK, so once that arrives the tool
+    // knows whether the board is online, offline or has never said. Both are sent right
+    // behind CONNECT (MQTT allows it), so CONNACK and SUBACKs share one round trip: on a
+    // distant broker a command costs the connection and its own round trip, nothing more.
+    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
+    snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", s->o->prefix);
+    s->online = -1;
+    s->subacked_target = s->subacked + 2;
+    int src = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
+    src = src != MOSQ_ERR_SUCCESS ? src : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
     if (!pump(s, s->o->timeout, got_connack) || s->connack < 0) {
         fprintf(s->err, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
                 s->o->server, s->o->port);
@@ -169,23 +184,12 @@ int session_connect(struct tool *t) {
                 mosquitto_connack_string(s->connack));
         return EXIT_CONN;
     }
-    // One subscription for all replies of this board: a command then costs no extra round
-    // trip, and replies are told apart by their id. The status subscription goes first: its
-    // retained message is queued before the second SUBACK, so once that arrives the tool
-    // knows whether the board is online, offline or has never said.
-    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
-    snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", s->o->prefix);
-    s->online = -1;
-    s->subacked_target = s->subacked + 2;
-    double t0 = now_s();
-    rc = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
-    rc = rc != MOSQ_ERR_SUCCESS ? rc : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
-    if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
+    if (src != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
         fprintf(s->err, "mqboard: cannot subscribe to the board's replies: %s\n",
-                mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : MOSQ_ERR_CONN_LOST));
+                mosquitto_strerror(src != MOSQ_ERR_SUCCESS ? src : MOSQ_ERR_CONN_LOST));
         return EXIT_CONN;
     }
-    s->broker_rtt = now_s() - t0; // a round trip to the broker, for the presence probe
+    s->broker_rtt = (now_s() - t0) / 2; // connect and subscribe: ~two round trips
     t->connected = true;
     return EXIT_OK;
 }
@@ -224,6 +228,11 @@ static void new_id(char *id, size_t cap) {
 }
 
 int session_begin(struct session *s, const char *cmd) {
+    if (s->sub_refused) { // the replies could never arrive (status and log may still work)
+        fprintf(s->err, "mqboard: the broker refused the subscription to %s (an ACL?)\n",
+                s->reply_topic);
+        return EXIT_CONN;
+    }
     if (!s->present && strcmp(cmd, "caps") != 0) {
         int code = session_present(s);
         if (code != EXIT_OK) {

@@ -72,6 +72,7 @@ struct session {
     bool lost;
     int subacked;
     int subacked_target; // SUBACKs awaited
+    bool sub_refused;    // a SUBACK said failure
     double broker_rtt;   // seconds, measured by the first subscription
     char id[16];
     char ping_id[16];
