@@ -22,18 +22,30 @@ from run import BIN, Agent, Broker, free_port, stop  # noqa: E402
 
 
 def proxy(listen, target, delay):
+    """Every chunk leaves DELAY after it arrived (chunks in flight overlap, as on a wire)."""
     async def pipe(reader, writer):
-        try:
+        q = asyncio.Queue()
+
+        async def read():
             while True:
                 data = await reader.read(65536)
+                await q.put((time.monotonic() + delay, data))
+                if not data:
+                    return
+
+        task = asyncio.ensure_future(read())
+        try:
+            while True:
+                due, data = await q.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
                 if not data:
                     break
-                await asyncio.sleep(delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
+            task.cancel()
             writer.close()
 
     async def handle(r, w):
