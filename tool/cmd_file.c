@@ -795,3 +795,60 @@ int cmd_cp(struct tool *t, int argc, char **argv) {
     }
     return code;
 }
+
+// edit :FILE: the board's file in $VISUAL or $EDITOR (vi), put back (verified) if it changed.
+// A file that does not exist yet starts empty.
+int cmd_edit(struct tool *t, int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: mqboard edit :FILE\n");
+        return EXIT_USAGE;
+    }
+    const char *remote = argv[1][0] == ':' ? argv[1] + 1 : argv[1];
+    char *b = base_of(remote), *tmp = NULL;
+    int fd = -1;
+    if (asprintf(&tmp, "/tmp/mqboard-edit-XXXXXX-%s", b) >= 0) {
+        fd = mkstemps(tmp, (int)strlen(b) + 1);
+    }
+    free(b);
+    if (fd < 0) {
+        tool_error(t, "cannot make a temporary file: %s", strerror(errno));
+        free(tmp);
+        return EXIT_LOCAL;
+    }
+    close(fd);
+    int code = get_file(t, remote, tmp);
+    if (code == EXIT_BOARD) {
+        code = EXIT_OK; // a new file: start empty (a real board error shows again at the put)
+    }
+    char before[SHA256_HEX + 1] = "", after[SHA256_HEX + 1] = "";
+    FILE *f = code == EXIT_OK ? fopen(tmp, "rb") : NULL;
+    if (f != NULL) {
+        file_sha256(f, before);
+        fclose(f);
+    }
+    const char *editor = getenv("VISUAL") ? getenv("VISUAL") : getenv("EDITOR");
+    char *cmd = NULL, *q = NULL;
+    if (code == EXIT_OK && asprintf(&q, "'%s'", tmp) >= 0 &&
+        asprintf(&cmd, "%s %s", editor != NULL && editor[0] ? editor : "vi", q) >= 0) {
+        int rc = system(cmd);
+        if (rc != 0) {
+            tool_error(t, "the editor exited with status %d: the board's file is unchanged", rc);
+            code = EXIT_LOCAL;
+        }
+    }
+    f = code == EXIT_OK ? fopen(tmp, "rb") : NULL;
+    if (f != NULL) {
+        file_sha256(f, after);
+        fclose(f);
+    }
+    if (code == EXIT_OK && strcmp(before, after) != 0) {
+        code = put_file(t, tmp, remote);
+    } else if (code == EXIT_OK && !t->opts.quiet) {
+        fprintf(t->err, "mqboard: %s unchanged\n", remote);
+    }
+    unlink(tmp);
+    free(tmp);
+    free(cmd);
+    free(q);
+    return code;
+}

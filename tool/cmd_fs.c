@@ -74,8 +74,9 @@ static char *board_dir(const char *arg) {
 }
 
 int cmd_ls(struct tool *t, int argc, char **argv) {
-    bool f[2] = {false, false}; // -l, -r
-    int i = parse_flags(argc, argv, "lr", f, "ls [-l] [-r] [DIR]", 0);
+    bool f[4] = {false, false, false, false}; // -l, -r, -R (as -r), -a (every name is shown)
+    int i = parse_flags(argc, argv, "lrRa", f, "ls [-lrRa] [DIR]", 0);
+    f[1] |= f[2];
     if (i >= 0 && argc - i > 1) {
         fprintf(stderr, "usage: mqboard ls [-l] [-r] [DIR]   (one directory)\n");
         i = -1;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wordexp.h>
 
 #include "tool.h"
 
@@ -55,10 +56,11 @@ static const struct command commands[] = {
     {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board", NULL},
     {"cp", cmd_cp, "[-r] SRC... DST", "copy files; ':' marks board paths (cp main.py :)", NULL},
     {"cat", cmd_cat, "REMOTE...", "print board files", NULL},
-    {"ls", cmd_ls, "[-l] [-r] [DIR]", "list a board directory", NULL},
+    {"ls", cmd_ls, "[-lrRa] [DIR]", "list a board directory (-r/-R: recursive)", NULL},
     {"tree", cmd_tree, "[DIR]", "show a board directory tree", NULL},
     {"rm", cmd_rm, "[-rf] PATH...", "remove board files (trees with -r; -f: missing is fine)",
      NULL},
+    {"edit", cmd_edit, ":FILE", "edit a board file in $EDITOR; put back if it changed", NULL},
     {"touch", cmd_touch, "FILE...", "create empty board files (existing ones stay)", NULL},
     {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories", NULL},
     {"rmdir", cmd_rmdir, "DIR...", "remove empty board directories", NULL},
@@ -152,6 +154,53 @@ static void strip_board_marks(const char *cmd, int argc, char **argv) {
     }
 }
 
+static const char *alias_of(const struct tool_opts *o, const char *name) {
+    for (int i = 0; i < o->naliases; i++) {
+        if (strcmp(o->alias_name[i], name) == 0) {
+            return o->alias_value[i];
+        }
+    }
+    return NULL;
+}
+
+static bool known(const struct tool_opts *o, const char *name) {
+    return find_command(name) != NULL || alias_of(o, name) != NULL;
+}
+
+// Runs one command (argv[0] its name, or an alias whose words, split as the shell would but
+// without running anything, take its place before the rest of the arguments).
+static int run_one(struct tool *t, int argc, char **argv) {
+    const char *alias = alias_of(&t->opts, argv[0]);
+    wordexp_t w;
+    char **av = argv;
+    if (alias != NULL) {
+        if (wordexp(alias, &w, WRDE_NOCMD | WRDE_UNDEF) != 0 || w.we_wordc == 0 ||
+            find_command(w.we_wordv[0]) == NULL) {
+            fprintf(stderr,
+                    "mqboard: alias '%s' cannot be split into words, or names no "
+                    "command\n",
+                    argv[0]);
+            return EXIT_USAGE;
+        }
+        av = calloc(w.we_wordc + (size_t)argc, sizeof(char *));
+        memcpy(av, w.we_wordv, w.we_wordc * sizeof(char *));
+        memcpy(av + w.we_wordc, argv + 1, (size_t)(argc - 1) * sizeof(char *));
+        argc += (int)w.we_wordc - 1;
+    }
+    const struct command *cmd = find_command(av[0]);
+    t->command = cmd->name;
+    strip_board_marks(cmd->name, argc, av);
+    char *saved = av[argc];
+    av[argc] = NULL; // a command sees only its own arguments
+    int code = cmd->run(t, argc, av);
+    av[argc] = saved;
+    if (alias != NULL) {
+        free(av);
+        wordfree(&w);
+    }
+    return code;
+}
+
 static int help(int argc, char **argv) {
     if (argc < 2) {
         usage(stdout);
@@ -217,7 +266,14 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
     double v;
     char what[256];
     snprintf(what, sizeof(what), "%s (%s)", key, from);
-    if (strcmp(key, "server") == 0) {
+    if (strncmp(key, "alias.", 6) == 0 && key[6] != '\0') {
+        if (o->naliases >= ALIASES_MAX) {
+            fprintf(stderr, "mqboard: %s: at most %d aliases\n", from, ALIASES_MAX);
+            return false;
+        }
+        o->alias_name[o->naliases] = keep(key + 6);
+        o->alias_value[o->naliases++] = keep(value);
+    } else if (strcmp(key, "server") == 0) {
         o->server = keep(value);
     } else if (strcmp(key, "port") == 0) {
         if (!set_number(what, value, 1, 65535, &v)) {
@@ -531,12 +587,12 @@ int main(int argc, char **argv) {
     int starts[64], nseg = 0;
     starts[nseg++] = first;
     for (int i = first + 1; i + 1 < argc && nseg < 64; i++) {
-        if (strcmp(argv[i], "+") == 0 && find_command(argv[i + 1]) != NULL) {
+        if (strcmp(argv[i], "+") == 0 && known(&t.opts, argv[i + 1])) {
             starts[nseg++] = i + 1;
         }
     }
     for (int k = 0; k < nseg; k++) {
-        if (find_command(argv[starts[k]]) == NULL) {
+        if (!known(&t.opts, argv[starts[k]])) {
             fprintf(stderr, "mqboard: unknown command '%s' (see mqboard help)\n", argv[starts[k]]);
             return EXIT_USAGE;
         }
@@ -562,17 +618,7 @@ int main(int argc, char **argv) {
     int code = EXIT_OK;
     for (int k = 0; k < nseg && code == EXIT_OK; k++) {
         int end = k + 1 < nseg ? starts[k + 1] - 1 : argc; // the '+' before the next one
-        const struct command *cmd = find_command(argv[starts[k]]);
-        t.command = cmd->name;
-        strip_board_marks(cmd->name, end - starts[k], argv + starts[k]);
-        char *saved = argv[end < argc ? end : argc - 1];
-        if (end < argc) {
-            argv[end] = NULL; // a command sees only its own arguments
-        }
-        code = cmd->run(&t, end - starts[k], argv + starts[k]);
-        if (end < argc) {
-            argv[end] = saved;
-        }
+        code = run_one(&t, end - starts[k], argv + starts[k]);
     }
     if (tool_leaving && code == EXIT_INTERRUPTED) {
         code = 128 + tool_leaving;

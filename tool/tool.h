@@ -52,6 +52,12 @@ struct tool_opts {
     const char *cafile;
     const char *psk_identity;
     const char *psk;
+    // Shortcuts from the config file (`alias.NAME = COMMAND ARGS...`), as mpremote's
+    // config.py commands.
+#define ALIASES_MAX 32
+    const char *alias_name[ALIASES_MAX];
+    const char *alias_value[ALIASES_MAX];
+    int naliases;
 };
 
 // A received reply message (payload copied, owned by the session until the next recv).
@@ -231,5 +237,6 @@ int cmd_ping(struct tool *t, int argc, char **argv);
 int cmd_repl(struct tool *t, int argc, char **argv);
 int cmd_cp(struct tool *t, int argc, char **argv);
 int cmd_touch(struct tool *t, int argc, char **argv);
+int cmd_edit(struct tool *t, int argc, char **argv);
 
 #endif

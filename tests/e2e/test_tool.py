@@ -318,3 +318,34 @@ def test_cp_touch_rm_f_and_chains(board, tmp_path):
     r = board.mqb("cp", str(tmp_path / "main.py"), str(tmp_path / "x.py"), check=False,
                   text=True)
     assert r.returncode == 2 and "':'" in r.stderr
+
+
+def test_edit_and_aliases(board, tmp_path):
+    (board.root / "conf.txt").write_text("old\n")
+    editor = tmp_path / "ed.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/old/new/' \"$1\"\n")
+    editor.chmod(0o755)
+    env = dict(os.environ, EDITOR=str(editor))
+    r = subprocess.run(board.mqb_args("edit", ":conf.txt"), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (board.root / "conf.txt").read_text() == "new\n"
+    # Unchanged: nothing is put. A new file starts empty.
+    env["EDITOR"] = "true"
+    r = subprocess.run(board.mqb_args("edit", ":conf.txt"), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "unchanged" in r.stderr
+    env["EDITOR"] = f"sh -c 'echo fresh > \"$0\"'"
+    subprocess.run(board.mqb_args("edit", ":fresh.txt"), env=env, check=True, timeout=60)
+    assert (board.root / "fresh.txt").read_text() == "fresh\n"
+    # Aliases from the config file, with the rest of the command line after them.
+    cfg = tmp_path / "cfg/mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text("alias.hello = exec \"print('hello', end=' ')\"\n"
+                                "alias.ll = ls -l\nalias.bad = exec $(touch /tmp/pwned)\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    r = subprocess.run(board.mqb_args("hello", "+", "ll", "/"), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("hello ") and "conf.txt" in r.stdout
+    r = subprocess.run(board.mqb_args("bad"), env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot be split" in r.stderr
