@@ -69,6 +69,8 @@ static const struct command commands[] = {
     {"df", cmd_df, "[PATH]", "the board filesystem's size and free space", NULL},
     {"sync", cmd_sync, "[-n] SPEC | [-n] [--delete] LOCALDIR REMOTEDIR",
      "copy what differs (by SHA-256) to the board", NULL},
+    {"mip", cmd_mip, "install [--index URL|DIR] [--target DIR] PACKAGE[@VERSION]...",
+     "install packages from a MicroPython package index (fetched here, put verified)", NULL},
     {"ota", cmd_ota, "IMAGE", "stream a firmware image into the board's inactive slot", NULL},
     {"reset", cmd_reset, "[--normal|--safe|--soft|--hard] [--no-wait]", "reset the board",
      reset_details},

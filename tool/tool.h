@@ -238,5 +238,6 @@ int cmd_repl(struct tool *t, int argc, char **argv);
 int cmd_cp(struct tool *t, int argc, char **argv);
 int cmd_touch(struct tool *t, int argc, char **argv);
 int cmd_edit(struct tool *t, int argc, char **argv);
+int cmd_mip(struct tool *t, int argc, char **argv);
 
 #endif

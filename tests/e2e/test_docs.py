@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def readme_tour():
     text = (REPO / "README.md").read_text()
     block = text.split("## A tour of mqboard", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    return [l for l in block.splitlines() if l.startswith("mqboard")]
+    return [l for l in block.splitlines() if re.match(r"^(\w+=\S+ )*mqboard ", l)]
 
 
 def man_examples():
@@ -50,6 +50,8 @@ def docs(tmp_path_factory):
     (work / "script.py").write_text("for i in range(3): print('line', i)\n")
     (work / "job.py").write_text("import time\nfor i in range(3):\n  print(i)\n  time.sleep(0.1)\n")
     (work / "board.spec").write_text("/lib:\n  lib: mylib.py\n")
+    from test_tool import make_index
+    make_index(work / "index")
     (work / "build").mkdir()
     image = newer_build(tmp)
     (work / "firmware.bin").write_bytes(image.read_bytes())

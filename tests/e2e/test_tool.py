@@ -349,3 +349,59 @@ def test_edit_and_aliases(board, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("hello ") and "conf.txt" in r.stdout
     r = subprocess.run(board.mqb_args("bad"), env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "cannot be split" in r.stderr
+
+
+def make_index(root):
+    """A small package index in micropython-lib's layout: pkg 'greet' (two files, one in a
+    subpackage) depends on 'util'; 'evil' names a file outside the target; 'liar' has a file
+    that does not match its hash."""
+    files = {}
+
+    def add(data):
+        h = hashlib.sha256(data).hexdigest()[:8]  # files are named by a short hash
+        (root / "file" / h[:2]).mkdir(parents=True, exist_ok=True)
+        (root / "file" / h[:2] / h).write_bytes(data)
+        return h
+
+    def package(name, hashes, deps=()):
+        d = root / "package/py" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "latest.json").write_text(json.dumps(
+            {"hashes": hashes, "deps": [[x, "latest"] for x in deps], "version": "1.0"}))
+
+    package("util", [["util.py", add(b"def twice(x): return 2 * x\n")]])
+    package("greet", [["greet/__init__.py", add(b"from util import twice\nN = twice(21)\n")],
+                      ["greet/extra.py", add(b"E = 1\n")]], deps=["util"])
+    package("evil", [["../../outside.py", add(b"bad\n")]])
+    h = add(b"the real thing\n")
+    (root / "file" / h[:2] / h).write_bytes(b"something else\n")
+    package("liar", [["liar.py", h]])
+
+
+def test_mip_install(board, tmp_path):
+    index = tmp_path / "index"
+    make_index(index)
+    from conftest import free_port, wait_port
+    port = free_port()
+    http = subprocess.Popen(["/usr/bin/python3", "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1", "--directory", str(index)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        board.mqb("mip", "install", "--index", f"http://127.0.0.1:{port}", "greet")
+        assert board.out("exec", "import greet\nprint(greet.N)") == "42\n"
+        assert (board.root / "lib/util.py").exists()
+        assert (board.root / "lib/greet/extra.py").exists()
+        # A directory as the index, another target.
+        board.mqb("mip", "install", "--index", str(index), "--target", ":/apps", "util")
+        assert (board.root / "apps/util.py").exists()
+        r = board.mqb("mip", "install", "--index", str(index), "evil", check=False, text=True)
+        assert r.returncode == 1 and "refusing" in r.stderr
+        assert not any(p.name == "outside.py" for p in tmp_path.rglob("*"))
+        r = board.mqb("mip", "install", "--index", str(index), "liar", check=False, text=True)
+        assert r.returncode == 1 and "does not match its hash" in r.stderr
+        assert not (board.root / "lib/liar.py").exists()
+        r = board.mqb("mip", "install", "--index", str(index), "nosuch", check=False, text=True)
+        assert r.returncode == 5 and "nosuch" in r.stderr
+    finally:
+        stop(http)
