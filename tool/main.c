@@ -78,6 +78,8 @@ static const struct command commands[] = {
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
     {"repl", cmd_repl, "[--capture FILE]",
      "an interactive Python prompt on the board (history, TAB completion)", repl_details},
+    {"boards", cmd_boards, "[--probe] [PATTERN]",
+     "every board with a status on the broker (any prefix depth; MQTT pattern or glob)", NULL},
     {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)", NULL},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -341,6 +343,9 @@ static bool load_config(struct tool_opts *o, const char *board) {
             if (section == NULL || (board != NULL && strcmp(section, board) == 0)) {
                 ok = set_opt(o, key, value, from);
             }
+            if (section != NULL && strcmp(key, "prefix") == 0 && o->nprofiles < PROFILES_MAX) {
+                o->profile_prefix[o->nprofiles++] = keep(value); // for boards --probe
+            }
             break;
         case CONF_BAD:
             fprintf(stderr, "mqboard: %s: expected 'key = value' or '[NAME]'\n", from);
@@ -480,7 +485,10 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
     return optind;
 }
 
-static bool check_opts(struct tool_opts *o) {
+static bool check_opts(struct tool_opts *o, const char *cmd) {
+    if ((o->prefix == NULL || o->prefix[0] == '\0') && strcmp(cmd, "boards") == 0) {
+        o->prefix = "mqboard/-"; // boards looks at every prefix; the session needs one
+    }
     if (o->prefix == NULL || o->prefix[0] == '\0') {
         fprintf(stderr, "mqboard: which board? Give --prefix PREFIX (or MQBOARD_PREFIX, or a "
                         "profile with -b NAME)\n");
@@ -603,7 +611,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mqboard: --json takes one command, not a chain\n");
         return EXIT_USAGE;
     }
-    if (!check_opts(&t.opts)) {
+    if (!check_opts(&t.opts, argv[first])) {
         return EXIT_USAGE;
     }
     struct sigaction sa = {.sa_handler = on_signal}; // no SA_RESTART: waits wake up

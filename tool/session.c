@@ -475,6 +475,23 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     return EXIT_OK;
 }
 
+bool session_take_any(struct session *s, const char **topic, struct reply *r) {
+    node_free(s->current);
+    s->current = NULL;
+    struct msg_node *n = s->head;
+    if (n == NULL) {
+        return false;
+    }
+    s->head = n->next;
+    s->tail = s->head == NULL ? NULL : s->tail;
+    memset(r, 0, sizeof(*r));
+    r->data = n->payload;
+    r->len = n->len;
+    *topic = n->topic;
+    s->current = n;
+    return true;
+}
+
 int session_subscribe(struct session *s, const char *topic) {
     s->subacked_target = s->subacked + 1;
     int rc = mosquitto_subscribe(s->mosq, NULL, topic, 1);

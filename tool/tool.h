@@ -58,6 +58,10 @@ struct tool_opts {
     const char *alias_name[ALIASES_MAX];
     const char *alias_value[ALIASES_MAX];
     int naliases;
+    // The prefixes of the config file's [profiles] (boards --probe).
+#define PROFILES_MAX 256
+    const char *profile_prefix[PROFILES_MAX];
+    int nprofiles;
 };
 
 // A received reply message (payload copied, owned by the session until the next recv).
@@ -151,6 +155,9 @@ void session_flush(struct session *s);
 // Ends the current command (its late replies are dropped).
 void session_end(struct session *s);
 
+// Takes the next message that has arrived, of any topic (without waiting). Returns false
+// when none is queued; the message stays valid until the next take or recv.
+bool session_take_any(struct session *s, const char **topic, struct reply *r);
 // Subscribes to another topic of the board (log, status).
 int session_subscribe(struct session *s, const char *topic);
 // Waits for the next message on topic (timeout_s < 0: forever). Returns EXIT_OK with *r set
@@ -239,5 +246,6 @@ int cmd_cp(struct tool *t, int argc, char **argv);
 int cmd_touch(struct tool *t, int argc, char **argv);
 int cmd_edit(struct tool *t, int argc, char **argv);
 int cmd_mip(struct tool *t, int argc, char **argv);
+int cmd_boards(struct tool *t, int argc, char **argv);
 
 #endif

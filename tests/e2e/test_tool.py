@@ -405,3 +405,35 @@ def test_mip_install(board, tmp_path):
         assert r.returncode == 5 and "nosuch" in r.stderr
     finally:
         stop(http)
+
+
+def test_boards(broker, tmp_path):
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "orig").mkdir()
+    deep = Board(broker, tmp_path / "deep")
+    orig = Board(broker, tmp_path / "orig", "--original", "--wdt-timeout", "0")
+    cfg = tmp_path / "cfg/mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"port = {broker.port}\n[old]\nprefix = {orig.prefix}\n"
+                                "[gone]\nprefix = nobody/here\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    mqb = [str(BIN / "mqboard"), "-p", str(broker.port)]
+    try:
+        r = subprocess.run(mqb + ["--json", "boards", deep.prefix.split("/")[0] + "/+"],
+                           capture_output=True, text=True, env=env, timeout=30)
+        found = json.loads(r.stdout)["result"]
+        assert found[deep.prefix]["status"] == "online" and orig.prefix not in found
+        assert found[deep.prefix]["agent"].startswith("mqrepld")
+        r = subprocess.run(mqb + ["boards", "--probe"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        lines = {l.split()[0]: l for l in r.stdout.splitlines()[1:]}
+        assert "answers" in lines[orig.prefix] and "silent" in lines["nobody/here"]
+        assert "online" in lines[deep.prefix]
+        deep.stop()
+        r = subprocess.run(mqb + ["--json", "boards", deep.prefix], capture_output=True,
+                           text=True, env=env, timeout=30)
+        assert json.loads(r.stdout)["result"][deep.prefix]["status"] == "offline"
+    finally:
+        if deep.proc.poll() is None:
+            deep.stop()
+        orig.stop()

@@ -1,0 +1,159 @@
+// mqboard boards: every board that has published a status on the broker (retained), at any
+// prefix depth, with its presence, agent, mode, slot and reset cause; filtered by an MQTT
+// pattern or a shell glob. --probe also asks the prefixes of the config file's profiles
+// that have no status (boards running the original code) with a cheap eval.
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tool.h"
+
+// Prefixes of up to this many levels are found (one subscription each).
+#define DEPTH_MAX 8
+// Boards listed at most.
+#define BOARDS_MAX 100000
+
+// True when prefix matches an MQTT filter (+ one level, # the rest).
+static bool mqtt_match(const char *filter, const char *prefix) {
+    while (*filter != '\0') {
+        if (filter[0] == '#') {
+            return true;
+        }
+        if (filter[0] == '+') {
+            prefix += strcspn(prefix, "/");
+            filter++;
+        } else if (*filter++ != *prefix++) {
+            return false;
+        }
+    }
+    return *prefix == '\0';
+}
+
+static bool matches(const char *pattern, const char *prefix) {
+    if (pattern == NULL) {
+        return true;
+    }
+    if (strpbrk(pattern, "+#") != NULL) {
+        return mqtt_match(pattern, prefix);
+    }
+    return fnmatch(pattern, prefix, 0) == 0;
+}
+
+static void print_board(FILE *out, const char *prefix, const cJSON *st) {
+    const char *f[5] = {"status", "agent", "mode", "reset_cause", NULL};
+    char *v[4];
+    for (int i = 0; i < 4; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(st, f[i]);
+        v[i] = tool_escape(cJSON_IsString(x) ? x->valuestring : "-");
+    }
+    const cJSON *bt = cJSON_GetObjectItemCaseSensitive(st, "boot_time");
+    const cJSON *slot = cJSON_GetObjectItemCaseSensitive(st, "slot");
+    char when[32] = "-", sl[16] = "-";
+    time_t boot = cJSON_IsNumber(bt) && bt->valuedouble > 0 && bt->valuedouble < 1e11
+                      ? (time_t)bt->valuedouble
+                      : 0;
+    struct tm tm;
+    if (boot > 0 && localtime_r(&boot, &tm) != NULL) {
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+    }
+    if (cJSON_IsNumber(slot) && slot->valuedouble >= 0 && slot->valuedouble < 100) {
+        snprintf(sl, sizeof(sl), "%d", (int)slot->valuedouble);
+    }
+    char *p = tool_escape(prefix);
+    fprintf(out, "%-28s %-8s %-19s %-16s %-6s %-4s %s\n", p, v[0], when, v[1], v[2], sl, v[3]);
+    free(p);
+    for (int i = 0; i < 4; i++) {
+        free(v[i]);
+    }
+}
+
+// Asks the prefixes of the config file's profiles that published no status with an eval.
+static void probe(struct tool *t, cJSON *found, const char *pattern) {
+    for (int i = 0; i < t->opts.nprofiles; i++) {
+        const char *prefix = t->opts.profile_prefix[i];
+        if (cJSON_GetObjectItemCaseSensitive(found, prefix) != NULL || !matches(pattern, prefix)) {
+            continue;
+        }
+        struct tool one = {.opts = t->opts, .err = fopen("/dev/null", "w")};
+        FILE *null = fopen("/dev/null", "w");
+        one.out = null;
+        one.opts.prefix = prefix;
+        one.opts.timeout = t->opts.timeout < 2 ? t->opts.timeout : 2;
+        int code = run_eval(&one, "1", 1, null);
+        session_close(&one.session);
+        fclose(null);
+        fclose(one.err);
+        cJSON *st = cJSON_CreateObject();
+        cJSON_AddStringToObject(st, "status", code == EXIT_OK ? "answers" : "silent");
+        cJSON_AddStringToObject(st, "agent", code == EXIT_OK ? "(no status: original?)" : "-");
+        cJSON_AddItemToObject(found, prefix, st);
+    }
+}
+
+int cmd_boards(struct tool *t, int argc, char **argv) {
+    const char *pattern = NULL;
+    bool do_probe = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--probe") == 0) {
+            do_probe = true;
+        } else if (pattern == NULL && argv[i][0] != '-') {
+            pattern = argv[i];
+        } else {
+            fprintf(stderr, "usage: mqboard boards [--probe] [PATTERN]\n");
+            return EXIT_USAGE;
+        }
+    }
+    struct session *s = &t->session;
+    int code = session_connect(t);
+    char topic[DEPTH_MAX * 2 + 16];
+    for (int depth = 1; code == EXIT_OK && depth <= DEPTH_MAX; depth++) {
+        topic[0] = '\0';
+        for (int k = 0; k < depth; k++) {
+            strcat(topic, "+/");
+        }
+        strcat(topic, "mqb/status");
+        code = session_subscribe(s, topic); // its retained messages arrive before the SUBACK
+    }                                       // of the next one
+    if (code == EXIT_OK) {
+        code = session_subscribe(s, "mqboard/-/fence"); // fences the last one's retained
+    }
+    if (code != EXIT_OK) {
+        return code;
+    }
+    cJSON *found = cJSON_CreateObject();
+    struct reply r;
+    const char *topic_seen;
+    int n = 0;
+    while (n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
+        size_t tl = strlen(topic_seen), sl = strlen("/mqb/status");
+        if (tl <= sl || strcmp(topic_seen + tl - sl, "/mqb/status") != 0 || r.len == 0) {
+            continue;
+        }
+        char *prefix = strndup(topic_seen, tl - sl);
+        cJSON *st = cJSON_ParseWithLength((const char *)r.data, r.len);
+        if (cJSON_IsObject(st) && matches(pattern, prefix)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(found, prefix);
+            cJSON_AddItemToObject(found, prefix, st);
+            n++;
+        } else {
+            cJSON_Delete(st);
+        }
+        free(prefix);
+    }
+    if (do_probe) {
+        probe(t, found, pattern);
+    }
+    if (!t->opts.json) {
+        fprintf(t->out, "%-28s %-8s %-19s %-16s %-6s %-4s %s\n", "PREFIX", "STATUS", "BOOTED",
+                "AGENT", "MODE", "SLOT", "RESET CAUSE");
+        const cJSON *b;
+        cJSON_ArrayForEach(b, found) {
+            print_board(t->out, b->string, b);
+        }
+    }
+    t->result = found;
+    return EXIT_OK;
+}
