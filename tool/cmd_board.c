@@ -216,3 +216,55 @@ int cmd_status(struct tool *t, int argc, char **argv) {
     t->result = j;
     return EXIT_OK;
 }
+
+// rtc: the board's clock (machine.RTC().datetime()); --set sets it to this host's time and
+// reads it back.
+int cmd_rtc(struct tool *t, int argc, char **argv) {
+    bool set = argc == 2 && strcmp(argv[1], "--set") == 0;
+    if (argc > 2 || (argc == 2 && !set)) {
+        fprintf(stderr, "usage: mqboard rtc [--set]\n");
+        return EXIT_USAGE;
+    }
+    char prog[256] = "import machine\n_r=machine.RTC()\n";
+    if (set) {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        // MicroPython's weekday: Monday is 0.
+        snprintf(prog + strlen(prog), sizeof(prog) - strlen(prog),
+                 "_r.datetime((%d,%d,%d,%d,%d,%d,%d,0))\n", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, (tm.tm_wday + 6) % 7, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    }
+    strcat(prog, "print(list(_r.datetime()))\ndel _r\n");
+    char *out = NULL;
+    int code = run_capture(t, prog, &out);
+    cJSON *j = code == EXIT_OK ? cJSON_Parse(out) : NULL;
+    free(out);
+    int v[7];
+    for (int i = 0; cJSON_IsArray(j) && i < 7; i++) {
+        const cJSON *x = cJSON_GetArrayItem(j, i == 3 ? 4 : i < 3 ? i : i + 1);
+        v[i] = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 1e5
+                   ? (int)x->valuedouble
+                   : -1;
+    }
+    if (code == EXIT_OK && (!cJSON_IsArray(j) || cJSON_GetArraySize(j) < 7 || v[0] < 0)) {
+        tool_error(t, "rtc: the board's answer is not a datetime tuple");
+        code = EXIT_BOARD;
+    }
+    if (code == EXIT_OK) {
+        fprintf(t->out, "%04d-%02d-%02d %02d:%02d:%02d\n", v[0], v[1], v[2], v[3], v[4], v[5]);
+        struct tm b = {.tm_year = v[0] - 1900,
+                       .tm_mon = v[1] - 1,
+                       .tm_mday = v[2],
+                       .tm_hour = v[3],
+                       .tm_min = v[4],
+                       .tm_sec = v[5],
+                       .tm_isdst = -1};
+        if (set && labs((long)(mktime(&b) - time(NULL))) > 2) {
+            tool_error(t, "rtc: the board did not take the time");
+            code = EXIT_BOARD;
+        }
+    }
+    cJSON_Delete(j);
+    return code;
+}

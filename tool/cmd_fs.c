@@ -106,11 +106,13 @@ int cmd_ls(struct tool *t, int argc, char **argv) {
 }
 
 int cmd_tree(struct tool *t, int argc, char **argv) {
-    if (argc > 2) {
-        fprintf(stderr, "usage: mqboard tree [DIR]\n");
+    bool f[1] = {false}; // -s: sizes
+    int i = parse_flags(argc, argv, "s", f, "tree [-s] [DIR]", 0);
+    if (i < 0 || argc - i > 1) {
+        fprintf(stderr, "usage: mqboard tree [-s] [DIR]\n");
         return EXIT_USAGE;
     }
-    char *dir = board_dir(argc == 2 ? argv[1] : ".");
+    char *dir = board_dir(i < argc ? argv[i] : ".");
     struct rlist l;
     int code = remote_list(t, dir, true, false, &l);
     if (code == EXIT_OK && !t->opts.json) {
@@ -123,7 +125,13 @@ int cmd_tree(struct tool *t, int argc, char **argv) {
                 depth += *c == '/';
             }
             char *name = tool_escape(strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel);
-            fprintf(t->out, "%*s%s %s%s\n", 4 * depth, "", "|--", name, l.v[k].dir ? "/" : "");
+            char size[24] = "";
+            if (f[0] && !l.v[k].dir) {
+                char h[16];
+                snprintf(size, sizeof(size), " [%s]", human_size((double)l.v[k].size, h, 16));
+            }
+            fprintf(t->out, "%*s%s %s%s%s\n", 4 * depth, "", "|--", name, l.v[k].dir ? "/" : "",
+                    size);
             free(name);
             files += !l.v[k].dir;
             dirs += l.v[k].dir;

@@ -247,5 +247,6 @@ int cmd_touch(struct tool *t, int argc, char **argv);
 int cmd_edit(struct tool *t, int argc, char **argv);
 int cmd_mip(struct tool *t, int argc, char **argv);
 int cmd_boards(struct tool *t, int argc, char **argv);
+int cmd_rtc(struct tool *t, int argc, char **argv);
 
 #endif

@@ -437,3 +437,15 @@ def test_boards(broker, tmp_path):
         if deep.proc.poll() is None:
             deep.stop()
         orig.stop()
+
+
+def test_rtc_and_tree_sizes(board):
+    import datetime
+    out = board.out("rtc").strip()
+    board_time = datetime.datetime.strptime(out, "%Y-%m-%d %H:%M:%S")
+    assert abs((board_time - datetime.datetime.now()).total_seconds()) < 5
+    assert board.mqb("rtc", "--set").returncode == 0
+    assert board.mqb("rtc", "--bogus", check=False).returncode == 2
+    (board.root / "d").mkdir()
+    (board.root / "d/f.bin").write_bytes(b"x" * 2048)
+    assert "|-- f.bin [2.0K]" in board.out("tree", "-s", "/d")
