@@ -458,3 +458,32 @@ def test_shipped_broker_config_and_acl(tmp_path):
     finally:
         stop(agent)
         stop(proc)
+
+
+def test_progress_bar_survives_more_bytes_than_announced(broker, tmp_path):
+    """A file that grows while it is read (or a lying board): xget announces 10 bytes and
+    sends 256 KiB, slowly enough that the progress bar draws (on a terminal, via script)."""
+    import hashlib as _h
+    data = os.urandom(256 * 1024)
+
+    def answer(cmd, payload):
+        if cmd == "caps":
+            return [("out", HDR1 + b'{"proto":2,"chunk":65536,"window":16}')]
+        if cmd == "xget":
+            out = [("out", b"\x00\x0010")]
+            for i in range(4):
+                time.sleep(0.2)
+                out.append(("out", bytes((0, i + 1)) + data[i * 65536:(i + 1) * 65536]))
+            out.append(("out", b"\x80\x05" + _h.sha256(data).hexdigest().encode()))
+            return out
+        return [("err", b"no")]
+    fake = FakeBoard(broker, "fake/grow", answer)
+    try:
+        dst = tmp_path / "got.bin"
+        cmd = f"{BIN / 'mqboard'} -p {broker.port} --prefix fake/grow get /log.txt {dst}"
+        r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout[-500:]
+        assert dst.read_bytes() == data
+    finally:
+        fake.close()
