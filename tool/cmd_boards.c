@@ -93,19 +93,7 @@ static void probe(struct tool *t, cJSON *found, const char *pattern) {
     }
 }
 
-int cmd_boards(struct tool *t, int argc, char **argv) {
-    const char *pattern = NULL;
-    bool do_probe = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--probe") == 0) {
-            do_probe = true;
-        } else if (pattern == NULL && argv[i][0] != '-') {
-            pattern = argv[i];
-        } else {
-            fprintf(stderr, "usage: mqboard boards [--probe] [PATTERN]\n");
-            return EXIT_USAGE;
-        }
-    }
+void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep) {
     struct session *s = &t->session;
     int code = session_connect(t);
     char topic[DEPTH_MAX * 2 + 16];
@@ -120,8 +108,9 @@ int cmd_boards(struct tool *t, int argc, char **argv) {
     if (code == EXIT_OK) {
         code = session_subscribe(s, "mqboard/-/fence"); // fences the last one's retained
     }
+    *codep = code;
     if (code != EXIT_OK) {
-        return code;
+        return NULL;
     }
     cJSON *found = cJSON_CreateObject();
     struct reply r;
@@ -145,6 +134,27 @@ int cmd_boards(struct tool *t, int argc, char **argv) {
     }
     if (do_probe) {
         probe(t, found, pattern);
+    }
+    return found;
+}
+
+int cmd_boards(struct tool *t, int argc, char **argv) {
+    const char *pattern = NULL;
+    bool do_probe = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--probe") == 0) {
+            do_probe = true;
+        } else if (pattern == NULL && argv[i][0] != '-') {
+            pattern = argv[i];
+        } else {
+            fprintf(stderr, "usage: mqboard boards [--probe] [PATTERN]\n");
+            return EXIT_USAGE;
+        }
+    }
+    int code;
+    cJSON *found = boards_find(t, pattern, do_probe, &code);
+    if (found == NULL) {
+        return code;
     }
     if (!t->opts.json) {
         fprintf(t->out, "%-28s %-8s %-19s %-16s %-6s %-4s %s\n", "PREFIX", "STATUS", "BOOTED",

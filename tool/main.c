@@ -338,14 +338,23 @@ static bool load_config(struct tool_opts *o, const char *board) {
         case CONF_SECTION:
             free((void *)section);
             section = strdup(key);
-            found |= board != NULL && strcmp(section, board) == 0;
+            found |= board != NULL &&
+                     (strcmp(section, board) == 0 ||
+                      (strncmp(section, "group ", 6) == 0 && strcmp(section + 6, board) == 0));
             break;
         case CONF_SETTING:
-            if (section == NULL || (board != NULL && strcmp(section, board) == 0)) {
+            if ((section == NULL || (board != NULL && strcmp(section, board) == 0)) &&
+                strcmp(key, "members") != 0) {
                 ok = set_opt(o, key, value, from);
             }
-            if (section != NULL && strcmp(key, "prefix") == 0 && o->nprofiles < PROFILES_MAX) {
-                o->profile_prefix[o->nprofiles++] = keep(value); // for boards --probe
+            if (section != NULL && strcmp(key, "prefix") == 0 && o->nprofiles < PROFILES_MAX &&
+                strncmp(section, "group ", 6) != 0) {
+                o->profile_name[o->nprofiles] = keep(section);
+                o->profile_prefix[o->nprofiles++] = keep(value); // boards --probe, groups
+            }
+            if (section != NULL && board != NULL && strncmp(section, "group ", 6) == 0 &&
+                strcmp(section + 6, board) == 0 && strcmp(key, "members") == 0) {
+                o->group_members = keep(value);
             }
             break;
         case CONF_BAD:
@@ -402,6 +411,8 @@ enum {
     OPT_NONBLOCK,
     OPT_NO_FOLLOW,
     OPT_LEASE,
+    OPT_ALL,
+    OPT_PARALLEL,
 };
 
 static const struct option long_opts[] = {
@@ -424,6 +435,8 @@ static const struct option long_opts[] = {
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
     {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
     {"lease", required_argument, NULL, OPT_LEASE},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
@@ -472,6 +485,13 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
         case OPT_LEASE: ok = set_number("--lease", optarg, 1, 3600, &o->lease); break;
+        case OPT_ALL: o->all = true; break;
+        case OPT_PARALLEL: {
+            double v;
+            ok = set_number("--parallel", optarg, 1, 64, &v);
+            o->parallel = (int)v;
+            break;
+        }
         case 'j': o->json = true; break;
         case 'q': o->quiet = true; break;
         case 'v': o->verbose++; break;
@@ -487,7 +507,8 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
 }
 
 static bool check_opts(struct tool_opts *o, const char *cmd) {
-    if ((o->prefix == NULL || o->prefix[0] == '\0') && strcmp(cmd, "boards") == 0) {
+    if ((o->prefix == NULL || o->prefix[0] == '\0') &&
+        (strcmp(cmd, "boards") == 0 || o->all || o->group_members != NULL)) {
         o->prefix = "mqboard/-"; // boards looks at every prefix; the session needs one
     }
     if (o->prefix == NULL || o->prefix[0] == '\0') {
@@ -575,6 +596,92 @@ static void print_json(struct tool *t, int code) {
     free(t->err_buf);
 }
 
+// The commands of one invocation (a chain): argv and where each command starts.
+struct chain {
+    int argc;
+    char **argv;
+    const int *starts;
+    int nseg;
+};
+
+static void open_outputs(struct tool *t) {
+    t->out = stdout;
+    t->err = stderr;
+    if (t->opts.json) {
+        t->out = open_memstream(&t->out_buf, &t->out_len);
+        t->err = open_memstream(&t->err_buf, &t->err_len);
+    }
+}
+
+// Runs the chain against t->opts.prefix: the whole of a single-board invocation.
+static int run_chain(struct tool *t, void *ctx) {
+    const struct chain *c = ctx;
+    open_outputs(t);
+    int code = EXIT_OK;
+    for (int k = 0; k < c->nseg && code == EXIT_OK; k++) {
+        int end = k + 1 < c->nseg ? c->starts[k + 1] - 1 : c->argc; // the '+' before the next
+        code = run_one(t, end - c->starts[k], c->argv + c->starts[k]);
+    }
+    if (tool_leaving && code == EXIT_INTERRUPTED) {
+        code = 128 + tool_leaving;
+    }
+    session_close(&t->session);
+    if (t->opts.json) {
+        print_json(t, code);
+    }
+    fflush(NULL);
+    cJSON_Delete(t->result);
+    t->result = NULL;
+    cJSON_Delete(t->session.busy);
+    t->session.busy = NULL;
+    return code;
+}
+
+static bool is_pattern(const char *prefix) {
+    return prefix != NULL && strpbrk(prefix, "+#*?[") != NULL;
+}
+
+// The boards of a group, a pattern or --all. Returns false for one board (the usual case);
+// else *n targets (malloc'd array of borrowed strings; *n < 0 when the broker failed).
+static bool many_targets(struct tool *t, const char ***targets, int *n) {
+    struct tool_opts *o = &t->opts;
+    if (o->group_members != NULL) {
+        char *copy = strdup(o->group_members), *save = NULL;
+        for (char *m = strtok_r(copy, " \t,", &save); m != NULL;
+             m = strtok_r(NULL, " \t,", &save)) {
+            const char *prefix = m;
+            for (int i = 0; i < o->nprofiles; i++) {
+                prefix = strcmp(o->profile_name[i], m) == 0 ? o->profile_prefix[i] : prefix;
+            }
+            *targets = realloc(*targets, (size_t)(*n + 1) * sizeof(char *));
+            (*targets)[(*n)++] = keep(prefix);
+        }
+        free(copy);
+        return true;
+    }
+    if (!o->all && !is_pattern(o->prefix)) {
+        return false;
+    }
+    int code;
+    t->out = stdout;
+    t->err = stderr;
+    cJSON *found = boards_find(t, o->all ? NULL : o->prefix, false, &code);
+    session_close(&t->session);
+    t->connected = false;
+    memset(&t->session, 0, sizeof(t->session));
+    if (found == NULL) {
+        *n = -1;
+        return true;
+    }
+    const cJSON *b;
+    cJSON_ArrayForEach(b, found) {
+        *targets = realloc(*targets, (size_t)(*n + 1) * sizeof(char *));
+        (*targets)[(*n)++] = keep(b->string);
+    }
+    cJSON_Delete(found);
+    return true;
+}
+
 int main(int argc, char **argv) {
     static struct tool t; // large (the session): not on the stack
     t.started = now_s();
@@ -620,25 +727,26 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    t.out = stdout;
-    t.err = stderr;
+    struct chain c = {argc, argv, starts, nseg};
+    const char **targets = NULL;
+    int ntargets = 0;
+    if (!many_targets(&t, &targets, &ntargets)) {
+        return run_chain(&t, &c);
+    }
+    if (ntargets < 0) {
+        return EXIT_CONN;
+    }
+    open_outputs(&t);
+    int code = ntargets > 0 ? fanout(&t, targets, ntargets, run_chain, &c) : EXIT_OK;
+    if (ntargets == 0) {
+        tool_error(&t, "no board matches");
+        code = EXIT_TIMEOUT;
+    }
     if (t.opts.json) {
-        t.out = open_memstream(&t.out_buf, &t.out_len);
-        t.err = open_memstream(&t.err_buf, &t.err_len);
-    }
-    int code = EXIT_OK;
-    for (int k = 0; k < nseg && code == EXIT_OK; k++) {
-        int end = k + 1 < nseg ? starts[k + 1] - 1 : argc; // the '+' before the next one
-        code = run_one(&t, end - starts[k], argv + starts[k]);
-    }
-    if (tool_leaving && code == EXIT_INTERRUPTED) {
-        code = 128 + tool_leaving;
-    }
-    session_close(&t.session);
-    if (t.opts.json) {
+        t.command = argv[first];
         print_json(&t, code);
     }
     cJSON_Delete(t.result);
-    cJSON_Delete(t.session.busy);
+    free(targets);
     return code;
 }

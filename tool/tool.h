@@ -58,10 +58,16 @@ struct tool_opts {
     const char *alias_name[ALIASES_MAX];
     const char *alias_value[ALIASES_MAX];
     int naliases;
-    // The prefixes of the config file's [profiles] (boards --probe).
+    // The config file's [profiles] (boards --probe, group members).
 #define PROFILES_MAX 256
+    const char *profile_name[PROFILES_MAX];
     const char *profile_prefix[PROFILES_MAX];
     int nprofiles;
+    // Many boards: a [group NAME] chosen with -b (its members, space-separated), --all, or a
+    // --prefix with MQTT or shell wildcards; --parallel children at a time.
+    const char *group_members;
+    bool all;
+    int parallel;
 };
 
 // A received reply message (payload copied, owned by the session until the next recv).
@@ -247,6 +253,13 @@ int cmd_touch(struct tool *t, int argc, char **argv);
 int cmd_edit(struct tool *t, int argc, char **argv);
 int cmd_mip(struct tool *t, int argc, char **argv);
 int cmd_boards(struct tool *t, int argc, char **argv);
+// Every board with a status that matches pattern (NULL: all), as a cJSON object keyed by
+// prefix; NULL (with *code) when the broker could not be reached.
+void *boards_find(struct tool *t, const char *pattern, bool probe, int *code);
+// Runs body once per target (a child process each, --parallel at a time) with
+// t->opts.prefix set; prints their output behind "PREFIX: " and a summary.
+int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
+           void *ctx);
 int cmd_rtc(struct tool *t, int argc, char **argv);
 
 #endif

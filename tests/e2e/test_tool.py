@@ -449,3 +449,37 @@ def test_rtc_and_tree_sizes(board):
     (board.root / "d").mkdir()
     (board.root / "d/f.bin").write_bytes(b"x" * 2048)
     assert "|-- f.bin [2.0K]" in board.out("tree", "-s", "/d")
+
+
+def test_many_boards_at_once(broker, tmp_path):
+    boards = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        boards.append(Board(broker, tmp_path / name))
+    base = boards[0].prefix.split("/")[0]
+    cfg = tmp_path / "cfg/mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"port = {broker.port}\n[first]\nprefix = {boards[0].prefix}\n"
+                                f"[group two]\nmembers = first {boards[1].prefix} gone/board\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    mqb = [str(BIN / "mqboard"), "-p", str(broker.port)]
+    try:
+        pattern = [b.prefix for b in boards]
+        r = subprocess.run(mqb + ["-b", "two", "exec", "print('hi')"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 1  # one member is offline: not all succeeded
+        assert f"{boards[0].prefix}: hi" in r.stdout and f"{boards[1].prefix}: hi" in r.stdout
+        assert "2 ok, 0 failed, 1 offline" in r.stdout and "gone/board: " in r.stderr
+        for b in boards:
+            (b.root / "x.txt").write_text(b.prefix)
+        r = subprocess.run(mqb + ["--prefix", base + "/+", "--parallel", "2", "--json", "cat",
+                                  "/x.txt"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        doc = json.loads(r.stdout)
+        found = {p: d["output"] for p, d in doc["result"]["boards"].items() if p in pattern}
+        assert found == {p: p for p in pattern}
+        assert r.returncode == (0 if doc["result"]["failed"] == 0 and
+                                doc["result"]["offline"] == 0 else 1)
+    finally:
+        for b in boards:
+            b.stop()
