@@ -78,7 +78,7 @@ int cmd_ls(struct tool *t, int argc, char **argv) {
     int i = parse_flags(argc, argv, "lrRa", f, "ls [-lrRa] [DIR]", 0);
     f[1] |= f[2];
     if (i >= 0 && argc - i > 1) {
-        fprintf(stderr, "usage: mqboard ls [-l] [-r] [DIR]   (one directory)\n");
+        fprintf(stderr, "usage: mqboard ls [-lrRa] [DIR]   (one directory)\n");
         i = -1;
     }
     if (i < 0) {

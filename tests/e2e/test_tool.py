@@ -22,7 +22,7 @@ def test_help_and_version(board):
     r = board.mqb("help", text=True)
     for cmd in ("eval", "exec", "run", "put", "get", "ls", "sync", "ota", "reset", "view"):
         assert f"  {cmd} " in r.stdout
-    assert "usage: mqboard [options] ls [-l] [-r] [DIR]" in board.out("help", "ls")
+    assert "usage: mqboard [options] ls [-lrRa] [DIR]" in board.out("help", "ls")
     assert board.mqb("help", "nosuch", check=False).returncode == 2
 
 
