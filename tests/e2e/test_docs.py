@@ -117,3 +117,30 @@ def test_readme_plain_mqtt_example(docs):
     subprocess.run(["bash", "-c", fix(pub_line)], check=True)
     out, _ = sub.communicate(timeout=20)
     assert out.strip() == want
+
+
+def test_readme_agent_example(broker, tmp_path):
+    """The README's `mqrepld` line, with this test's broker port and a temporary root."""
+    text = (REPO / "README.md").read_text()
+    line = text.split("## Running the agent", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    line = line.strip().replace("--port 1883", f"--port {broker.port}")
+    line = line.replace("/srv/board", str(tmp_path / "board"))
+    prefix = line.split("--prefix ")[1].split()[0] + "-" + tmp_path.name
+    line = line.replace("--prefix linux/kitchen", f"--prefix {prefix}")
+    (tmp_path / "board").mkdir()
+    agent = subprocess.Popen(line.split() + ["--rtc-file", str(tmp_path / "rtc")],
+                             env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mqb = [str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", prefix, "eval", "6*7"]
+        end = time.monotonic() + 15
+        r = None
+        while time.monotonic() < end:
+            r = subprocess.run(mqb, capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        assert r.stdout == "42\n"
+    finally:
+        from conftest import stop
+        stop(agent)
