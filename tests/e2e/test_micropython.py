@@ -200,3 +200,10 @@ def test_the_original_protocol_still_works(mp):
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_interrupt_an_eval_that_prints(mp):
+    r = mp.mqb("--timeout-run", "1", "exec", "import time\nwhile True:\n print(1)\n time.sleep(0.01)",
+               check=False, timeout=60)
+    assert r.returncode == 130 and "KeyboardInterrupt" in r.stderr
+    assert mp.out("eval", "2") == "2\n"

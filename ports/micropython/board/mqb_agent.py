@@ -232,7 +232,7 @@ class Agent:
         except OSError:
             pass
         keep = []
-        for topic, payload in self.inbox:
+        for i, (topic, payload) in enumerate(self.inbox):
             parts = topic[len(self.base):].split("/")
             if parts[0] == "cmd" and parts[1] in ("interrupt", "running") and len(parts) > 2:
                 tail = "/".join(parts[3:])
@@ -240,7 +240,7 @@ class Agent:
                     self.reply(parts[2], "1" if tail == eid else "0")
                 elif tail in ("", eid):
                     self.reply(parts[2], "OK")
-                    self.inbox = keep + self.inbox[len(keep) + 1:]
+                    self.inbox = keep + self.inbox[i + 1:]
                     raise KeyboardInterrupt
                 continue
             if topic == self.feed_topic:
