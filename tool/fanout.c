@@ -28,6 +28,9 @@ struct child {
 // Prints the complete lines in c->buf[i] behind the prefix; with flush, the rest too.
 static void emit(struct tool *t, struct child *c, int i, bool flush) {
     FILE *to = i == 0 ? t->out : t->err;
+    if (c->buf[i] == NULL) {
+        return; // nothing came
+    }
     size_t start = 0;
     for (size_t k = 0; k < c->len[i]; k++) {
         if (c->buf[i][k] == '\n' || k - start >= LINE_MAX_BYTES) {
