@@ -142,10 +142,12 @@ int cmd_view(struct tool *t, int argc, char **argv) {
         char stamp[16];
         strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
         char letter = r.len > 0 ? (char)r.data[0] : ' ';
-        fprintf(t->out, "%s%s %.*s%s\n", color ? color_of(letter) : "", stamp, (int)r.len,
-                (const char *)r.data, color ? "\033[0m" : "");
-        fflush(t->out);
         char *line = strndup((const char *)r.data, r.len);
+        char *shown = tool_escape(line); // a board's log is untrusted: no terminal escapes
+        fprintf(t->out, "%s%s %s%s\n", color ? color_of(letter) : "", stamp, shown,
+                color ? "\033[0m" : "");
+        free(shown);
+        fflush(t->out);
         cJSON_AddItemToArray(lines, cJSON_CreateString(line));
         free(line);
         count -= count > 0;

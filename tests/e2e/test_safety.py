@@ -487,3 +487,12 @@ def test_progress_bar_survives_more_bytes_than_announced(broker, tmp_path):
         assert dst.read_bytes() == data
     finally:
         fake.close()
+
+
+def test_view_escapes_a_boards_log(board):
+    p = subprocess.Popen(board.mqb_args("view", "-n", "1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    board.mqb("exec", "log.warning('clear \\x1b[2J done')")
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0 and b"\x1b" not in out and b"\\x1b[2J" in out
