@@ -18,18 +18,36 @@ void tool_error(struct tool *t, const char *fmt, ...) {
     va_end(ap);
 }
 
-// Writes len bytes of s with control characters other than newline and tab escaped.
+// The length of the valid UTF-8 sequence at s (at most len bytes), or 0 when it is not one.
+static size_t utf8_len(const unsigned char *s, size_t len) {
+    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (n == 0 || n > len) {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    return n;
+}
+
+// Writes len bytes of s with control characters other than newline and tab, and bytes that
+// are not UTF-8, escaped (\n, \x1b, \xff): text from a board never drives the terminal.
 static void put_escaped(FILE *f, const char *s, size_t len, bool keep_nl) {
+    const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
+        size_t n = c >= 0x80 ? utf8_len(u + i, len - i) : 1;
         if ((c == '\n' || c == '\t') && keep_nl) {
             fputc(c, f);
         } else if (c == '\n') {
             fputs("\\n", f);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (c < 0x20 || c == 0x7f || n == 0) {
             fprintf(f, "\\x%02x", c);
         } else {
-            fputc(c, f);
+            fwrite(u + i, 1, n, f);
+            i += n - 1;
         }
     }
 }

@@ -175,6 +175,10 @@ static void say_busy(struct agent *a, const char *id) {
     if (a->cfg->original || !pyeval_busy(a->pe, &b)) {
         return;
     }
+    // The source may be anything: only printable ASCII goes into the JSON text.
+    for (char *c = b.what; *c != '\0'; c++) {
+        *c = *c >= 0x20 && *c < 0x7f ? *c : *c == '\n' ? '\n' : '?';
+    }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "id", b.id);
     cJSON_AddStringToObject(j, "what", b.what);

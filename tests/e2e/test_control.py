@@ -319,3 +319,12 @@ def test_repl_on_a_terminal(board, tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_busy_notice_of_binary_source_is_clean_text(board):
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-q", "1",
+                    "-t", f"{board.prefix}/mqb/cmd/eval/Bin00001", "-s"],
+                   input=b"\x80\x00# \xff\xfe\x1b[2J\nimport time\ntime.sleep(2)", check=True)
+    time.sleep(0.3)
+    r = board.mqb("eval", "5", text=True)  # stderr must decode as UTF-8
+    assert r.stdout == "5\n" and "is busy with '# ???[2J'" in r.stderr

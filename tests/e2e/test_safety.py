@@ -338,7 +338,7 @@ def test_tool_survives_hostile_caps(broker, tmp_path, caps):
 
 def test_tool_survives_hostile_replies(broker, tmp_path):
     replies = {"df": [("out", HDR1 + b"[1]\n")], "empty": [("out", b"")],
-               "esc": [("err", b"boom \x1b[2J\x1b]52;c;aGk=\x07")]}
+               "esc": [("err", b"boom \x1b[2J\x1b]52;c;aGk=\x07 \xff\xfe na\xc3\xafve")]}
     which = {}
 
     def answer(cmd, payload):
@@ -354,6 +354,7 @@ def test_tool_survives_hostile_replies(broker, tmp_path):
         which["r"] = "esc"
         r = mqb_raw(broker, "fake/replies", "-T", "1", "eval", "1")
         assert r.returncode == 1 and "\x1b" not in r.stderr and "\\x1b[2J" in r.stderr
+        assert "\\xff\\xfe naïve" in r.stderr  # not UTF-8: escaped; UTF-8: kept
     finally:
         fake.close()
 
