@@ -86,6 +86,8 @@ static enum mqb_err parse_reply(const char *p, const char *end, struct mqb_topic
         out->kind = MQB_TOPIC_REPLY_ERR;
     } else if (slice_is(&which, "busy")) {
         out->kind = MQB_TOPIC_REPLY_BUSY;
+    } else if (slice_is(&which, "ask")) {
+        out->kind = MQB_TOPIC_REPLY_ASK;
     } else {
         return MQB_ERR_MALFORMED;
     }

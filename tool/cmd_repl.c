@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <editline/readline.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,33 @@ static char **board_names(const char *text) {
     free(objlit);
     free(obj);
     return matches;
+}
+
+// Reads a key for libedit; while none comes, the connection is served (the mount's questions
+// and lease). EOF (with tool_interrupted set on Ctrl-C) ends the line.
+static int repl_getc(FILE *f) {
+    struct session *s = &completing->session;
+    for (;;) {
+        if (tool_interrupted) {
+            return EOF; // Ctrl-C came between two keys
+        }
+        int sock = mosquitto_socket(s->mosq);
+        struct pollfd p[2] = {{.fd = fileno(f), .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+        if (sock >= 0 && mosquitto_want_write(s->mosq)) {
+            p[1].events |= POLLOUT;
+        }
+        int r = poll(p, sock >= 0 ? 2 : 1, 200);
+        if (r < 0 && errno == EINTR) {
+            return EOF;
+        }
+        if (r > 0 && p[0].revents != 0) {
+            unsigned char c;
+            return read(fileno(f), &c, 1) == 1 ? c : EOF;
+        }
+        if (!session_idle(s, 0.001)) {
+            return EOF;
+        }
+    }
 }
 
 static char **complete(const char *text, int start, int end) {
@@ -188,6 +217,7 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
     read_history(history_file(hist, sizeof(hist)));
     completing = t;
     rl_attempted_completion_function = complete;
+    rl_getc_function = repl_getc;
     rl_completer_word_break_characters = " \t\n\"'`@$><=;|&{([,+-*/%";
     fprintf(stderr, "Connected to board '%s'. Ctrl-C interrupts, Ctrl-D leaves.\n", t->opts.prefix);
     for (;;) {

@@ -4,6 +4,7 @@
 // failed, offline). Exit 0 only if every board succeeded. With --json: one document with a
 // result per board.
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <poll.h>
@@ -59,6 +60,11 @@ static void start(struct tool *t, struct child *c, int (*body)(struct tool *, vo
     if (c->pid == 0) {
         dup2(out[1], STDOUT_FILENO);
         dup2(err[1], STDERR_FILENO);
+        int null = open("/dev/null", O_RDONLY); // many boards cannot share one keyboard
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            close(null);
+        }
         close(out[0]);
         close(err[0]);
         t->opts.prefix = c->prefix;

@@ -45,6 +45,14 @@ static const char reset_details[] =
     "1` finds it. --no-wait returns as soon as the board accepted the reset. A board that\n"
     "runs the original code (no status) gets the original's reset program, without waiting.\n";
 
+static const char mount_details[] =
+    "For the rest of the invocation the board sees LOCALDIR (read-only; --rw: writable) as\n"
+    "the directory /remote: open('/remote/x.txt'), os.listdir('/remote'), and `import` looks\n"
+    "there first. The board asks mqboard for each file over MQTT; mqboard serves only what is\n"
+    "beneath LOCALDIR (no '..', no symlink that leads out). Chain the commands that use it\n"
+    "(mqboard mount src + run main.py); without one, a repl starts. The mount ends when\n"
+    "mqboard leaves (or 15 s after it vanished). Needs our agent (mqrepld).\n";
+
 static const struct command commands[] = {
     {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result",
      eval_details},
@@ -77,6 +85,10 @@ static const struct command commands[] = {
     {"rtc", cmd_rtc, "[--set]", "the board's clock; --set sets it to this host's time", NULL},
     {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)", NULL},
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
+    {"mount", cmd_mount, "[--rw] LOCALDIR",
+     "the board sees LOCALDIR as /remote (import looks there first) for the chained commands, "
+     "or a repl",
+     mount_details},
     {"repl", cmd_repl, "[--capture FILE]",
      "an interactive Python prompt on the board (history, TAB completion)", repl_details},
     {"boards", cmd_boards, "[--probe] [PATTERN]",
@@ -621,6 +633,10 @@ static int run_chain(struct tool *t, void *ctx) {
     for (int k = 0; k < c->nseg && code == EXIT_OK; k++) {
         int end = k + 1 < c->nseg ? c->starts[k + 1] - 1 : c->argc; // the '+' before the next
         code = run_one(t, end - c->starts[k], c->argv + c->starts[k]);
+    }
+    if (code == EXIT_OK && t->session.mount_root != NULL && strcmp(t->command, "mount") == 0) {
+        char *repl[] = {"repl", NULL};
+        code = cmd_repl(t, 1, repl); // a mount with nothing after it: work in it (as mpremote)
     }
     if (tool_leaving && code == EXIT_INTERRUPTED) {
         code = 128 + tool_leaving;

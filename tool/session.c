@@ -3,11 +3,13 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -87,6 +89,33 @@ static void node_free(struct msg_node *n) {
     }
 }
 
+// One round of network I/O of at most ms; while the board waits for keyboard input, standard
+// input is watched too.
+static int io_once(struct session *s, int ms) {
+    int sock = mosquitto_socket(s->mosq);
+    if (!s->stdin_want || sock < 0) {
+        return mosquitto_loop(s->mosq, ms, 1);
+    }
+    struct pollfd p[2] = {
+        {.fd = sock, .events = POLLIN | (mosquitto_want_write(s->mosq) ? POLLOUT : 0)},
+        {.fd = STDIN_FILENO, .events = POLLIN},
+    };
+    if (poll(p, 2, ms) < 0) {
+        return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+    }
+    if (p[1].revents != 0) {
+        ask_stdin_ready(s);
+    }
+    int rc = MOSQ_ERR_SUCCESS;
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        rc = mosquitto_loop_read(s->mosq, 1);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && mosquitto_want_write(s->mosq)) {
+        rc = mosquitto_loop_write(s->mosq, 1);
+    }
+    return rc == MOSQ_ERR_SUCCESS ? mosquitto_loop_misc(s->mosq) : rc;
+}
+
 // Runs the network for at most timeout_s seconds or until done(s) holds. Returns false when
 // the connection is gone.
 static bool pump(struct session *s, double timeout_s, bool (*done)(struct session *)) {
@@ -96,7 +125,7 @@ static bool pump(struct session *s, double timeout_s, bool (*done)(struct sessio
         if (left <= 0) {
             return true;
         }
-        int rc = mosquitto_loop(s->mosq, left > 0.1 ? 100 : (int)(left * 1000) + 1, 1);
+        int rc = io_once(s, left > 0.1 ? 100 : (int)(left * 1000) + 1);
         if (rc != MOSQ_ERR_SUCCESS || s->lost) {
             s->lost = true;
             return false;
@@ -198,6 +227,12 @@ void session_close(struct session *s) {
     if (s->mosq == NULL) {
         return;
     }
+    if (s->mount_root != NULL && !s->lost) { // at once, not when its lease runs out
+        session_send_as(s, "mount", s->mount_id, NULL, (const uint8_t *)"off", 3);
+        session_flush(s);
+    }
+    free(s->mount_root);
+    s->mount_root = NULL;
     node_free(s->current);
     s->current = NULL;
     while (s->head != NULL) {
@@ -293,6 +328,16 @@ int session_send_cmd(struct session *s, const char *cmd, const char *tail, const
     return code;
 }
 
+int session_send_as(struct session *s, const char *cmd, const char *id, const char *tail,
+                    const uint8_t *data, size_t len) {
+    char saved[sizeof(s->id)];
+    memcpy(saved, s->id, sizeof(saved));
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    int code = session_send_cmd(s, cmd, tail, data, len);
+    memcpy(s->id, saved, sizeof(saved));
+    return code;
+}
+
 int session_send_aside(struct session *s, const char *cmd, const char *tail) {
     char topic[MQB_TOPIC_MAX], id[16];
     uint8_t hdr[MQB_HDR_LEN];
@@ -307,7 +352,8 @@ int session_send_aside(struct session *s, const char *cmd, const char *tail) {
 static bool has_msg_or_signal(struct session *s) {
     double now = now_s();
     return s->head != NULL || tool_interrupted || (s->interrupt_at > 0 && now >= s->interrupt_at) ||
-           (s->lease_at > 0 && now >= s->lease_at);
+           (s->lease_at > 0 && now >= s->lease_at) ||
+           (s->mount_lease_at > 0 && now >= s->mount_lease_at);
 }
 
 // Asks the board whether it is still working on the current command (running, under an id of
@@ -329,6 +375,51 @@ static void send_ping(struct session *s, bool lease) {
         fprintf(stderr, "mqboard: -> %s (is the board still on it?)\n", topic);
     }
     mosquitto_publish(s->mosq, NULL, topic, (int)len, msg, 1, false);
+}
+
+// Renews the mount's lease when it is due (the board unmounts when renewals stop).
+static void renew_mount(struct session *s) {
+    if (s->mount_root == NULL || now_s() < s->mount_lease_at) {
+        return;
+    }
+    char topic[MQB_TOPIC_MAX], id[16];
+    uint8_t msg[MQB_HDR_LEN + 16];
+    new_id(id, sizeof(id));
+    mqb_hdr_encode(msg, 0, true);
+    int n = snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %.0f", s->o->lease);
+    mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", id, s->mount_id);
+    mosquitto_publish(s->mosq, NULL, topic, MQB_HDR_LEN + n, msg, 1, false);
+    s->mount_lease_at = now_s() + s->o->lease / 3.0;
+}
+
+// A question of the board's (reply/ask/<id>) to us: keyboard input for our eval, or the
+// mount's files. Questions to other ids are someone else's.
+static void take_ask(struct session *s, const struct mqb_topic *t, const struct msg_node *n) {
+    char to[MQB_ID_MAX + 1];
+    snprintf(to, sizeof(to), "%.*s", (int)t->id.len, t->id.ptr);
+    if (strcmp(to, s->id) == 0 || (s->mount_root != NULL && strcmp(to, s->mount_id) == 0)) {
+        ask_serve(s, to, n->payload, n->len);
+    }
+}
+
+bool session_idle(struct session *s, double timeout_s) {
+    struct mqb_topic t;
+    renew_mount(s);
+    if (!pump(s, timeout_s, has_msg_or_signal)) {
+        return false;
+    }
+    while (s->head != NULL) {
+        struct msg_node *n = s->head;
+        s->head = n->next;
+        s->tail = s->head == NULL ? NULL : s->tail;
+        if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), &t) == MQB_OK &&
+            t.kind == MQB_TOPIC_REPLY_ASK) {
+            take_ask(s, &t, n);
+        }
+        node_free(n);
+    }
+    renew_mount(s);
+    return true;
 }
 
 void session_lease(struct session *s, bool on) {
@@ -379,7 +470,9 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
         }
         if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), t) == MQB_OK &&
             t->kind != MQB_TOPIC_CMD) {
-            if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_BUSY) {
+            if (t->kind == MQB_TOPIC_REPLY_ASK) {
+                take_ask(s, t, n);
+            } else if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_BUSY) {
                 take_busy(s, n);
                 s->busy_now = true;
             } else if (id_is(&t->id, s->id)) {
@@ -430,6 +523,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
             return RECV_INTERRUPT;
         }
         double now = now_s();
+        renew_mount(s);
         if (s->lease_at > 0 && now >= s->lease_at) {
             send_ping(s, true); // "still waiting": renews the eval's lease on the board
             s->lease_at = now + s->o->lease / 3.0;
@@ -453,6 +547,9 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
         }
         if (s->lease_at > 0 && s->lease_at - now < left) {
             left = s->lease_at - now > 0 ? s->lease_at - now : 0.001;
+        }
+        if (s->mount_lease_at > 0 && s->mount_lease_at - now < left) {
+            left = s->mount_lease_at - now > 0 ? s->mount_lease_at - now : 0.001;
         }
         if (!pump(s, left, has_msg_or_signal)) {
             fprintf(s->err, "mqboard: lost the connection to the broker\n");
@@ -544,6 +641,7 @@ void session_flush(struct session *s) {
 
 void session_end(struct session *s) {
     s->id[0] = '\0';
+    s->stdin_want = false;
     s->ping_id[0] = '\0';
     s->ping_on_silence = false;
     s->interrupt_at = 0;

@@ -113,6 +113,19 @@ struct session {
     struct msg_node *current; // the message returned by the last recv
     bool caps_known;
     struct board_caps caps;
+    // mount: the directory served as the board's /remote (its realpath, malloc'd; NULL when
+    // none), writable, the mount's id on the board, and when its lease is renewed next.
+    char *mount_root;
+    bool mount_rw;
+    char mount_id[16];
+    double mount_lease_at;
+    // The running eval asked for keyboard input (question stdin_n, at most stdin_len bytes,
+    // for stdin_to); stdin_eof once our input has ended.
+    bool stdin_want;
+    unsigned long stdin_n;
+    size_t stdin_len;
+    char stdin_to[16];
+    bool stdin_eof;
 };
 
 struct tool {
@@ -169,6 +182,19 @@ int session_subscribe(struct session *s, const char *topic);
 // Waits for the next message on topic (timeout_s < 0: forever). Returns EXIT_OK with *r set
 // (data = payload), EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
 int session_recv_raw(struct session *s, const char *topic, double timeout_s, struct reply *r);
+
+// Waits up to timeout_s while no command runs (the repl's prompt), answering the board's
+// questions to the mount and renewing its lease. Returns false when the connection is gone.
+bool session_idle(struct session *s, double timeout_s);
+// Publishes a one-message command under the id given (e.g. the mount's).
+int session_send_as(struct session *s, const char *cmd, const char *id, const char *tail,
+                    const uint8_t *data, size_t len);
+
+// ask.c: answers to the board's questions (reply/ask/<id>): keyboard input for the running
+// eval and the mounted directory's files.
+void ask_serve(struct session *s, const char *to, const uint8_t *payload, size_t len);
+// Standard input is readable while the running eval waits for keyboard input.
+void ask_stdin_ready(struct session *s);
 
 // Says whether a board is there before a command waits for it: online status, or (no
 // status: an original board?) an answer to caps within a second. Returns EXIT_OK, or
@@ -261,5 +287,6 @@ void *boards_find(struct tool *t, const char *pattern, bool probe, int *code);
 int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
            void *ctx);
 int cmd_rtc(struct tool *t, int argc, char **argv);
+int cmd_mount(struct tool *t, int argc, char **argv);
 
 #endif

@@ -35,6 +35,7 @@ enum mqb_topic_kind {
     MQB_TOPIC_REPLY_OUT,  // PREFIX/mqb/reply/out/<id>
     MQB_TOPIC_REPLY_ERR,  // PREFIX/mqb/reply/err/<id>
     MQB_TOPIC_REPLY_BUSY, // PREFIX/mqb/reply/busy/<id> (extension: the command waits)
+    MQB_TOPIC_REPLY_ASK,  // PREFIX/mqb/reply/ask/<id> (extension: the board asks the host)
 };
 
 // A parsed topic: slices that point into the parsed string (borrowed, not NUL-terminated).

@@ -78,6 +78,7 @@ struct agent {
     struct mqb_engine engine;
     struct board_fs fs;
     struct pyeval *pe;
+    struct ask ask; // questions of the board's Python to its host, and the mount
     EVP_MD_CTX *hash[MQB_MAX_XFERS];
     struct eval_input *inputs; // multi-message eval input being collected
     int outstanding;           // QoS 1 publishes not yet acknowledged by the broker

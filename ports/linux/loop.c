@@ -119,8 +119,8 @@ static void feed_arrived(struct agent *a) {
 // --original: the commands a board running the original mqrepl.py does not know are
 // refused as it refuses them (the tool's fallbacks are tested against this).
 static bool refused_as_original(struct agent *a, const char *topic) {
-    static const char *const ext[] = {"caps",      "xput",    "xget", "ack",
-                                      "interrupt", "running", "reset"};
+    static const char *const ext[] = {"caps",    "xput",  "xget", "ack",  "interrupt",
+                                      "running", "reset", "ans",  "mount"};
     struct mqb_topic t;
     if (!a->cfg->original || mqb_topic_parse(a->cfg->prefix, topic, strlen(topic), &t) != MQB_OK ||
         t.kind != MQB_TOPIC_CMD) {
@@ -478,11 +478,28 @@ static void network_io(struct agent *a, short revents, uint64_t *retry_at, int *
     }
 }
 
+// Publishes the question the board's Python asks its host (reply/ask/<id>), after the
+// output the eval printed before it (the prompt of input()).
+static void send_asks(struct agent *a) {
+    char to[MQB_ID_MAX + 1], topic[MQB_TOPIC_MAX];
+    uint8_t *payload;
+    size_t len;
+    while (a->connected && ask_take(&a->ask, to, &payload, &len)) {
+        a->out_due_ms = 1; // due now
+        drain_eval(a, agent_now_ms());
+        snprintf(topic, sizeof(topic), "%s/mqb/reply/ask/%s", a->cfg->prefix, to);
+        mqtt_publish(a, topic, payload, len, 1, false);
+        free(payload);
+    }
+}
+
 // Interrupts an eval whose requester stopped renewing its lease (or drops it if queued).
 static void expire_leases(struct agent *a, uint64_t now) {
     char id[MQB_ID_MAX + 1];
     int what;
-    (void)now;
+    if (ask_mount_expire(&a->ask, now, id, sizeof(id))) {
+        agent_log(a, 'W', "/remote unmounted: its host %s is gone (lease ended)", id);
+    }
     while ((what = pyeval_expire(a->pe, pyeval_now_ms(), id, sizeof(id))) != 0) {
         agent_log(a, 'W', "eval %s: its requester is gone (lease ended): %s", id,
                   what == 1 ? "interrupting it" : "dropped before it ran");
@@ -518,6 +535,7 @@ static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
         handle_event(a, &ev);
     }
     now = agent_now_ms();
+    send_asks(a);
     if (a->connected) {
         drain_eval(a, now);
     }
@@ -608,6 +626,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         perror("mqrepld: pipe");
         return -1;
     }
+    ask_init(&a->ask);
     struct pyeval_config pc = {
         .root = a->fs.root,
         .rtc_path = cfg->rtc_file,
@@ -616,6 +635,7 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         .safe_mode = a->mode == MQB_BOOT_SAFE,
         .wake_fd = a->wake[1],
         .original = cfg->original,
+        .ask = &a->ask,
     };
     a->pe = pyeval_start(&pc);
     if (a->pe == NULL || mqtt_setup(a) != 0) {

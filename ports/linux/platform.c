@@ -14,6 +14,8 @@
 #define OUT_QUEUE_MAX 64
 // Longest lease a requester may ask for (ms).
 #define LEASE_MAX_MS (3600u * 1000)
+// A new mount's lease, until its owner's first renewal.
+#define MOUNT_LEASE_MS 15000
 // Largest eval source accepted (over all its messages).
 #define EVAL_SRC_MAX (16u * 1024 * 1024)
 
@@ -149,11 +151,44 @@ static void cmd_running(struct agent *a, const char *id, const char *tail, const
     memcpy(buf, data, len < sizeof(buf) - 1 ? len : sizeof(buf) - 1);
     unsigned long secs = 0;
     bool known = pyeval_known(a->pe, tail);
-    if (known && sscanf(buf, "lease %lu", &secs) == 1 && secs > 0) {
-        uint64_t ms = secs * 1000 < LEASE_MAX_MS ? secs * 1000 : LEASE_MAX_MS;
-        pyeval_renew(a->pe, tail, pyeval_now_ms() + ms);
+    if (sscanf(buf, "lease %lu", &secs) == 1 && secs > 0) {
+        uint64_t until =
+            pyeval_now_ms() + (secs * 1000 < LEASE_MAX_MS ? secs * 1000 : LEASE_MAX_MS);
+        known = known ? pyeval_renew(a->pe, tail, until) : ask_mount_renew(&a->ask, tail, until);
     }
     reply_text(a, id, known ? "1" : "0");
+}
+
+// ans: the host's answer to question n (the tail) that the board asked under id.
+static void cmd_ans(struct agent *a, const char *id, const char *tail, const uint8_t *data,
+                    size_t len) {
+    char *end;
+    unsigned long n = strtoul(tail, &end, 10);
+    if (tail[0] == '\0' || *end != '\0' || !ask_answer(&a->ask, id, n, data, len)) {
+        agent_log(a, 'D', "ans %s/%s: no such question (late, or not ours)", id, tail);
+    }
+}
+
+// mount: the host (id) serves a directory that the board sees as /remote: data "ro" or "rw";
+// "off" ends it. The mount lasts while its owner renews the lease (running with the mount's
+// id), so a host that vanishes leaves nothing mounted.
+static void cmd_mount(struct agent *a, const char *id, const uint8_t *data, size_t len) {
+    char owner[MQB_ID_MAX + 1];
+    bool on = len == 2 && (memcmp(data, "ro", 2) == 0 || memcmp(data, "rw", 2) == 0);
+    if (on) {
+        ask_mount(&a->ask, id, data[1] == 'w', pyeval_now_ms() + MOUNT_LEASE_MS);
+        agent_log(a, 'I', "/remote mounted (%s) by %s", data[1] == 'w' ? "writable" : "read-only",
+                  id);
+    } else if (len == 3 && memcmp(data, "off", 3) == 0) {
+        if (ask_mounted(&a->ask, owner, sizeof(owner)) >= 0 && strcmp(owner, id) == 0) {
+            ask_mount(&a->ask, "", false, 0);
+            agent_log(a, 'I', "/remote unmounted");
+        }
+    } else {
+        reply_err_text(a, id, "mount: the data is ro, rw or off");
+        return;
+    }
+    reply_text(a, id, "OK");
 }
 
 // reset: the control path's reset, handled here whatever the interpreter does. Data: the
@@ -283,6 +318,14 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
     }
     if (strcmp(cmd, "reset") == 0) {
         cmd_reset(a, id, data, len);
+        return MQB_OK;
+    }
+    if (strcmp(cmd, "ans") == 0) {
+        cmd_ans(a, id, tail, data, len);
+        return MQB_OK;
+    }
+    if (strcmp(cmd, "mount") == 0) {
+        cmd_mount(a, id, data, len);
         return MQB_OK;
     }
     if (strcmp(cmd, "ota") == 0) {

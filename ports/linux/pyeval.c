@@ -6,6 +6,7 @@
 
 #include "pyeval.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -260,6 +261,104 @@ void pyeval_set_wdt_status(struct pyeval *pe, const char *json) {
     pthread_mutex_unlock(&pe->mu);
 }
 
+// How long keyboard input waits for the eval's first lease (it travels right behind the
+// eval, but the code may ask first); an eval nobody follows reads end of file after this.
+#define STDIN_LEASE_WAIT_MS 2000
+
+// Whom a question goes to: target 0 is the requester of the running eval, if it follows it
+// (an eval with a lease: mqboard waits for it); target 1 the host that mounted /remote.
+// Returns 1 (to set), 0 (the eval has no lease yet), -1 (nobody).
+static int ask_target(struct pyeval *pe, int target, char *to, size_t cap) {
+    if (target == 1) {
+        return ask_mounted(pe->cfg.ask, to, cap) >= 0 ? 1 : -1;
+    }
+    pthread_mutex_lock(&pe->mu);
+    struct job *c = pe->cur;
+    int ok = pthread_equal(pthread_self(), pe->thread) && c != NULL && c->src != NULL && !pe->done
+                 ? c->lease_end != 0
+                 : -1;
+    if (ok == 1) {
+        snprintf(to, cap, "%s", c->id);
+    }
+    pthread_mutex_unlock(&pe->mu);
+    return ok;
+}
+
+// Waits (GIL released) up to STDIN_LEASE_WAIT_MS for the target to be known.
+static bool find_target(struct pyeval *pe, int target, char *to, size_t cap) {
+    int ok = ask_target(pe, target, to, cap);
+    for (int waited = 0; ok == 0 && waited < STDIN_LEASE_WAIT_MS; waited += 20) {
+        Py_BEGIN_ALLOW_THREADS usleep(20 * 1000);
+        Py_END_ALLOW_THREADS ok = ask_target(pe, target, to, cap);
+    }
+    return ok == 1;
+}
+
+// ask(target, question, timeout, max): asks the host (see ask.h) and returns its answer
+// (bytes, at most max); waits with the GIL released, and stays interruptible. timeout <= 0:
+// as long as the eval runs. OSError: ENODEV nobody to ask, EBUSY another question is out,
+// ETIMEDOUT no answer in time.
+static PyObject *mqb_ask(PyObject *self, PyObject *args) {
+    (void)self;
+    int target;
+    Py_buffer req;
+    double timeout;
+    Py_ssize_t max;
+    if (!PyArg_ParseTuple(args, "iy*dn", &target, &req, &timeout, &max)) {
+        return NULL;
+    }
+    struct pyeval *pe = the_pe;
+    char to[MQB_ID_MAX + 1];
+    int err = !find_target(pe, target, to, sizeof(to)) ? ENODEV
+              : !ask_post(pe->cfg.ask, to, req.buf, (size_t)req.len, max > 0 ? (size_t)max : 0)
+                  ? EBUSY
+                  : 0;
+    PyBuffer_Release(&req);
+    if (err != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    wake(pe);
+    uint64_t end = timeout > 0 ? pyeval_now_ms() + (uint64_t)(timeout * 1000) : 0;
+    uint8_t *ans = NULL;
+    size_t len = 0;
+    for (;;) {
+        bool got;
+        Py_BEGIN_ALLOW_THREADS got = ask_wait(pe->cfg.ask, 100, &ans, &len);
+        Py_END_ALLOW_THREADS if (got) {
+            break;
+        }
+        // An interrupt (Ctrl-C on the host, its lease ended) raises here.
+        err = PyErr_CheckSignals() != 0                              ? -1
+              : target == 1 && ask_mounted(pe->cfg.ask, NULL, 0) < 0 ? ENODEV
+              : end != 0 && pyeval_now_ms() >= end                   ? ETIMEDOUT
+                                                                     : 0;
+        if (err != 0) {
+            ask_end(pe->cfg.ask);
+            if (err > 0) {
+                errno = err;
+                PyErr_SetFromErrno(PyExc_OSError);
+            }
+            return NULL;
+        }
+    }
+    ask_end(pe->cfg.ask);
+    PyObject *r = PyBytes_FromStringAndSize((const char *)ans, (Py_ssize_t)len);
+    free(ans);
+    return r;
+}
+
+// mount(): None when nothing is mounted at /remote, else whether it is writable.
+static PyObject *mqb_mount(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    int m = ask_mounted(the_pe->cfg.ask, NULL, 0);
+    if (m < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyBool_FromLong(m);
+}
+
 static PyObject *mqb_root(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -317,6 +416,8 @@ static PyMethodDef mqb_methods[] = {
     {"reset_cause", mqb_reset_cause, METH_NOARGS, "machine.reset_cause() of this boot."},
     {"safe_mode", mqb_safe_mode, METH_NOARGS, "True when booted in safe mode."},
     {"sources", mqb_sources, METH_NOARGS, "The embedded modules' sources."},
+    {"ask", mqb_ask, METH_VARARGS, "ask(target, question, timeout, max): the host's answer."},
+    {"mount", mqb_mount, METH_NOARGS, "None, or whether /remote is writable."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ask.h"
 #include "mqb/config.h"
 
 struct pyeval;
@@ -21,6 +22,7 @@ struct pyeval_config {
     bool safe_mode;       // booted in safe mode (run /safemode/main.py, not /main.py)
     int wake_fd;          // written (one byte) when output or an event is ready
     bool original;        // eval replies as the original mqrepl.py's (see _board.run)
+    struct ask *ask;      // questions to the host (keyboard input, /remote), the agent's
 };
 
 // Output of the current eval, taken by the event loop. data and error are malloc'd and owned

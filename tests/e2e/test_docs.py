@@ -49,6 +49,8 @@ def docs(tmp_path_factory):
     (work / "main.py").write_text("print('main')\n")
     (work / "script.py").write_text("for i in range(3): print('line', i)\n")
     (work / "job.py").write_text("import time\nfor i in range(3):\n  print(i)\n  time.sleep(0.1)\n")
+    (work / "src").mkdir()
+    (work / "src/hello.py").write_text("print('hello from src')\n")
     (work / "board.spec").write_text("/lib:\n  lib: mylib.py\n")
     from test_tool import make_index
     make_index(work / "index")

@@ -70,6 +70,7 @@ static void test_topic_parse_table(void **state) {
     check_topic("a/b", "a/b/mqb/reply/out/X1", ok, O, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/err/X1", ok, E, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/busy/X1", ok, MQB_TOPIC_REPLY_BUSY, "", "X1", "");
+    check_topic("a/b", "a/b/mqb/reply/ask/X1", ok, MQB_TOPIC_REPLY_ASK, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/foo/X1", bad, C, "", "", "");
     check_topic("a/b", "a/b/mqb/reply/out/X1/more", bad, C, "", "", "");
     check_topic("a/b", "a/b/mqb/reply/out/", bad, C, "", "", "");

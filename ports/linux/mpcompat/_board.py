@@ -110,6 +110,11 @@ class _Out:
 
 sys.stdout = sys.stderr = _Out()
 
+import _remote  # noqa: E402 (needs the embedded finder)
+
+sys.stdin = _remote.Stdin(_eval_thread)
+sys.meta_path.insert(1, _remote.RemoteFinder())
+
 
 def _compile(src):
     """Compiles src as the console REPL does: as an expression if it is one, else as one
@@ -160,6 +165,7 @@ def run(src, g, original=False):
     """Runs src in g (see _compile). Returns (repr of the result or None, traceback text or
     None, whether it ran as statements)."""
     is_exec = False
+    sys.stdin.reset()
     try:
         if original:
             r = _run_original(src, g)

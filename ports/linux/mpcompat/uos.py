@@ -7,6 +7,7 @@ import os as _os
 import posixpath as _pp
 import builtins as _builtins
 import _mqb
+import _remote
 
 _ROOT = _mqb.root()
 _REAL_ROOT = _os.path.realpath(_ROOT)
@@ -63,14 +64,27 @@ def _not_root(path):
     return host
 
 
+def _remote_path(path):
+    """The board path when it is beneath a mounted /remote, else None."""
+    if isinstance(path, (str, bytes)):
+        bpath = _board_abs(path)
+        if _remote.is_remote(bpath):
+            return bpath
+    return None
+
+
 def board_open(file, mode="r", *args, **kwargs):
     """open() with board paths (installed as __main__.open)."""
+    if _remote_path(file):
+        return _remote.open_remote(_remote_path(file), mode, *args, **kwargs)
     if isinstance(file, (str, bytes)):
         file = host_path(file)
     return _builtins.open(file, mode, *args, **kwargs)
 
 
 def chdir(path):
+    if _remote_path(path):
+        raise OSError(_errno.EINVAL, "the working directory cannot be in /remote", path)
     _os.chdir(host_path(path))
 
 
@@ -79,13 +93,16 @@ def _hidden(host_dir, name):
 
 
 def listdir(path="."):
-    host = host_path(path)
-    return [n for n in _os.listdir(host) if not _hidden(host, n)]
+    return [e[0] for e in ilistdir(path)]
 
 
 def ilistdir(path="."):
     """Yields (name, type, inode, size): type 0x4000 for directories, 0x8000 for files (and
-    symlinks, which are never followed)."""
+    symlinks, which are never followed). A mounted /remote is not listed in the root: tree
+    walks of the board (rm -r, sync) never reach the host's files."""
+    if _remote_path(path):
+        yield from _remote.ilistdir(_remote_path(path))
+        return
     host = host_path(path)
     for entry in _os.scandir(host):
         if _hidden(host, entry.name):
@@ -99,6 +116,8 @@ def ilistdir(path="."):
 
 
 def stat(path):
+    if _remote_path(path):
+        return _remote.stat(_remote_path(path))
     host = host_path(path, follow=False)
     s = _os.lstat(host) if _os.path.islink(host) else _os.stat(host)
     return (s.st_mode, s.st_ino, s.st_dev, s.st_nlink, s.st_uid, s.st_gid, s.st_size,
@@ -112,14 +131,20 @@ def statvfs(path):
 
 
 def mkdir(path):
+    if _remote_path(path):
+        return _remote.mkdir(_remote_path(path))
     _os.mkdir(host_path(path))
 
 
 def rmdir(path):
+    if _remote_path(path):
+        return _remote.rmdir(_remote_path(path))
     _os.rmdir(_not_root(path))
 
 
 def remove(path):
+    if _remote_path(path):
+        return _remote.remove(_remote_path(path))
     _os.remove(_not_root(path))
 
 
@@ -127,6 +152,8 @@ unlink = remove
 
 
 def rename(old, new):
+    if _remote_path(old):
+        return _remote.rename(_remote_path(old), _board_abs(new))
     _os.rename(_not_root(old), _not_root(new))
 
 
