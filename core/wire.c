@@ -172,3 +172,23 @@ enum mqb_err mqb_seq_check(struct mqb_seq *s, const struct mqb_hdr *h) {
     }
     return ahead >= 0x4000 ? MQB_ERR_DUP : MQB_ERR_GAP;
 }
+
+uint32_t mqb_id_deadline(const char *id) {
+    size_t n = 0;
+    while (id[n] != '\0') {
+        n++;
+    }
+    if (n < 10 || id[n - 9] != '.') {
+        return 0;
+    }
+    uint32_t v = 0;
+    for (size_t i = n - 8; i < n; i++) {
+        char c = id[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) {
+            return 0;
+        }
+        v = v << 4 | (uint32_t)d;
+    }
+    return v;
+}

@@ -171,3 +171,54 @@ int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct
     free(v);
     return ok == n ? EXIT_OK : EXIT_BOARD;
 }
+
+static int count(const cJSON *summary, const char *what) {
+    return (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(summary, what));
+}
+
+int rollout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
+            void *ctx) {
+    int par = t->opts.parallel > 0 ? t->opts.parallel : 8;
+    int done = 0, ok = 0, failed = 0, offline = 0;
+    cJSON *boards = cJSON_CreateObject();
+    for (int wave = t->opts.canary; done < n; wave = par) {
+        int m = wave < n - done ? wave : n - done;
+        if (!t->opts.json) {
+            fprintf(t->out, "rollout: %s of %d board%s (%d of %d done)\n",
+                    done == 0 ? "canary wave" : "wave", m, m == 1 ? "" : "s", done, n);
+            fflush(t->out);
+        }
+        fanout(t, targets + done, m, body, ctx);
+        cJSON *summary = t->result;
+        t->result = NULL;
+        ok += count(summary, "ok");
+        failed += count(summary, "failed");
+        offline += count(summary, "offline");
+        cJSON *b = cJSON_DetachItemFromObjectCaseSensitive(summary, "boards"), *it;
+        while (b != NULL && (it = b->child) != NULL) {
+            cJSON_AddItemToObject(boards, it->string, cJSON_DetachItemViaPointer(b, it));
+        }
+        cJSON_Delete(b);
+        cJSON_Delete(summary);
+        done += m;
+        if (failed + offline > t->opts.max_failures && done < n) {
+            tool_error(t,
+                       "rollout stopped: %d board%s failed, more than --max-failures %d; %d "
+                       "not touched",
+                       failed + offline, failed + offline == 1 ? "" : "s", t->opts.max_failures,
+                       n - done);
+            break;
+        }
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "ok", ok);
+    cJSON_AddNumberToObject(r, "failed", failed);
+    cJSON_AddNumberToObject(r, "offline", offline);
+    cJSON *untouched = cJSON_AddArrayToObject(r, "not_started");
+    for (int k = done; k < n; k++) {
+        cJSON_AddItemToArray(untouched, cJSON_CreateString(targets[k]));
+    }
+    cJSON_AddItemToObject(r, "boards", boards);
+    t->result = r;
+    return ok == n ? EXIT_OK : EXIT_BOARD;
+}

@@ -122,6 +122,12 @@ static void usage(FILE *f) {
            "                          command, instead of waiting for it\n"
            "      --no-follow         eval/exec/run: start the code and leave it running on\n"
            "                          the board (otherwise it is interrupted when mqboard goes)\n"
+           "      --expire SECONDS    a command not started on the board within this long (by\n"
+           "                          its clock) is refused there, never run late (600; 0: no\n"
+           "                          limit)\n"
+           "      --canary N          many boards: N first, then waves of --parallel; stop when\n"
+           "      --max-failures K    more than K boards failed (ota waits for each update\n"
+           "                          to be confirmed or rolled back)\n"
            "  -j, --json              print one JSON document (result, output, error, time)\n"
            "  -q, --quiet             no progress bar\n"
            "  -v, --verbose           say more (twice: every message)\n"
@@ -423,8 +429,11 @@ enum {
     OPT_NONBLOCK,
     OPT_NO_FOLLOW,
     OPT_LEASE,
+    OPT_EXPIRE,
     OPT_ALL,
     OPT_PARALLEL,
+    OPT_CANARY,
+    OPT_MAX_FAILURES,
 };
 
 static const struct option long_opts[] = {
@@ -447,8 +456,11 @@ static const struct option long_opts[] = {
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
     {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
     {"lease", required_argument, NULL, OPT_LEASE},
+    {"expire", required_argument, NULL, OPT_EXPIRE},
     {"all", no_argument, NULL, OPT_ALL},
     {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"canary", required_argument, NULL, OPT_CANARY},
+    {"max-failures", required_argument, NULL, OPT_MAX_FAILURES},
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
@@ -497,11 +509,24 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
         case OPT_LEASE: ok = set_number("--lease", optarg, 1, 3600, &o->lease); break;
+        case OPT_EXPIRE: ok = set_number("--expire", optarg, 0, 1e8, &o->expire); break;
         case OPT_ALL: o->all = true; break;
         case OPT_PARALLEL: {
             double v;
             ok = set_number("--parallel", optarg, 1, 64, &v);
             o->parallel = (int)v;
+            break;
+        }
+        case OPT_CANARY: {
+            double v;
+            ok = set_number("--canary", optarg, 1, 1e6, &v);
+            o->canary = (int)v;
+            break;
+        }
+        case OPT_MAX_FAILURES: {
+            double v;
+            ok = set_number("--max-failures", optarg, 0, 1e6, &v);
+            o->max_failures = (int)v;
             break;
         }
         case 'j': o->json = true; break;
@@ -703,6 +728,7 @@ int main(int argc, char **argv) {
     t.started = now_s();
     t.opts.timeout = 10;
     t.opts.lease = LEASE_S;
+    t.opts.expire = EXPIRE_S;
     t.opts.server = "127.0.0.1";
     int first = parse_opts(&t.opts, argc, argv);
     if (first < 0) {
@@ -753,7 +779,9 @@ int main(int argc, char **argv) {
         return EXIT_CONN;
     }
     open_outputs(&t);
-    int code = ntargets > 0 ? fanout(&t, targets, ntargets, run_chain, &c) : EXIT_OK;
+    int code = ntargets == 0       ? EXIT_OK
+               : t.opts.canary > 0 ? rollout(&t, targets, ntargets, run_chain, &c)
+                                   : fanout(&t, targets, ntargets, run_chain, &c);
     if (ntargets == 0) {
         tool_error(&t, "no board matches");
         code = EXIT_TIMEOUT;

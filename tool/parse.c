@@ -35,7 +35,17 @@ void parse_status(const uint8_t *data, size_t len, struct board_status *st) {
     st->online = -1;
     st->since = 0;
     st->boot_id[0] = '\0';
+    st->slot = st->pending = -1;
+    const cJSON *sl = cJSON_GetObjectItemCaseSensitive(j, "slot");
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(j, "image");
     if (cJSON_IsString(s)) {
+        st->slot = cJSON_IsNumber(sl) && (sl->valuedouble == 0 || sl->valuedouble == 1)
+                       ? (int)sl->valuedouble
+                       : -1;
+        st->pending = !cJSON_IsString(img)                       ? -1
+                      : strcmp(img->valuestring, "pending") == 0 ? 1
+                      : strcmp(img->valuestring, "valid") == 0   ? 0
+                                                                 : -1;
         st->online = strcmp(s->valuestring, "online") == 0    ? 1
                      : strcmp(s->valuestring, "offline") == 0 ? 0
                                                               : -1;

@@ -25,6 +25,8 @@ struct board_status {
     int online;       // 1 online, 0 offline, -1 unknown
     double since;     // boot_time (UNIX seconds), 0 when absent or absurd
     char boot_id[40]; // "" when absent
+    int slot;         // the running A/B slot, -1 when absent
+    int pending;      // 1: the running image is not yet confirmed; 0 confirmed; -1 absent
 };
 void parse_status(const uint8_t *data, size_t len, struct board_status *st);
 

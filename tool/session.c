@@ -57,6 +57,8 @@ static void take_status(struct session *s, const char *payload, size_t len) {
     s->online = st.online;
     s->status_since = st.since;
     snprintf(s->boot_id, sizeof(s->boot_id), "%s", st.boot_id);
+    s->slot = st.slot;
+    s->pending = st.pending;
 }
 
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m) {
@@ -247,7 +249,8 @@ void session_close(struct session *s) {
     mosquitto_lib_cleanup();
 }
 
-static void new_id(char *id, size_t cap) {
+// A fresh command id, with the deadline by which the board must start it (--expire).
+static void new_id(const struct session *s, char *id, size_t cap) {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     uint8_t rnd[8];
@@ -260,6 +263,9 @@ static void new_id(char *id, size_t cap) {
         id[i] = alphabet[rnd[i] & 63];
     }
     id[i] = '\0';
+    if (s->o->expire > 0 && i + 10 <= cap) {
+        snprintf(id + i, cap - i, ".%08x", (uint32_t)((double)time(NULL) + s->o->expire));
+    }
 }
 
 int session_begin(struct session *s, const char *cmd) {
@@ -274,7 +280,7 @@ int session_begin(struct session *s, const char *cmd) {
             return code;
         }
     }
-    new_id(s->id, sizeof(s->id));
+    new_id(s, s->id, sizeof(s->id));
     s->went_offline = false;
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
     s->ping_id[0] = '\0';
@@ -339,9 +345,9 @@ int session_send_as(struct session *s, const char *cmd, const char *id, const ch
 }
 
 int session_send_aside(struct session *s, const char *cmd, const char *tail) {
-    char topic[MQB_TOPIC_MAX], id[16];
+    char topic[MQB_TOPIC_MAX], id[ID_LEN];
     uint8_t hdr[MQB_HDR_LEN];
-    new_id(id, sizeof(id));
+    new_id(s, id, sizeof(id));
     mqb_hdr_encode(hdr, 0, true);
     if (mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, cmd, id, tail) != MQB_OK) {
         return EXIT_USAGE;
@@ -363,7 +369,7 @@ static bool has_msg_or_signal(struct session *s) {
 static void send_ping(struct session *s, bool lease) {
     char topic[MQB_TOPIC_MAX];
     uint8_t msg[MQB_HDR_LEN + 16];
-    new_id(s->ping_id, sizeof(s->ping_id));
+    new_id(s, s->ping_id, sizeof(s->ping_id));
     s->pong = false;
     mqb_hdr_encode(msg, 0, true);
     size_t len = MQB_HDR_LEN;
@@ -382,9 +388,9 @@ static void renew_mount(struct session *s) {
     if (s->mount_root == NULL || now_s() < s->mount_lease_at) {
         return;
     }
-    char topic[MQB_TOPIC_MAX], id[16];
+    char topic[MQB_TOPIC_MAX], id[ID_LEN];
     uint8_t msg[MQB_HDR_LEN + 16];
-    new_id(id, sizeof(id));
+    new_id(s, id, sizeof(id));
     mqb_hdr_encode(msg, 0, true);
     int n = snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %.0f", s->o->lease);
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", id, s->mount_id);
@@ -723,9 +729,10 @@ int session_present(struct session *s) {
     return code;
 }
 
-int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s) {
+int session_watch(struct session *s, double timeout_s,
+                  bool (*done)(const struct session *, const void *), const void *ctx) {
     double end = now_s() + timeout_s;
-    while (!(s->online == 1 && s->boot_id[0] != '\0' && strcmp(s->boot_id, old_boot_id) != 0)) {
+    while (!done(s, ctx)) {
         double left = end - now_s();
         if (left <= 0) {
             return EXIT_TIMEOUT;
@@ -745,6 +752,14 @@ int session_wait_boot(struct session *s, const char *old_boot_id, double timeout
         }
     }
     return EXIT_OK;
+}
+
+static bool new_boot(const struct session *s, const void *old_boot_id) {
+    return s->online == 1 && s->boot_id[0] != '\0' && strcmp(s->boot_id, old_boot_id) != 0;
+}
+
+int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s) {
+    return session_watch(s, timeout_s, new_boot, old_boot_id);
 }
 
 int session_caps(struct session *s, struct board_caps *caps) {

@@ -31,6 +31,11 @@ enum exit_code {
 // The lease an eval's requester asks for by default (renewed every third of it while it
 // waits): the board interrupts an eval whose requester is gone after this many seconds.
 #define LEASE_S 15
+// A command that has not started on the board this many seconds after it was sent is refused
+// there (its id carries the deadline): a board that comes back hours later never runs it.
+#define EXPIRE_S 600
+// Command ids: 8 random URL-safe characters, then ".<deadline, 8 hex digits>".
+#define ID_LEN 24
 
 struct tool_opts {
     const char *board;  // -b profile name
@@ -38,6 +43,7 @@ struct tool_opts {
     bool nonblock;      // --nonblock: fail at once when the board is busy with another command
     bool no_follow;     // --no-follow: start eval/exec/run and leave it running (detached)
     double lease;       // --lease: seconds the board waits for a sign of life from us
+    double expire;      // --expire: seconds a command may wait before it starts (0: forever)
     bool quiet;         // -q: no progress bar
     double timeout_run; // --timeout-run: interrupt an eval after this many seconds (0: never)
     double chunk;       // --chunk: largest data bytes per message (0: what the board allows)
@@ -68,6 +74,10 @@ struct tool_opts {
     const char *group_members;
     bool all;
     int parallel;
+    // Rollouts over many boards: --canary boards first, then waves; stop once more than
+    // --max-failures boards failed (ota then waits until each update is confirmed).
+    int canary;
+    int max_failures;
 };
 
 // A received reply message (payload copied, owned by the session until the next recv).
@@ -90,8 +100,8 @@ struct session {
     int subacked_target; // SUBACKs awaited
     bool sub_refused;    // a SUBACK said failure
     double broker_rtt;   // seconds, measured by the first subscription
-    char id[16];
-    char ping_id[16];
+    char id[ID_LEN];
+    char ping_id[ID_LEN];
     bool pong;            // the board answered the last ping
     double pong_at;       // when the board last said it is still on the command
     double lease_at;      // when to renew the eval's lease next (0: no lease)
@@ -101,6 +111,8 @@ struct session {
     int online;
     double status_since; // boot_time of the status (0: unknown)
     char boot_id[40];
+    int slot; // the status's running slot (-1: none), image pending (1), valid (0)
+    int pending;
     bool present;        // the board answered or said it is online in this run
     bool went_offline;   // its status turned offline during the current command
     void *busy;          // cJSON of the last busy notice (owned), for --json
@@ -117,14 +129,14 @@ struct session {
     // none), writable, the mount's id on the board, and when its lease is renewed next.
     char *mount_root;
     bool mount_rw;
-    char mount_id[16];
+    char mount_id[ID_LEN];
     double mount_lease_at;
     // The running eval asked for keyboard input (question stdin_n, at most stdin_len bytes,
     // for stdin_to); stdin_eof once our input has ended.
     bool stdin_want;
     unsigned long stdin_n;
     size_t stdin_len;
-    char stdin_to[16];
+    char stdin_to[ID_LEN];
     bool stdin_eof;
 };
 
@@ -202,6 +214,10 @@ void ask_stdin_ready(struct session *s);
 int session_present(struct session *s);
 // Renews the lease of the current eval now and then (while waiting for it).
 void session_lease(struct session *s, bool on);
+// Waits up to timeout_s until done(s, ctx) holds for the board's status (checked whenever
+// one arrives). Returns EXIT_OK, EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
+int session_watch(struct session *s, double timeout_s,
+                  bool (*done)(const struct session *, const void *), const void *ctx);
 // Reads the retained status again (after a reset): waits up to timeout_s for one whose
 // boot_id differs from old_boot_id and that says online. Returns EXIT_OK or EXIT_TIMEOUT.
 int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s);
@@ -286,6 +302,10 @@ void *boards_find(struct tool *t, const char *pattern, bool probe, int *code);
 // t->opts.prefix set; prints their output behind "PREFIX: " and a summary.
 int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
            void *ctx);
+// A rollout: the first --canary targets, then waves of --parallel, each through fanout;
+// stops (the rest untouched) once more than --max-failures boards failed.
+int rollout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
+            void *ctx);
 int cmd_rtc(struct tool *t, int argc, char **argv);
 int cmd_mount(struct tool *t, int argc, char **argv);
 

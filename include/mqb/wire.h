@@ -67,6 +67,10 @@ enum mqb_err mqb_topic_cmd(char *buf, size_t cap, const char *prefix, const char
 enum mqb_err mqb_topic_reply(char *buf, size_t cap, const char *prefix, bool is_err,
                              const char *id);
 
+// The deadline a host may put in a command id (extension): "<token>.<8 hex digits>", the
+// latest time (Unix seconds) the command may start. Returns it, or 0 when id has none.
+uint32_t mqb_id_deadline(const char *id);
+
 // The receiver's sequence state of one stream.
 struct mqb_seq {
     uint16_t next; // next expected seq

@@ -138,6 +138,44 @@ static bool refused_as_original(struct agent *a, const char *topic) {
     return false;
 }
 
+// A command that must not run late: a retained one (the broker would hand it to every boot),
+// or the first message of one whose id carries a deadline that has passed (sent while the
+// board was away, delivered hours later). Answered with an error, never run.
+static bool too_late(struct agent *a, const struct mosquitto_message *m) {
+    struct mqb_topic t;
+    struct mqb_hdr h;
+    if (a->cfg->original ||
+        mqb_topic_parse(a->cfg->prefix, m->topic, strlen(m->topic), &t) != MQB_OK ||
+        t.kind != MQB_TOPIC_CMD) {
+        return false;
+    }
+    if (m->retain) {
+        agent_log(a, 'W', "ignored a retained command (%s): commands never run at connect",
+                  m->topic);
+        return true;
+    }
+    char id[MQB_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%.*s", (int)t.id.len, t.id.ptr);
+    uint32_t deadline = mqb_id_deadline(id);
+    time_t now = time(NULL);
+    if (deadline == 0 || now <= (time_t)deadline ||
+        mqb_hdr_decode(m->payload, (size_t)m->payloadlen, &h) != MQB_OK ||
+        !(h.seq == 0 || mqb_hdr_is_single(&h))) {
+        return false;
+    }
+    char text[200], when[32];
+    time_t d = (time_t)deadline;
+    struct tm tm;
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&d, &tm));
+    int n = snprintf(text, sizeof(text),
+                     "command expired: it had to start by %s, %lld s ago by the board's clock "
+                     "(mqboard --expire sets the limit)",
+                     when, (long long)(now - d));
+    mqb_engine_reply_err(&a->engine, id, text, (size_t)n);
+    agent_log(a, 'W', "%s: expired %lld s ago, not run", m->topic, (long long)(now - d));
+    return true;
+}
+
 void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
     char plain[MQB_PREFIX_MAX + 16];
     snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
@@ -158,7 +196,7 @@ void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
         }
         return;
     }
-    if (refused_as_original(a, m->topic)) {
+    if (refused_as_original(a, m->topic) || too_late(a, m)) {
         return;
     }
     // libmosquitto does not expose the DUP flag; the agent uses a clean session, so the
@@ -399,6 +437,7 @@ static void watchdog_tick(struct agent *a, uint64_t now) {
         rtc_set_magic(a, true);
         if (slots_mark_valid(&a->slots)) {
             agent_log(a, 'W', "OTA: slot %d marked valid", a->slots.running);
+            mqtt_publish_status(a, true); // "image":"valid": a rollout waits for this
         }
         if (a->mode == MQB_BOOT_SAFE) {
             agent_log(a, 'C', "controllable for %g s in safe mode: resetting into normal mode",

@@ -33,6 +33,8 @@ static char *status_json(struct agent *a, bool online) {
         a->reset_cause > 0 && a->reset_cause <= CAUSE_RESTART ? causes[a->reset_cause] : "unknown");
     if (a->slots.running >= 0) {
         cJSON_AddNumberToObject(j, "slot", a->slots.running);
+        bool pending = !mqb_ota_may_write(&a->slots.st, (uint8_t)a->slots.running);
+        cJSON_AddStringToObject(j, "image", pending ? "pending" : "valid");
     }
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

@@ -100,6 +100,18 @@ static void test_topic_long_tail(void **state) {
     assert_int_equal(mqb_topic_parse("p", topic, strlen(topic), &t), MQB_OK);
 }
 
+static void test_id_deadline(void **state) {
+    (void)state;
+    assert_int_equal(mqb_id_deadline("Ab3dE6gH.6744a2f0"), 0x6744a2f0u);
+    assert_int_equal(mqb_id_deadline("x.ffffffff"), 0xffffffffu);
+    assert_int_equal(mqb_id_deadline("Ab3dE6gH"), 0);          // the original's ids: none
+    assert_int_equal(mqb_id_deadline("Ab3dE6gH.6744A2F0"), 0); // lower-case hex only
+    assert_int_equal(mqb_id_deadline("Ab3dE6gH.6744a2f"), 0);
+    assert_int_equal(mqb_id_deadline(".6744a2f0"), 0);
+    assert_int_equal(mqb_id_deadline("Ab3dE6gH-6744a2f0"), 0);
+    assert_int_equal(mqb_id_deadline(""), 0);
+}
+
 static void test_topic_build(void **state) {
     (void)state;
     char buf[64];
@@ -221,6 +233,7 @@ int run_wire_tests(void) {
         cmocka_unit_test(test_topic_parse_table), cmocka_unit_test(test_topic_long_tail),
         cmocka_unit_test(test_topic_build),       cmocka_unit_test(test_seq_rules),
         cmocka_unit_test(test_seq_wraps),         cmocka_unit_test(test_golden_vectors),
+        cmocka_unit_test(test_id_deadline),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }

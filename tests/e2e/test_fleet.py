@@ -1,0 +1,145 @@
+"""Fleet rules end to end: commands that cannot run late (a deadline in the id, retained
+commands ignored), and rollouts in waves (a canary that rolls back stops the rest)."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, Board, Broker
+from test_recovery import FAST, VALID, newer_build, read_record, script_image
+
+
+
+def pub(board, topic, payload, *extra):
+    """payload None: an empty message (with -r: clears the retained one)."""
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(board.broker.port), "-q", "1",
+                    "-t", f"{board.prefix}/mqb/{topic}", "-n" if payload is None else "-s",
+                    *extra], input=payload, check=True)
+
+
+def reply(board, id_, timeout=5):
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(board.broker.port),
+                        "-t", f"{board.prefix}/mqb/reply/+/{id_}", "-C", "1", "-W", str(timeout),
+                        "-v"], capture_output=True, timeout=timeout + 5)
+    return r.stdout
+
+
+def test_an_expired_command_is_refused_not_run(board):
+    import threading
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", reply(board, "Expired1.00000010")))
+    t.start()
+    time.sleep(0.3)
+    pub(board, "cmd/eval/Expired1.00000010", b"\x80\x00open('/ran', 'w').write('x')")
+    t.join()
+    assert b"reply/err/Expired1.00000010 command expired" in got["r"]
+    assert not (board.root / "ran").exists()
+    # A deadline still ahead runs; so does an id without one (the original tool's).
+    future = "%08x" % (int(time.time()) + 600)
+    pub(board, f"cmd/eval/Future01.{future}", b"\x80\x00open('/ran', 'w').write('x')")
+    pub(board, "cmd/eval/Original", b"\x80\x00open('/ran2', 'w').write('x')")
+    end = time.monotonic() + 10
+    while not ((board.root / "ran").exists() and (board.root / "ran2").exists()):
+        assert time.monotonic() < end
+        time.sleep(0.05)
+
+
+def test_the_tool_sets_the_deadline_and_expire_0_sends_none(board):
+    r = board.mqb("-vv", "eval", "1", text=True)
+    assert r.stdout == "1\n"
+    sent = [l for l in r.stderr.splitlines() if "/cmd/eval/" in l]
+    deadline = int(sent[0].split("/cmd/eval/")[1].split()[0].split(".")[1], 16)
+    assert abs(deadline - (time.time() + 600)) < 30
+    r = board.mqb("-vv", "--expire", "0", "eval", "1", text=True)
+    sent = [l for l in r.stderr.splitlines() if "/cmd/eval/" in l]
+    assert "." not in sent[0].split("/cmd/eval/")[1].split()[0]
+    assert board.mqb("--expire", "x", "eval", "1", check=False).returncode == 2
+
+
+def test_a_retained_command_never_runs_at_boot(board):
+    board.stop()
+    # Published while the board is away, retained: the broker hands it to every new subscriber.
+    pub(board, "cmd/eval/Retain01", b"\x80\x00open('/ran', 'w').write('x')", "-r")
+    try:
+        board.start()
+        board.mqb("eval", "1")
+        time.sleep(0.5)
+        assert not (board.root / "ran").exists()
+        assert "ignored a retained command" in (board.tmp / "mqrepld.log").read_text()
+    finally:
+        pub(board, "cmd/eval/Retain01", None, "-r")  # clear it (-n: empty message)
+
+
+# ---- rollouts ----
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Three boards with A/B slots and a fast watchdog on a broker of their own, and a config
+    file with them as the group `fleet`."""
+    broker = Broker(tmp_path)
+    boards = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        b = Board(broker, tmp_path / name, *FAST, "--slots", str(tmp_path / name / "slots"))
+        b.slots = tmp_path / name / "slots"
+        boards.append(b)
+    cfg = tmp_path / "cfg/mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"port = {broker.port}\n[group fleet]\nmembers = " +
+                                " ".join(b.prefix for b in boards) + "\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    yield boards, env
+    for b in boards:
+        b.stop()
+    broker.stop()
+
+
+def rollout(env, *args):
+    return subprocess.run([str(BIN / "mqboard"), "-b", "fleet", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_a_canary_that_rolls_back_stops_the_rollout(fleet, tmp_path):
+    boards, env = fleet
+    bad = script_image(tmp_path, "bad", "exit 3")
+    r = rollout(env, "--canary", "1", "--max-failures", "0", "--json", "ota", "--wait", "60",
+                str(bad))
+    doc = json.loads(r.stdout)["result"]
+    assert r.returncode == 1, r.stderr
+    canary = boards[0].prefix
+    assert doc["boards"][canary]["result"]["outcome"] == "rolled back"
+    before, after = (doc["boards"][canary]["result"][k] for k in ("before", "after"))
+    assert before["slot"] == after["slot"] == 0 and before["boot_id"] != after["boot_id"]
+    assert doc["not_started"] == [b.prefix for b in boards[1:]]
+    assert "rollout stopped" in r.stdout  # the --json document's error
+    for b in boards[1:]:  # untouched: no image was even sent
+        assert read_record(b.slots)[1:3] == (0, VALID)
+
+
+def test_a_good_image_rolls_out_in_waves_and_is_confirmed(fleet, tmp_path):
+    boards, env = fleet
+    r = rollout(env, "--canary", "1", "--parallel", "2", "ota", str(newer_build(tmp_path)))
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "rollout: canary wave of 1 board" in r.stdout and "rollout: wave of 2 boards" in r.stdout
+    assert r.stdout.count("updated: slot 0 -> 1, image valid") == 3
+    for b in boards:
+        assert read_record(b.slots)[1:3] == (1, VALID)
+        assert b.status()["image"] == "valid" and b.status()["slot"] == 1
+
+
+def test_ota_confirm_wrong_arguments(fleet, tmp_path):
+    boards, env = fleet
+    b = boards[0]
+    assert b.mqb("ota", "--wait", "x", "img", check=False).returncode == 2
+    assert b.mqb("ota", "--confirm", check=False).returncode == 2
+    assert b.mqb("--canary", "0", "ota", "img", check=False).returncode == 2
+    (tmp_path / "plain").mkdir()
+    plain = Board(b.broker, tmp_path / "plain")  # no slots: nothing to confirm
+    try:
+        r = plain.mqb("ota", "--confirm", str(newer_build(tmp_path)), check=False, text=True)
+        assert r.returncode == 1 and "needs a board whose status shows its slot" in r.stderr
+    finally:
+        plain.stop()
