@@ -576,7 +576,8 @@ bool mqb_engine_pump(struct mqb_engine *e, uint64_t now_ms) {
         if (x->kind == MQB_XFER_NONE) {
             continue;
         }
-        if (now_ms - x->last_ms > MQB_XFER_IDLE_MS) {
+        if (now_ms > x->last_ms &&
+            now_ms - x->last_ms > MQB_XFER_IDLE_MS) { // a stale now: not idle
             xfer_fail(e, x, MQB_ERR_TIMEDOUT);
             continue;
         }

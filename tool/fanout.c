@@ -78,9 +78,9 @@ static void start(struct tool *t, struct child *c, int (*body)(struct tool *, vo
 
 // Reads what the running children wrote; reaps those that are done.
 static void service(struct tool *t, struct child *v, int n, bool json) {
-    struct pollfd p[2 * 64];
-    int map[2 * 64], np = 0;
-    for (int k = 0; k < n && np < 2 * 64; k++) {
+    struct pollfd p[2 * FANOUT_MAX];
+    int map[2 * FANOUT_MAX], np = 0;
+    for (int k = 0; k < n && np < 2 * FANOUT_MAX; k++) {
         for (int i = 0; i < 2; i++) {
             if (v[k].fd[i] >= 0) {
                 p[np] = (struct pollfd){.fd = v[k].fd[i], .events = POLLIN};
@@ -120,8 +120,7 @@ static void service(struct tool *t, struct child *v, int n, bool json) {
 int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
            void *ctx) {
     struct child *v = calloc((size_t)n, sizeof(*v));
-    int par = t->opts.parallel > 0 ? t->opts.parallel : 8;
-    par = par > 64 ? 64 : par;
+    int par = t->opts.parallel > 0 ? t->opts.parallel : FANOUT_DEFAULT;
     bool json = t->opts.json;
     int next = 0, active = 0;
     while (next < n || active > 0) {
@@ -178,7 +177,7 @@ static int count(const cJSON *summary, const char *what) {
 
 int rollout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
             void *ctx) {
-    int par = t->opts.parallel > 0 ? t->opts.parallel : 8;
+    int par = t->opts.parallel > 0 ? t->opts.parallel : FANOUT_DEFAULT;
     int done = 0, ok = 0, failed = 0, offline = 0;
     cJSON *boards = cJSON_CreateObject();
     for (int wave = t->opts.canary; done < n; wave = par) {

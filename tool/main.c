@@ -513,7 +513,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_ALL: o->all = true; break;
         case OPT_PARALLEL: {
             double v;
-            ok = set_number("--parallel", optarg, 1, 64, &v);
+            ok = set_number("--parallel", optarg, 1, FANOUT_MAX, &v);
             o->parallel = (int)v;
             break;
         }

@@ -37,6 +37,10 @@ enum exit_code {
 // Command ids: 8 random URL-safe characters, then ".<deadline, 8 hex digits>".
 #define ID_LEN 24
 
+// Boards at a time in a fan-out (pdsh's default), and at most.
+#define FANOUT_DEFAULT 32
+#define FANOUT_MAX 256
+
 struct tool_opts {
     const char *board;  // -b profile name
     bool json;          // --json: one JSON document on stdout

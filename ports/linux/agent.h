@@ -83,7 +83,8 @@ struct agent {
     struct eval_input *inputs; // multi-message eval input being collected
     int outstanding;           // QoS 1 publishes not yet acknowledged by the broker
     bool connected;
-    int wake[2]; // evaluator -> loop
+    bool mqtt311; // the broker refused MQTT 5: connect with 3.1.1
+    int wake[2];  // evaluator -> loop
     // The reply stream of the eval whose output is being sent.
     char out_id[MQB_ID_MAX + 1];
     uint32_t out_seq;

@@ -58,8 +58,18 @@ void mqtt_publish_status(struct agent *a, bool online) {
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
     struct agent *a = obj;
+    // A broker that does not speak MQTT 5 (aedes, RabbitMQ) refuses its CONNECT with a 3.1.1
+    // code: the agent connects again with MQTT 3.1.1 (no maximum-packet-size property: the
+    // 64 KiB data limit per message still holds, checked by the engine).
+    if (rc != 0 && !a->mqtt311 && (rc == 1 || rc == 132 || rc == 130)) {
+        agent_log(a, 'W', "the broker does not speak MQTT 5 (%d): using MQTT 3.1.1", rc);
+        a->mqtt311 = true;
+        mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        return;
+    }
     if (rc != 0) {
-        agent_log(a, 'E', "broker refused the connection: %s", mosquitto_connack_string(rc));
+        agent_log(a, 'E', "broker refused the connection: %s (%d)", mosquitto_connack_string(rc),
+                  rc);
         return;
     }
     char topic[MQB_PREFIX_MAX + 16];
@@ -137,6 +147,10 @@ int mqtt_setup(struct agent *a) {
 }
 
 int mqtt_connect(struct agent *a) {
+    if (a->mqtt311) {
+        return mosquitto_connect_bind(a->mosq, a->cfg->server, a->cfg->port, a->cfg->keepalive,
+                                      NULL);
+    }
     mosquitto_property *props = NULL;
     mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, MAX_PACKET);
     int rc = mosquitto_connect_bind_v5(a->mosq, a->cfg->server, a->cfg->port, a->cfg->keepalive,

@@ -51,27 +51,63 @@ def stop(proc, sig=signal.SIGTERM):
             proc.wait()
 
 
+BROKER = os.environ.get("MQB_BROKER", "mosquitto")
+BROKERS_DIR = REPO / "tests" / "brokers"
+
+
 class Broker:
+    """The broker of a test, on free loopback ports. MQB_BROKER=mosquitto (default): one
+    mosquitto. MQB_BROKER=aedes: a two-node aedes cluster over one redis-server
+    (tests/brokers); the boards connect to one node (board_port), mqboard and the tests'
+    own clients to the other (port), so every command crosses the cluster."""
+
     def __init__(self, tmp, extra=""):
-        self.port = free_port()
         self.dir = tmp
+        self.extra = extra
+        self.procs = []
+        if BROKER == "aedes" and extra:
+            pytest.skip("needs mosquitto's own configuration")
+        self.port = free_port()
+        self.board_port = free_port() if BROKER == "aedes" else self.port
         self.conf = tmp / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
         )
-        self.proc = None
+        if BROKER == "aedes":
+            self.redis_port = free_port()
+            self.redis = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            wait_port(self.redis_port)
         self.start()
 
+    @property
+    def proc(self):
+        return self.procs[0]
+
     def start(self):
-        self.log = open(self.dir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.log = open(self.dir / "broker.log", "ab")
+        if BROKER == "aedes":
+            self.procs = [subprocess.Popen(
+                ["node", str(BROKERS_DIR / "aedes-node.mjs"), str(port), str(self.redis_port),
+                 name], stdout=self.log, stderr=subprocess.STDOUT)
+                for port, name in ((self.board_port, "a"), (self.port, "b"))]
+            wait_port(self.board_port)
+        else:
+            self.procs = [subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=self.log,
+                                           stderr=subprocess.STDOUT)]
         wait_port(self.port)
 
     def stop(self):
-        stop(self.proc)
+        for p in self.procs:
+            stop(p)
         self.log.close()
+
+    def close(self):
+        """Stops the broker for good (and the cluster's redis-server)."""
+        self.stop()
+        if BROKER == "aedes":
+            stop(self.redis)
 
 
 class Board:
@@ -90,7 +126,7 @@ class Board:
     def start(self, wait=True):
         self.log = open(self.tmp / "mqrepld.log", "ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "mqrepld"), "-p", str(self.broker.port), "--prefix", self.prefix,
+            [str(BIN / "mqrepld"), "-p", str(self.broker.board_port), "--prefix", self.prefix,
              "--root", str(self.root), "--rtc-file", str(self.tmp / "rtc"), "-v",
              *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT,
@@ -147,7 +183,7 @@ class Board:
 def broker(tmp_path_factory):
     b = Broker(tmp_path_factory.mktemp("broker"))
     yield b
-    b.stop()
+    b.close()
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def docs(tmp_path_factory):
                XDG_CONFIG_HOME=str(tmp / "config"), PATH=f"{BIN}:{os.environ['PATH']}")
     yield b, work, env
     b.stop()
-    broker.stop()
+    broker.close()
 
 
 def run(line, work, env, prefix):

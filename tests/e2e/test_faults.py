@@ -118,7 +118,7 @@ def test_broker_gone_mid_transfer(tmp_path):
         assert (b.root / "f.bin").read_bytes() == new
     finally:
         b.stop()
-        broker.stop()
+        broker.close()
 
 
 def test_full_disk(broker, tmp_path):

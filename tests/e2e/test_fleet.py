@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Board, Broker
+from conftest import BIN, REPO, Board, Broker
 from test_recovery import FAST, VALID, newer_build, read_record, script_image
 
 
@@ -94,7 +94,7 @@ def fleet(tmp_path):
     yield boards, env
     for b in boards:
         b.stop()
-    broker.stop()
+    broker.close()
 
 
 def rollout(env, *args):
@@ -143,3 +143,27 @@ def test_ota_confirm_wrong_arguments(fleet, tmp_path):
         assert r.returncode == 1 and "needs a board whose status shows its slot" in r.stderr
     finally:
         plain.stop()
+
+
+def test_readme_many_boards_block(fleet, tmp_path):
+    """The README's "Many boards" examples, run as written against this fleet (site/ is the
+    fleet's prefix base; [group fleet] is its three boards)."""
+    boards, env = fleet
+    text = (REPO / "README.md").read_text()
+    block = text.split("### Many boards", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    lines = [l for l in block.splitlines() if l.startswith("mqboard ")]
+    assert len(lines) >= 5
+    (tmp_path / "firmware.bin").write_bytes(newer_build(tmp_path).read_bytes())
+    port = str(boards[0].broker.port)
+    env = dict(env, MQBOARD_PORT=port, PATH=f"{BIN}:{os.environ['PATH']}")
+    for line in lines:
+        line = line.replace("site/", boards[0].prefix.split("/")[0] + "/")
+        r = subprocess.run(["bash", "-ec", line], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+        if "exec 'print(42)'" in line:
+            assert all(f"{b.prefix}: 42" in r.stdout for b in boards)
+            assert "3 ok, 0 failed, 0 offline" in r.stdout
+        if line.startswith("mqboard boards"):
+            assert all(b.prefix in r.stdout for b in boards)
+    assert all(read_record(b.slots)[1:3] == (1, VALID) for b in boards)

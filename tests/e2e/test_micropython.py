@@ -37,7 +37,7 @@ class MpBoard:
             shutil.copy(f, pkg)
         shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
         (tmp / "ota").mkdir(exist_ok=True)
-        self.env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.port),
+        self.env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.board_port),
                         MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(tmp / "fs.img"),
                         MQB_RTC_FILE=str(tmp / "rtc"), MQB_OTA_DIR=str(tmp / "ota"),
                         MQB_WDT_TIMEOUT=str(wdt), MQB_ALLOK=str(allok), MICROPYPATH=str(pkg))
@@ -207,3 +207,15 @@ def test_interrupt_an_eval_that_prints(mp):
                check=False, timeout=60)
     assert r.returncode == 130 and "KeyboardInterrupt" in r.stderr
     assert mp.out("eval", "2") == "2\n"
+
+
+def test_input_reads_the_keyboard_of_the_host_that_follows(mp):
+    r = subprocess.run([str(BIN / "mqboard"), "-p", str(mp.broker.port), "--prefix", mp.prefix,
+                        "exec", "a = input('a? ')\nb = input()\nprint(a + '+' + b)"],
+                       input="one\ntwo\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "a? one+two\n"
+    r = mp.mqb("exec", "input()", check=False)  # stdin is empty: end of file
+    assert r.returncode == 1 and "EOFError" in r.stderr
+    r = mp.mqb("--no-follow", "exec", "x = 1")
+    assert mp.out("eval", "x") == "1\n"

@@ -89,7 +89,7 @@ def test_broker_outage_resets_to_safe_then_normal(tmp_path):
         assert seen[-1] == ("normal", "hard"), seen
     finally:
         b.stop()
-        broker.stop()
+        broker.close()
 
 
 def test_reset_modes(board):

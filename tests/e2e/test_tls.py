@@ -31,4 +31,4 @@ def test_tls_psk(tmp_path):
         assert "ffeedd" not in r.stderr and "0000" not in r.stderr  # keys are never printed
     finally:
         b.stop()
-        broker.stop()
+        broker.close()

@@ -264,6 +264,7 @@ def test_broker_goes_away_mid_transfer(tmp_path):
         assert (b.root / "big.bin").read_bytes() == b"old"
     finally:
         b.stop()
+        broker.close()
 
 
 def test_ctrl_c_interrupts_the_board(board):
@@ -483,4 +484,4 @@ def test_many_boards_at_once(tmp_path):
     finally:
         for b in boards:
             b.stop()
-        broker.stop()
+        broker.close()

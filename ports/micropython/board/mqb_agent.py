@@ -72,6 +72,12 @@ class Output:
         self.a.publish(self.a.base + "reply/out/" + self.id, bytes((hdr >> 8, hdr & 255)) + data)
         self.seq += 1
 
+    def send_now(self):
+        """What is buffered goes out at once (the prompt of input())."""
+        if self.buf:
+            self._send(self.buf, False)
+            self.buf = bytearray()
+
     def finish(self, error):
         if error is None and self.seq == 0 and len(self.buf) <= mqb.CHUNK:
             self.a.publish(self.a.base + "reply/out/" + self.id, b"\xff\xff" + self.buf)
@@ -134,6 +140,8 @@ class Agent:
         self.base = self.prefix + "/mqb/"
         self.inbox = []
         self.current = None  # the id of the eval that runs
+        self.followed = None  # ... when its requester follows it (a lease): it may be asked
+        self.asked = 0  # questions asked of hosts (reply/ask), for their numbers
         self.reset_after = None  # (mode, eval id): reset once that eval's reply is out
         self.timeout = _setting("WDT_TIMEOUT")
         self.allok = _setting("ALLOK")
@@ -237,6 +245,7 @@ class Agent:
             if parts[0] == "cmd" and parts[1] in ("interrupt", "running") and len(parts) > 2:
                 tail = "/".join(parts[3:])
                 if parts[1] == "running":
+                    self.followed = eid if tail == eid and b"lease" in payload else self.followed
                     self.reply(parts[2], "1" if tail == eid else "0")
                 elif tail in ("", eid):
                     self.reply(parts[2], "OK")
@@ -249,6 +258,52 @@ class Agent:
             keep.append((topic, payload))
         self.inbox = keep
 
+    def ask_stdin(self, eid, out, n):
+        """Keyboard input for the eval: asks the host that follows it (reply/ask/<id>, the
+        answer on cmd/ans/<id>/<n>) and waits, answering control messages and keeping the
+        watchdog fed. An eval nobody follows (the original tool's) reads end of file."""
+        out.send_now()
+        end = time.ticks_add(_ticks(), 2000)  # the lease travels right behind the eval
+        while self.followed != eid and time.ticks_diff(end, _ticks()) > 0:
+            self.poll_while_busy(eid)
+            time.sleep_ms(5)
+        if self.followed != eid:
+            return b""
+        self.asked += 1
+        q = '{"n":%d,"op":"stdin","len":%d}' % (self.asked, n)
+        self.publish(self.base + "reply/ask/" + eid, b"\xff\xff" + q.encode())
+        want = "%scmd/ans/%s/%d" % (self.base, eid, self.asked)
+        while True:
+            for i, (topic, payload) in enumerate(self.inbox):
+                if topic == want:
+                    del self.inbox[i]
+                    data = bytes(payload[2:n + 3])
+                    return data[1:] if data[:1] == b"+" else b""
+            self.poll_while_busy(eid)  # an interrupt raises KeyboardInterrupt here
+            self.watchdog_tick()
+            time.sleep_ms(5)
+
+    def input_for(self, eid, out):
+        """input() in __main__ while eval eid runs."""
+        typed = [b""]  # what came and was not read yet
+
+        def _input(prompt=""):
+            if prompt:
+                out.write(prompt)
+            while typed[0].find(b"\n") < 0:
+                data = self.ask_stdin(eid, out, 256)
+                if not data:
+                    break
+                typed[0] += data
+            if not typed[0]:
+                raise EOFError
+            i = typed[0].find(b"\n")
+            i = len(typed[0]) if i < 0 else i
+            line, typed[0] = typed[0][:i], typed[0][i + 1:]
+            return line.decode()
+
+        return _input
+
     def run_eval(self, eid, src):
         import __main__
         g = __main__.__dict__
@@ -256,6 +311,7 @@ class Agent:
         self.current = eid
         saved = g.get("print")
         g["print"] = out.print
+        g["input"] = self.input_for(eid, out)
         error = None
         try:
             try:
@@ -275,7 +331,8 @@ class Agent:
                 g.pop("print", None)
             else:
                 g["print"] = saved
-            self.current = None
+            g.pop("input", None)
+            self.current = self.followed = None
         out.finish(error)
         if self.reset_after is not None and self.reset_after[1] == eid:
             self.reset(self.reset_after[0], True)
