@@ -70,6 +70,7 @@ int cmd_reset(struct tool *t, int argc, char **argv) {
     }
     struct session *s = &t->session;
     int code = session_connect(t);
+    code = code == EXIT_OK ? session_present(s) : code; // the status may come late (clusters)
     char old_boot[sizeof(s->boot_id)];
     snprintf(old_boot, sizeof(old_boot), "%s", s->boot_id);
     bool unsupported = false, native = false;
@@ -94,6 +95,9 @@ int cmd_reset(struct tool *t, int argc, char **argv) {
         return EXIT_OK;
     }
     code = session_wait_boot(s, old_boot, RESET_WAIT_S);
+    // Back means answering, not only a status: on a clustered broker the board's
+    // subscription reaches the other nodes a moment after its status does.
+    code = code == EXIT_OK ? session_answers(s, RESET_WAIT_S) : code;
     if (code == EXIT_TIMEOUT) {
         tool_error(t, "the board did not come back within %.0f s of the reset", RESET_WAIT_S);
     } else if (code == RECV_INTERRUPT) {

@@ -237,63 +237,66 @@ static char *source_from_args(int argc, char **argv, size_t *len) {
     return src;
 }
 
-// Runs src (malloc'd, len bytes; freed here). As statements: a trailing statement makes the
-// board run the code as statements (an expression's value is not shown), on our agent and on
-// an original board alike.
-static int run_source(struct tool *t, char *src, size_t len, bool statements) {
-    if (statements) {
-        src = realloc(src, len + 8);
-        memcpy(src + len, "\npass\n", 7);
-        len += 6;
+char *eval_source(struct tool *t, int argc, char **argv, size_t *len, int *code) {
+    bool run = strcmp(argv[0], "run") == 0, statements = run || strcmp(argv[0], "exec") == 0;
+    if (run ? argc != 2 : argc < 2) {
+        fprintf(stderr, "usage: mqboard %s %s\n", argv[0],
+                run          ? "FILE"
+                : statements ? "CODE|-"
+                             : "EXPR|-");
+        *code = EXIT_USAGE;
+        return NULL;
     }
-    int code = run_eval(t, src, len, t->out);
+    char *src = NULL;
+    if (run) {
+        FILE *f = strcmp(argv[1], "-") == 0 ? stdin : fopen(argv[1], "rb");
+        src = f != NULL ? read_all(f, len) : NULL;
+        if (f != NULL && f != stdin) {
+            fclose(f);
+        }
+    } else {
+        src = source_from_args(argc, argv, len);
+    }
+    if (src == NULL) {
+        tool_error(t, "cannot read '%s'%s%s", run ? argv[1] : "stdin", errno ? ": " : "",
+                   errno ? strerror(errno) : "");
+        *code = EXIT_LOCAL;
+        return NULL;
+    }
+    // As statements: a trailing statement makes the board run the code as statements (an
+    // expression's value is not shown), on our agent and on an original board alike; a
+    // script is statements even if it is one expression.
+    if (statements) {
+        src = realloc(src, *len + 8);
+        memcpy(src + *len, "\npass\n", 7);
+        *len += 6;
+    }
+    return src;
+}
+
+static int eval_like(struct tool *t, int argc, char **argv) {
+    size_t len = 0;
+    int code = EXIT_OK;
+    errno = 0;
+    char *src = eval_source(t, argc, argv, &len, &code);
+    if (src == NULL) {
+        return code;
+    }
+    code = run_eval(t, src, len, t->out);
     free(src);
     return code;
 }
 
-// eval and exec: the source from the arguments or stdin.
-static int eval_or_exec(struct tool *t, int argc, char **argv, bool statements) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: mqboard %s %s|-\n", argv[0], statements ? "CODE" : "EXPR");
-        return EXIT_USAGE;
-    }
-    size_t len = 0;
-    char *src = source_from_args(argc, argv, &len);
-    if (src == NULL) {
-        tool_error(t, "cannot read stdin");
-        return EXIT_LOCAL;
-    }
-    return run_source(t, src, len, statements);
-}
-
 int cmd_eval(struct tool *t, int argc, char **argv) {
-    return eval_or_exec(t, argc, argv, false);
+    return eval_like(t, argc, argv);
 }
 
 int cmd_exec(struct tool *t, int argc, char **argv) {
-    return eval_or_exec(t, argc, argv, true);
+    return eval_like(t, argc, argv);
 }
 
 int cmd_run(struct tool *t, int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: mqboard run FILE\n");
-        return EXIT_USAGE;
-    }
-    FILE *f = strcmp(argv[1], "-") == 0 ? stdin : fopen(argv[1], "rb");
-    if (f == NULL) {
-        tool_error(t, "cannot read '%s': %s", argv[1], strerror(errno));
-        return EXIT_LOCAL;
-    }
-    size_t len = 0;
-    char *src = read_all(f, &len);
-    if (f != stdin) {
-        fclose(f);
-    }
-    if (src == NULL) {
-        tool_error(t, "cannot read '%s'", argv[1]);
-        return EXIT_LOCAL;
-    }
-    return run_source(t, src, len, true); // a script: statements, even if one expression
+    return eval_like(t, argc, argv);
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -779,9 +779,14 @@ int main(int argc, char **argv) {
         return EXIT_CONN;
     }
     open_outputs(&t);
-    int code = ntargets == 0       ? EXIT_OK
-               : t.opts.canary > 0 ? rollout(&t, targets, ntargets, run_chain, &c)
-                                   : fanout(&t, targets, ntargets, run_chain, &c);
+    // eval, exec and run go to every board over one connection; the rest, a process each.
+    int code = ntargets == 0 ? EXIT_OK
+               : nseg == 1   ? fleet_eval(&t, targets, ntargets, argc - first, argv + first)
+                             : -1;
+    if (ntargets > 0 && code == -1) {
+        code = t.opts.canary > 0 ? rollout(&t, targets, ntargets, run_chain, &c)
+                                 : fanout(&t, targets, ntargets, run_chain, &c);
+    }
     if (ntargets == 0) {
         tool_error(&t, "no board matches");
         code = EXIT_TIMEOUT;

@@ -225,6 +225,60 @@ int session_connect(struct tool *t) {
     return EXIT_OK;
 }
 
+static bool has_msg_or_signal(struct session *s);
+
+int session_connect_many(struct tool *t, const char *const *prefixes, int n) {
+    struct session *s = &t->session;
+    s->o = &t->opts;
+    s->err = t->err;
+    s->connack = -1;
+    int code = setup_client(s);
+    int rc = code == EXIT_OK ? mosquitto_connect(s->mosq, s->o->server, s->o->port, 30) : 0;
+    if (code == EXIT_OK && rc != MOSQ_ERR_SUCCESS) {
+        fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
+                s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        code = EXIT_CONN;
+    }
+    // Every board's status first, then every board's replies, in batches behind CONNECT: a
+    // broker answers a SUBSCRIBE with its SUBACK and then the retained messages, so by the
+    // last SUBACK the statuses of all earlier batches are in (as session_connect).
+    enum { BATCH = 128 };
+    static const char *const kinds[] = {"status", "reply/#"};
+    char *topics[BATCH];
+    s->subacked_target = 0;
+    for (int kind = 0; kind < 2; kind++) {
+        for (int i = 0; code == EXIT_OK && i < n; i += BATCH) {
+            int k = 0;
+            for (int j = i; j < n && j < i + BATCH; j++) {
+                if (asprintf(&topics[k], "%s/mqb/%s", prefixes[j], kinds[kind]) >= 0) {
+                    k++;
+                }
+            }
+            rc = mosquitto_subscribe_multiple(s->mosq, NULL, k, topics, 1, 0, NULL);
+            s->subacked_target += rc == MOSQ_ERR_SUCCESS;
+            code = rc == MOSQ_ERR_SUCCESS ? EXIT_OK : EXIT_CONN;
+            for (int j = 0; j < k; j++) {
+                free(topics[j]);
+            }
+        }
+    }
+    if (code == EXIT_OK && (!pump(s, s->o->timeout, got_connack) || s->connack != 0)) {
+        fprintf(s->err, "mqboard: the broker at %s:%d did not accept the connection\n",
+                s->o->server, s->o->port);
+        code = EXIT_CONN;
+    }
+    if (code == EXIT_OK && (!pump(s, s->o->timeout, got_suback) || !got_suback(s))) {
+        fprintf(s->err, "mqboard: cannot subscribe to the boards' replies\n");
+        code = EXIT_CONN;
+    }
+    t->connected = code == EXIT_OK;
+    return code;
+}
+
+int session_pump(struct session *s, double timeout_s) {
+    return pump(s, timeout_s, has_msg_or_signal) ? EXIT_OK : EXIT_CONN;
+}
+
 void session_close(struct session *s) {
     if (s->mosq == NULL) {
         return;
@@ -266,6 +320,10 @@ static void new_id(const struct session *s, char *id, size_t cap) {
     if (s->o->expire > 0 && i + 10 <= cap) {
         snprintf(id + i, cap - i, ".%08x", (uint32_t)((double)time(NULL) + s->o->expire));
     }
+}
+
+void session_new_id(const struct session *s, char *id, size_t cap) {
+    new_id(s, id, cap);
 }
 
 int session_begin(struct session *s, const char *cmd) {
@@ -509,6 +567,9 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     // Non-blocking poll first, so that a sender sees replies between its messages.
     mosquitto_loop(s->mosq, 0, 1);
     while ((n = next_reply(s, &t)) == NULL) {
+        if (s->probing && s->online != s->probe_was) {
+            return EXIT_TIMEOUT; // the presence probe: the status said it first
+        }
         if (s->went_offline && timeout_s != 0) { // its last will: the agent died
             s->went_offline = false;
             fprintf(s->err, "mqboard: board '%s' went offline while mqboard waited for it\n",
@@ -694,32 +755,41 @@ static int ask_caps(struct session *s, double timeout_s) {
 // How long the tool waits for a board that has no status before it says nobody is there.
 #define PROBE_S 0.7
 
+static int say_offline(struct session *s) {
+    char when[64] = "";
+    time_t t = (time_t)s->status_since;
+    struct tm tm;
+    if (s->status_since > 0 && localtime_r(&t, &tm) != NULL) {
+        strftime(when, sizeof(when), " (last booted %Y-%m-%d %H:%M:%S)", &tm);
+    }
+    fprintf(s->err, "mqboard: board '%s' is offline%s: its agent is not connected to the broker\n",
+            s->o->prefix, when);
+    return EXIT_TIMEOUT;
+}
+
 int session_present(struct session *s) {
     if (s->present || s->online == 1) {
         s->present = true;
         return EXIT_OK;
     }
-    if (s->online == 0) {
-        char when[64] = "";
-        time_t t = (time_t)s->status_since;
-        struct tm tm;
-        if (s->status_since > 0 && localtime_r(&t, &tm) != NULL) {
-            strftime(when, sizeof(when), " (last booted %Y-%m-%d %H:%M:%S)", &tm);
-        }
-        fprintf(s->err,
-                "mqboard: board '%s' is offline%s: its agent is not connected to the "
-                "broker\n",
-                s->o->prefix, when);
-        return EXIT_TIMEOUT;
-    }
-    // No status: a board running the original code answers caps ("not supported") at once
-    // when it is idle.
+    // Offline or no status: probe with caps, which a board running the original code (no
+    // status) answers at once when idle. The status may also change meanwhile: a clustered
+    // broker can deliver the retained status after the SUBACK, or a stale one first.
     // Long enough for a distant broker: the probe and its answer cross it twice each.
     double wait = PROBE_S > 4 * s->broker_rtt ? PROBE_S : 4 * s->broker_rtt;
     wait = s->o->timeout < wait ? s->o->timeout : wait;
     s->present = true; // the probe itself must not probe
+    s->probe_was = s->online;
+    s->probing = true;
     int code = ask_caps(s, wait);
-    s->present = code == EXIT_OK;
+    s->probing = false;
+    s->present = code == EXIT_OK || s->online == 1;
+    if (s->present) {
+        return EXIT_OK;
+    }
+    if (s->online == 0 && code == EXIT_TIMEOUT) {
+        return say_offline(s);
+    }
     if (code == EXIT_TIMEOUT) {
         fprintf(s->err,
                 "mqboard: no board answers at '%s' (no status on %s, no answer in %.1f s; "
@@ -760,6 +830,15 @@ static bool new_boot(const struct session *s, const void *old_boot_id) {
 
 int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s) {
     return session_watch(s, timeout_s, new_boot, old_boot_id);
+}
+
+int session_answers(struct session *s, double total_s) {
+    double end = now_s() + total_s;
+    int code = EXIT_TIMEOUT;
+    while (code == EXIT_TIMEOUT && now_s() < end && !tool_interrupted) {
+        code = ask_caps(s, PROBE_S);
+    }
+    return code;
 }
 
 int session_caps(struct session *s, struct board_caps *caps) {

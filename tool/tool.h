@@ -118,6 +118,8 @@ struct session {
     int slot; // the status's running slot (-1: none), image pending (1), valid (0)
     int pending;
     bool present;        // the board answered or said it is online in this run
+    bool probing;        // the presence probe runs: a status that changes ends it
+    int probe_was;       // ... the status when it began
     bool went_offline;   // its status turned offline during the current command
     void *busy;          // cJSON of the last busy notice (owned), for --json
     double interrupt_at; // monotonic time at which recv reports RECV_INTERRUPT (0: never)
@@ -171,6 +173,13 @@ extern volatile sig_atomic_t tool_leaving;
 int session_connect(struct tool *t);
 void session_close(struct session *s);
 
+// One connection for many boards (fleet.c): subscribed to each prefix's status and replies.
+int session_connect_many(struct tool *t, const char *const *prefixes, int n);
+// Runs the network until a message arrives, a signal, or timeout_s. EXIT_OK or EXIT_CONN.
+int session_pump(struct session *s, double timeout_s);
+// A fresh command id (with the --expire deadline).
+void session_new_id(const struct session *s, char *id, size_t cap);
+
 // Starts a command: a fresh id, subscribed to its replies. tail may be NULL.
 int session_begin(struct session *s, const char *cmd);
 // Publishes one command message (2-byte header + data) for the current command.
@@ -222,6 +231,10 @@ void session_lease(struct session *s, bool on);
 // one arrives). Returns EXIT_OK, EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
 int session_watch(struct session *s, double timeout_s,
                   bool (*done)(const struct session *, const void *), const void *ctx);
+// Asks caps again and again (PROBE_S each) until the board answers, at most total_s: a board
+// that has just booted answers through every node of a clustered broker only once its
+// subscription has spread. Returns EXIT_OK or EXIT_TIMEOUT (or EXIT_CONN).
+int session_answers(struct session *s, double total_s);
 // Reads the retained status again (after a reset): waits up to timeout_s for one whose
 // boot_id differs from old_boot_id and that says online. Returns EXIT_OK or EXIT_TIMEOUT.
 int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s);
@@ -239,6 +252,10 @@ char *tool_escape(const char *s);
 
 // Prints "mqboard: <message>" on t->err (stderr, or the --json document's error).
 void tool_error(struct tool *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// The source that eval, exec or run (argv[0]) sends: malloc'd, *len bytes; NULL with *code
+// set (and the error said) on a usage or read error.
+char *eval_source(struct tool *t, int argc, char **argv, size_t *len, int *code);
 
 // Runs an eval and writes its output to out. Returns an exit code.
 int run_eval(struct tool *t, const char *src, size_t len, FILE *out);
@@ -310,6 +327,9 @@ int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct
 // stops (the rest untouched) once more than --max-failures boards failed.
 int rollout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
             void *ctx);
+// eval, exec and run on many boards over one connection (fleet.c). Returns -1 when the
+// command line is not one of those (the caller uses fanout), else the exit code.
+int fleet_eval(struct tool *t, const char *const *targets, int n, int argc, char **argv);
 int cmd_rtc(struct tool *t, int argc, char **argv);
 int cmd_mount(struct tool *t, int argc, char **argv);
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, Board, Broker
+from conftest import BIN, BROKER, REPO, Board, Broker
 from test_recovery import FAST, VALID, newer_build, read_record, script_image
 
 
@@ -167,3 +167,57 @@ def test_readme_many_boards_block(fleet, tmp_path):
         if line.startswith("mqboard boards"):
             assert all(b.prefix in r.stdout for b in boards)
     assert all(read_record(b.slots)[1:3] == (1, VALID) for b in boards)
+
+
+# ---- many boards: one connection for eval, a report per board ----
+
+def test_ten_boards_one_offline_one_failing(tmp_path):
+    broker = Broker(tmp_path)
+    boards = []
+    try:
+        for i in range(10):
+            (tmp_path / f"b{i}").mkdir()
+            boards.append(Board(broker, tmp_path / f"b{i}"))
+        for b in boards[:9]:
+            (b.root / "x.txt").write_text("x")
+        (boards[8].root / "x.txt").unlink()  # this one fails
+        boards[9].stop()  # this one is offline (a clean stop publishes it)
+        cfg = tmp_path / "cfg/mqboard"
+        cfg.mkdir(parents=True)
+        (cfg / "config").write_text(f"port = {broker.port}\n[group ten]\nmembers = " +
+                                    " ".join(b.prefix for b in boards) + "\n")
+        env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+        mqb = [str(BIN / "mqboard"), "-b", "ten"]
+        log = broker.dir / "broker.log"
+        before = log.read_text().count("New client connected") if BROKER == "mosquitto" else 0
+        r = subprocess.run(mqb + ["eval", "open('/x.txt').read()"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 1
+        for b in boards[:8]:
+            assert f"{b.prefix}: 'x'" in r.stdout
+        assert f"{boards[8].prefix}: " in r.stderr and "No such file" in r.stderr
+        assert f"{boards[9].prefix}: mqboard: the board is offline" in r.stderr
+        assert "8 ok, 1 failed, 1 offline or silent (of 10 boards)" in r.stdout
+        if BROKER == "mosquitto":  # all ten boards over one connection
+            assert log.read_text().count("New client connected") == before + 1
+        r = subprocess.run(mqb + ["--json", "eval", "1+1"], capture_output=True, text=True,
+                           env=env, timeout=60)
+        doc = json.loads(r.stdout)["result"]
+        assert (doc["ok"], doc["failed"], doc["offline"]) == (9, 0, 1)
+        assert doc["boards"][boards[0].prefix]["output"] == "2\n"
+        # put and reset: a process per board, the same report.
+        blob = tmp_path / "blob.bin"
+        blob.write_bytes(os.urandom(100_000))
+        r = subprocess.run(mqb + ["-q", "put", str(blob), "/blob.bin"], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert r.returncode == 1 and "9 ok, 0 failed, 1 offline" in r.stdout
+        assert all((b.root / "blob.bin").read_bytes() == blob.read_bytes() for b in boards[:9])
+        r = subprocess.run(mqb + ["reset"], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 1 and "9 ok, 0 failed, 1 offline" in r.stdout
+        r = subprocess.run(mqb + ["eval", "machine.reset_cause()"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.stdout.count(": 2\n") == 9  # every board that was there was reset (hard)
+    finally:
+        for b in boards:
+            b.stop()
+        broker.close()
