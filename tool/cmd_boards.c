@@ -95,6 +95,15 @@ static void probe(struct tool *t, cJSON *found, const char *pattern) {
 
 void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep) {
     struct session *s = &t->session;
+    if (pattern != NULL && strpbrk(pattern, "+#") != NULL &&
+        mosquitto_sub_topic_check(pattern) != MOSQ_ERR_SUCCESS) {
+        tool_error(t,
+                   "'%s' is not an MQTT pattern: '+' and '#' stand for whole levels ('#' "
+                   "only at the end); shell wildcards (* ? []) work too",
+                   pattern);
+        *codep = EXIT_USAGE;
+        return NULL;
+    }
     int code = session_connect(t);
     char topic[DEPTH_MAX * 2 + 16];
     for (int depth = 1; code == EXIT_OK && depth <= DEPTH_MAX; depth++) {

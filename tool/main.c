@@ -683,7 +683,8 @@ static bool is_pattern(const char *prefix) {
 }
 
 // The boards of a group, a pattern or --all. Returns false for one board (the usual case);
-// else *n targets (malloc'd array of borrowed strings; *n < 0 when the broker failed).
+// else *n targets (malloc'd array of borrowed strings; *n < 0: the exit code, negated, when the
+// boards could not be found).
 static bool many_targets(struct tool *t, const char ***targets, int *n) {
     struct tool_opts *o = &t->opts;
     if (o->group_members != NULL) {
@@ -711,7 +712,7 @@ static bool many_targets(struct tool *t, const char ***targets, int *n) {
     t->connected = false;
     memset(&t->session, 0, sizeof(t->session));
     if (found == NULL) {
-        *n = -1;
+        *n = -code; // the exit code, negated
         return true;
     }
     const cJSON *b;
@@ -776,7 +777,7 @@ int main(int argc, char **argv) {
         return run_chain(&t, &c);
     }
     if (ntargets < 0) {
-        return EXIT_CONN;
+        return -ntargets;
     }
     open_outputs(&t);
     // eval, exec and run go to every board over one connection; the rest, a process each.
