@@ -268,6 +268,11 @@ static cJSON *seen_json(const struct board_seen *b) {
     return j;
 }
 
+static bool status_shows_slot(const struct session *s, const void *unused) {
+    (void)unused;
+    return s->online == 1 && s->slot >= 0 && s->boot_id[0] != '\0';
+}
+
 // The update is decided: a new boot that runs the other slot with its image confirmed
 // (updated), or a new boot back on the old slot (rolled back).
 static bool update_decided(const struct session *s, const void *ctx) {
@@ -343,6 +348,10 @@ int cmd_ota(struct tool *t, int argc, char **argv) {
         code = session_connect(t);
     }
     struct board_seen before;
+    if (code == EXIT_OK && confirm) { // the evidence starts with the status (it may come late)
+        code = session_present(&t->session);
+        session_watch(&t->session, 3.0, status_shows_slot, NULL);
+    }
     seen_now(&t->session, &before);
     if (code == EXIT_OK && confirm && (before.slot < 0 || before.boot_id[0] == '\0')) {
         tool_error(t, "ota --confirm needs a board whose status shows its slot (mqrepld --slots)");

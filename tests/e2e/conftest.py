@@ -89,7 +89,7 @@ class Broker:
         self.log = open(self.dir / "broker.log", "ab")
         if BROKER == "aedes":
             self.procs = [subprocess.Popen(
-                ["node", str(BROKERS_DIR / "aedes-node.mjs"), str(port), str(self.redis_port),
+                ["node", str(BROKERS_DIR / "aedes-node.js"), str(port), str(self.redis_port),
                  name], stdout=self.log, stderr=subprocess.STDOUT)
                 for port, name in ((self.board_port, "a"), (self.port, "b"))]
             wait_port(self.board_port)

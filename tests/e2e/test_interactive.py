@@ -139,6 +139,7 @@ def test_repl_history_across_sessions_and_ctrl_c_at_the_prompt(board, tmp_path):
         t.expect(b"'remember me'")
         t.expect(b">>> ")
         t.send(b"this line is dropped")
+        t.expect(b"dropped")  # echoed: typed, as a person types, before the Ctrl-C
         t.send(b"\x03")  # Ctrl-C at the prompt drops the line, the session goes on
         t.expect(b"KeyboardInterrupt")
         t.expect(b">>> ")
