@@ -162,6 +162,36 @@ def test_repl_history_across_sessions_and_ctrl_c_at_the_prompt(board, tmp_path):
         t.close()
 
 
+def test_repl_continuation_tab_of_a_new_name_and_ctrl_c_in_a_busy_loop(board, tmp_path):
+    t = Pty(board.mqb_args("repl"), tmp_path)
+    try:
+        t.expect(b">>> ")
+        t.send(b"def twice(x):\r")
+        t.expect(b"... ")  # a block continues
+        t.send(b"    return 2 * x\r")
+        t.expect(b"... ")
+        t.send(b"\r")  # an empty line closes it
+        t.expect(b">>> ")
+        t.send(b"my_total = twice(21)\r")
+        t.expect(b">>> ")
+        t.send(b"my_to\t")  # TAB completes the name defined on the board a moment ago
+        t.expect(b"tal")
+        t.send(b"\r")
+        t.expect(b"42")
+        t.expect(b">>> ")
+        t.send(b"while True: pass\r")  # complete on one line: it runs at once
+        time.sleep(1)
+        os.write(t.fd, b"\x03")  # Ctrl-C interrupts the busy loop on the board
+        t.expect(b"KeyboardInterrupt")
+        t.expect(b">>> ")
+        t.send(b"twice(2)\r")
+        t.expect(b"4")
+        t.send(b"\x04")
+        assert t.wait() == 0
+    finally:
+        t.close()
+
+
 # ---- mount ----
 
 @pytest.fixture
