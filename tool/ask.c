@@ -34,7 +34,7 @@ static void answer(struct session *s, const char *to, unsigned long n, char stat
     if (len > 0) {
         memcpy(p + MQB_HDR_LEN + 1, data, len);
     }
-    mosquitto_publish(s->mosq, NULL, topic, (int)(MQB_HDR_LEN + 1 + len), p, 1, false);
+    session_publish(s, topic, p, MQB_HDR_LEN + 1 + len);
     free(p);
 }
 

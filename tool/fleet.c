@@ -182,8 +182,7 @@ static void send_more(struct tool *t, struct fboard *v, int n, int *next, int *a
         if (b->online == 0) {
             done(b, EXIT_TIMEOUT, "mqboard: the board is offline");
         } else if (mqb_topic_cmd(topic, sizeof(topic), b->prefix, "eval", b->id, NULL) != MQB_OK ||
-                   mosquitto_publish(s->mosq, NULL, topic, (int)len, msg, 1, false) !=
-                       MOSQ_ERR_SUCCESS) {
+                   session_publish(s, topic, msg, len) != MOSQ_ERR_SUCCESS) {
             done(b, EXIT_CONN, "mqboard: cannot send to the broker");
         } else {
             b->state = SENT;

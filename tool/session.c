@@ -2,6 +2,7 @@
 // reply subscription, and replies received with a per-silence timeout.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <mqtt_protocol.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -153,6 +154,8 @@ static int setup_client(struct session *s) {
         return EXIT_CONN;
     }
     mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                         s->mqtt311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5);
     mosquitto_connect_callback_set(s->mosq, on_connect);
     mosquitto_disconnect_callback_set(s->mosq, on_disconnect);
     mosquitto_subscribe_callback_set(s->mosq, on_subscribe);
@@ -174,106 +177,128 @@ static int setup_client(struct session *s) {
     return EXIT_OK;
 }
 
-int session_connect(struct tool *t) {
-    struct session *s = &t->session;
-    if (t->connected) {
-        return EXIT_OK;
-    }
-    s->o = &t->opts;
-    s->err = t->err;
-    s->connack = -1;
-    int code = setup_client(s);
-    if (code != EXIT_OK) {
-        return code;
-    }
-    double t0 = now_s();
-    int rc = mosquitto_connect(s->mosq, s->o->server, s->o->port, 30);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
-                s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return EXIT_CONN;
-    }
-    // One subscription for all replies of this board: a command then costs no extra round
-    // trip, and replies are told apart by their id. The status subscription goes first: its
-    // retained message is queued before the second SUBACK, so once that arrives the tool
-    // knows whether the board is online, offline or has never said. Both are sent right
-    // behind CONNECT (MQTT allows it), so CONNACK and SUBACKs share one round trip: on a
-    // distant broker a command costs the connection and its own round trip, nothing more.
-    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", s->o->prefix);
-    snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", s->o->prefix);
-    s->online = -1;
+// The subscriptions of one board: its status first, then its replies (session_connect).
+static int subscribe_board(struct session *s, const void *unused) {
+    (void)unused;
     s->subacked_target = s->subacked + 2;
-    int src = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
-    src = src != MOSQ_ERR_SUCCESS ? src : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
-    if (!pump(s, s->o->timeout, got_connack) || s->connack < 0) {
-        fprintf(s->err, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
-                s->o->server, s->o->port);
-        return EXIT_CONN;
-    }
-    if (s->connack != 0) {
-        fprintf(s->err, "mqboard: the broker refused the connection: %s\n",
-                mosquitto_connack_string(s->connack));
-        return EXIT_CONN;
-    }
-    if (src != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
-        fprintf(s->err, "mqboard: cannot subscribe to the board's replies: %s\n",
-                mosquitto_strerror(src != MOSQ_ERR_SUCCESS ? src : MOSQ_ERR_CONN_LOST));
-        return EXIT_CONN;
-    }
-    s->broker_rtt = (now_s() - t0) / 2; // connect and subscribe: ~two round trips
-    t->connected = true;
-    return EXIT_OK;
+    int rc = mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
+    return rc != MOSQ_ERR_SUCCESS ? rc : mosquitto_subscribe(s->mosq, NULL, s->reply_topic, 1);
 }
 
-static bool has_msg_or_signal(struct session *s);
+struct many {
+    const char *const *prefixes;
+    int n;
+};
 
-int session_connect_many(struct tool *t, const char *const *prefixes, int n) {
-    struct session *s = &t->session;
-    s->o = &t->opts;
-    s->err = t->err;
-    s->connack = -1;
-    int code = setup_client(s);
-    int rc = code == EXIT_OK ? mosquitto_connect(s->mosq, s->o->server, s->o->port, 30) : 0;
-    if (code == EXIT_OK && rc != MOSQ_ERR_SUCCESS) {
-        fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
-                s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        code = EXIT_CONN;
-    }
-    // Every board's status first, then every board's replies, in batches behind CONNECT: a
-    // broker answers a SUBSCRIBE with its SUBACK and then the retained messages, so by the
-    // last SUBACK the statuses of all earlier batches are in (as session_connect).
+// Every board's status first, then every board's replies, in batches: a broker answers a
+// SUBSCRIBE with its SUBACK and then the retained messages, so by the last SUBACK the
+// statuses of all earlier batches are in (session_connect_many).
+static int subscribe_many(struct session *s, const void *ctx) {
+    const struct many *m = ctx;
     enum { BATCH = 128 };
     static const char *const kinds[] = {"status", "reply/#"};
     char *topics[BATCH];
-    s->subacked_target = 0;
+    int rc = MOSQ_ERR_SUCCESS;
+    s->subacked_target = s->subacked;
     for (int kind = 0; kind < 2; kind++) {
-        for (int i = 0; code == EXIT_OK && i < n; i += BATCH) {
+        for (int i = 0; rc == MOSQ_ERR_SUCCESS && i < m->n; i += BATCH) {
             int k = 0;
-            for (int j = i; j < n && j < i + BATCH; j++) {
-                if (asprintf(&topics[k], "%s/mqb/%s", prefixes[j], kinds[kind]) >= 0) {
-                    k++;
-                }
+            for (int j = i; j < m->n && j < i + BATCH; j++) {
+                k += asprintf(&topics[k], "%s/mqb/%s", m->prefixes[j], kinds[kind]) >= 0;
             }
             rc = mosquitto_subscribe_multiple(s->mosq, NULL, k, topics, 1, 0, NULL);
             s->subacked_target += rc == MOSQ_ERR_SUCCESS;
-            code = rc == MOSQ_ERR_SUCCESS ? EXIT_OK : EXIT_CONN;
             for (int j = 0; j < k; j++) {
                 free(topics[j]);
             }
         }
     }
-    if (code == EXIT_OK && (!pump(s, s->o->timeout, got_connack) || s->connack != 0)) {
-        fprintf(s->err, "mqboard: the broker at %s:%d did not accept the connection\n",
-                s->o->server, s->o->port);
-        code = EXIT_CONN;
+    return rc;
+}
+
+// A CONNACK that says the broker does not take MQTT 5 (3.1.1's "unacceptable protocol
+// version", 5's "unsupported protocol version" or "protocol error").
+static bool refuses_v5(int connack) {
+    return connack == 1 || connack == 130 || connack == 132;
+}
+
+// Connects and subscribes, the subscriptions sent right behind CONNECT (MQTT allows it), so
+// CONNACK and SUBACKs share one round trip: on a distant broker a command costs the
+// connection and its own round trip, nothing more. MQTT 5 first (commands then carry a
+// message expiry); a broker that refuses it is asked again with 3.1.1.
+static int connect_subscribed(struct tool *t, int (*subscribe)(struct session *, const void *),
+                              const void *ctx) {
+    struct session *s = &t->session;
+    s->o = &t->opts;
+    s->err = t->err;
+    for (;;) {
+        s->connack = -1;
+        s->subacked = 0;
+        int code = setup_client(s);
+        if (code != EXIT_OK) {
+            return code;
+        }
+        int rc = mosquitto_connect(s->mosq, s->o->server, s->o->port, 30);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            fprintf(s->err, "mqboard: cannot connect to the broker at %s:%d: %s\n", s->o->server,
+                    s->o->port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+            return EXIT_CONN;
+        }
+        int src = subscribe(s, ctx);
+        bool up = pump(s, s->o->timeout, got_connack);
+        // A broker that does not take MQTT 5 refuses it, or (aedes) just hangs up.
+        if (!s->mqtt311 && (refuses_v5(s->connack) || (!up && s->connack < 0 && s->lost))) {
+            mosquitto_destroy(s->mosq); // again, in MQTT 3.1.1
+            mosquitto_lib_cleanup();
+            s->mosq = NULL;
+            s->mqtt311 = true;
+            s->lost = false;
+            continue;
+        }
+        if (!up || s->connack < 0) {
+            fprintf(s->err, "mqboard: no answer from the broker at %s:%d (TLS or PSK settings?)\n",
+                    s->o->server, s->o->port);
+            return EXIT_CONN;
+        }
+        if (s->connack != 0) {
+            fprintf(s->err, "mqboard: the broker refused the connection: %s\n",
+                    mosquitto_connack_string(s->connack));
+            return EXIT_CONN;
+        }
+        if (src != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
+            fprintf(s->err, "mqboard: cannot subscribe to the board's replies: %s\n",
+                    mosquitto_strerror(src != MOSQ_ERR_SUCCESS ? src : MOSQ_ERR_CONN_LOST));
+            return EXIT_CONN;
+        }
+        t->connected = true;
+        return EXIT_OK;
     }
-    if (code == EXIT_OK && (!pump(s, s->o->timeout, got_suback) || !got_suback(s))) {
-        fprintf(s->err, "mqboard: cannot subscribe to the boards' replies\n");
-        code = EXIT_CONN;
+}
+
+int session_connect(struct tool *t) {
+    struct session *s = &t->session;
+    if (t->connected) {
+        return EXIT_OK;
     }
-    t->connected = code == EXIT_OK;
+    // One subscription for all replies of this board: a command then costs no extra round
+    // trip, and replies are told apart by their id. The status subscription goes first: its
+    // retained message is queued before the second SUBACK, so once that arrives the tool
+    // knows whether the board is online, offline or has never said.
+    snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", t->opts.prefix);
+    snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", t->opts.prefix);
+    s->online = -1;
+    double t0 = now_s();
+    int code = connect_subscribed(t, subscribe_board, NULL);
+    s->broker_rtt = (now_s() - t0) / 2; // connect and subscribe: ~two round trips
     return code;
 }
+
+int session_connect_many(struct tool *t, const char *const *prefixes, int n) {
+    struct many m = {prefixes, n};
+    return connect_subscribed(t, subscribe_many, &m);
+}
+
+static bool has_msg_or_signal(struct session *s);
 
 int session_pump(struct session *s, double timeout_s) {
     return pump(s, timeout_s, has_msg_or_signal) ? EXIT_OK : EXIT_CONN;
@@ -346,8 +371,22 @@ int session_begin(struct session *s, const char *cmd) {
     return EXIT_OK;
 }
 
+int session_publish(struct session *s, const char *topic, const void *payload, size_t len) {
+    if (s->mqtt311 || s->o->expire <= 0) {
+        return mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
+    }
+    // MQTT 5: the broker drops the command once --expire has passed (the deadline in its id
+    // says the same to the board, on any broker).
+    mosquitto_property *p = NULL;
+    mosquitto_property_add_int32(&p, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+                                 (uint32_t)(s->o->expire < 4e9 ? s->o->expire : 4e9));
+    int rc = mosquitto_publish_v5(s->mosq, NULL, topic, (int)len, payload, 1, false, p);
+    mosquitto_property_free_all(&p);
+    return rc;
+}
+
 static int publish(struct session *s, const char *topic, const uint8_t *payload, size_t len) {
-    int rc = mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
+    int rc = session_publish(s, topic, payload, len);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(s->err, "mqboard: cannot send to the broker: %s\n", mosquitto_strerror(rc));
         return EXIT_CONN;
@@ -438,7 +477,7 @@ static void send_ping(struct session *s, bool lease) {
     if (s->o->verbose > 1) {
         fprintf(stderr, "mqboard: -> %s (is the board still on it?)\n", topic);
     }
-    mosquitto_publish(s->mosq, NULL, topic, (int)len, msg, 1, false);
+    session_publish(s, topic, msg, len);
 }
 
 // Renews the mount's lease when it is due (the board unmounts when renewals stop).
@@ -452,7 +491,7 @@ static void renew_mount(struct session *s) {
     mqb_hdr_encode(msg, 0, true);
     int n = snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %.0f", s->o->lease);
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", id, s->mount_id);
-    mosquitto_publish(s->mosq, NULL, topic, MQB_HDR_LEN + n, msg, 1, false);
+    session_publish(s, topic, msg, (size_t)(MQB_HDR_LEN + n));
     s->mount_lease_at = now_s() + s->o->lease / 3.0;
 }
 

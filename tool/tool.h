@@ -98,7 +98,8 @@ struct session {
     const struct tool_opts *o;
     FILE *err; // where the session's error messages go (the tool's err)
     struct mosquitto *mosq;
-    int connack; // -1 until CONNACK
+    bool mqtt311; // the broker refused MQTT 5
+    int connack;  // -1 until CONNACK
     bool lost;
     int subacked;
     int subacked_target; // SUBACKs awaited
@@ -182,6 +183,8 @@ void session_new_id(const struct session *s, char *id, size_t cap);
 
 // Starts a command: a fresh id, subscribed to its replies. tail may be NULL.
 int session_begin(struct session *s, const char *cmd);
+// Publishes one message at QoS 1 (with MQTT 5, expiring after --expire). A mosquitto rc.
+int session_publish(struct session *s, const char *topic, const void *payload, size_t len);
 // Publishes one command message (2-byte header + data) for the current command.
 int session_send(struct session *s, const char *tail, uint16_t seq, bool last, const uint8_t *data,
                  size_t len);

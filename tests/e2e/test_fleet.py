@@ -221,3 +221,28 @@ def test_ten_boards_one_offline_one_failing(tmp_path):
         for b in boards:
             b.stop()
         broker.close()
+
+
+def test_mqtt5_message_expiry_drops_a_command_queued_for_an_absent_board(broker, tmp_path):
+    """A board with a persistent session (not ours: ours use clean ones) that is away: the
+    broker queues its commands; with MQTT 5 they carry --expire as their message expiry, so
+    the broker drops them instead of delivering them hours later."""
+    if BROKER != "mosquitto":
+        pytest.skip("message expiry is MQTT 5 (the aedes cluster speaks 3.1.1: the id's "
+                    "deadline covers it, test_an_expired_command_is_refused_not_run)")
+    prefix = "expiry/" + os.urandom(4).hex()
+
+    def queued(cid):
+        r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-c",
+                            "-i", cid, "-q", "1", "-t", f"{prefix}/mqb/cmd/#", "-W", "1", "-v"],
+                           capture_output=True, timeout=10)
+        return r.stdout
+
+    for expire, kept in (("1", False), ("0", True)):
+        cid = f"absent-{expire}-{os.getpid()}"
+        queued(cid)  # the session exists, then the board goes away
+        subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", prefix,
+                        "--expire", expire, "eval", "1"], capture_output=True, timeout=30)
+        time.sleep(2.2)
+        got = queued(cid)
+        assert (b"/mqb/cmd/caps/" in got) == kept, (expire, got)
