@@ -11,6 +11,11 @@
 
 #include "tool.h"
 
+// After the last SUBACK, statuses still coming in (a clustered broker) are waited for until
+// none came for QUIET_S seconds, at most SETTLE_S.
+#define QUIET_S 0.15
+#define SETTLE_S 2.0
+
 // Prefixes of up to this many levels are found (one subscription each).
 #define DEPTH_MAX 8
 // Boards listed at most.
@@ -93,6 +98,32 @@ static void probe(struct tool *t, cJSON *found, const char *pattern) {
     }
 }
 
+// Takes the queued statuses into found (pattern-matched, at most BOARDS_MAX). Returns how
+// many messages it took.
+static int take_statuses(struct session *s, cJSON *found, const char *pattern, int *n) {
+    struct reply r;
+    const char *topic_seen;
+    int taken = 0;
+    while (*n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
+        taken++;
+        size_t tl = strlen(topic_seen), sl = strlen("/mqb/status");
+        if (tl <= sl || strcmp(topic_seen + tl - sl, "/mqb/status") != 0 || r.len == 0) {
+            continue;
+        }
+        char *prefix = strndup(topic_seen, tl - sl);
+        cJSON *st = cJSON_ParseWithLength((const char *)r.data, r.len);
+        if (cJSON_IsObject(st) && matches(pattern, prefix)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(found, prefix);
+            cJSON_AddItemToObject(found, prefix, st);
+            (*n)++;
+        } else {
+            cJSON_Delete(st);
+        }
+        free(prefix);
+    }
+    return taken;
+}
+
 void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep) {
     struct session *s = &t->session;
     if (pattern != NULL && strpbrk(pattern, "+#") != NULL &&
@@ -121,26 +152,19 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     if (code != EXIT_OK) {
         return NULL;
     }
+    // The fence's SUBACK comes after every retained status on mosquitto; a clustered broker
+    // may deliver them later: wait until none has come for QUIET_S (at most SETTLE_S).
     cJSON *found = cJSON_CreateObject();
-    struct reply r;
-    const char *topic_seen;
     int n = 0;
-    while (n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
-        size_t tl = strlen(topic_seen), sl = strlen("/mqb/status");
-        if (tl <= sl || strcmp(topic_seen + tl - sl, "/mqb/status") != 0 || r.len == 0) {
-            continue;
+    double waited = 0;
+    do {
+        take_statuses(s, found, pattern, &n);
+        if (session_pump(s, QUIET_S) != EXIT_OK) {
+            break;
         }
-        char *prefix = strndup(topic_seen, tl - sl);
-        cJSON *st = cJSON_ParseWithLength((const char *)r.data, r.len);
-        if (cJSON_IsObject(st) && matches(pattern, prefix)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(found, prefix);
-            cJSON_AddItemToObject(found, prefix, st);
-            n++;
-        } else {
-            cJSON_Delete(st);
-        }
-        free(prefix);
-    }
+        waited += QUIET_S;
+    } while (s->head != NULL && waited < SETTLE_S && n < BOARDS_MAX);
+    take_statuses(s, found, pattern, &n);
     if (do_probe) {
         probe(t, found, pattern);
     }
