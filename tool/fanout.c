@@ -117,6 +117,19 @@ static void service(struct tool *t, struct child *v, int n, bool json) {
     }
 }
 
+void fanout_summary(struct tool *t, int ok, int failed, int offline, int n, void *results) {
+    if (!t->opts.json) {
+        fprintf(t->out, "%d ok, %d failed, %d offline or silent (of %d boards)\n", ok, failed,
+                offline, n);
+    }
+    cJSON *summary = cJSON_CreateObject();
+    cJSON_AddNumberToObject(summary, "ok", ok);
+    cJSON_AddNumberToObject(summary, "failed", failed);
+    cJSON_AddNumberToObject(summary, "offline", offline);
+    cJSON_AddItemToObject(summary, "boards", results);
+    t->result = summary;
+}
+
 int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
            void *ctx) {
     struct child *v = calloc((size_t)n, sizeof(*v));
@@ -157,16 +170,7 @@ int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct
         free(v[k].buf[0]);
         free(v[k].buf[1]);
     }
-    if (!json) {
-        fprintf(t->out, "%d ok, %d failed, %d offline or silent (of %d boards)\n", ok, failed,
-                offline, n);
-    }
-    cJSON *summary = cJSON_CreateObject();
-    cJSON_AddNumberToObject(summary, "ok", ok);
-    cJSON_AddNumberToObject(summary, "failed", failed);
-    cJSON_AddNumberToObject(summary, "offline", offline);
-    cJSON_AddItemToObject(summary, "boards", results);
-    t->result = summary;
+    fanout_summary(t, ok, failed, offline, n, results);
     free(v);
     return ok == n ? EXIT_OK : EXIT_BOARD;
 }

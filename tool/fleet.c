@@ -297,16 +297,7 @@ int fleet_eval(struct tool *t, const char *const *targets, int n, int argc, char
         failed += v[i].state == PRINTED && v[i].code != EXIT_OK && v[i].code != EXIT_TIMEOUT;
     }
     session_close(&t->session);
-    if (!t->opts.json) {
-        fprintf(t->out, "%d ok, %d failed, %d offline or silent (of %d boards)\n", ok, failed,
-                offline, n);
-    }
-    cJSON *summary = cJSON_CreateObject();
-    cJSON_AddNumberToObject(summary, "ok", ok);
-    cJSON_AddNumberToObject(summary, "failed", failed);
-    cJSON_AddNumberToObject(summary, "offline", offline);
-    cJSON_AddItemToObject(summary, "boards", results);
-    t->result = summary;
+    fanout_summary(t, ok, failed, offline, n, results);
     free(v);
     free(msg);
     return code != EXIT_OK ? code : ok == n ? EXIT_OK : EXIT_BOARD;

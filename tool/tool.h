@@ -326,6 +326,9 @@ void *boards_find(struct tool *t, const char *pattern, bool probe, int *code);
 // t->opts.prefix set; prints their output behind "PREFIX: " and a summary.
 int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
            void *ctx);
+// Prints the many-board summary (n ok, n failed, n offline) and makes it, with results (a
+// cJSON object of per-board results, taken), the --json result.
+void fanout_summary(struct tool *t, int ok, int failed, int offline, int n, void *results);
 // A rollout: the first --canary targets, then waves of --parallel, each through fanout;
 // stops (the rest untouched) once more than --max-failures boards failed.
 int rollout(struct tool *t, const char *const *targets, int n, int (*body)(struct tool *, void *),
