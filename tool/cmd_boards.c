@@ -13,7 +13,7 @@
 
 // After the last SUBACK, statuses still coming in (a clustered broker) are waited for until
 // none came for QUIET_S seconds, at most SETTLE_S.
-#define QUIET_S 0.15
+#define QUIET_S 0.3
 #define SETTLE_S 2.0
 
 // Prefixes of up to this many levels are found (one subscription each).
