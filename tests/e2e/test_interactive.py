@@ -111,6 +111,7 @@ def test_input_on_a_terminal_in_run_and_repl(board, tmp_path):
         t.expect(b">>> ")
         t.send(b"n\r")
         t.expect(b"42")
+        t.expect(b">>> ")  # the prompt is back: libedit reads the Ctrl-D
         t.send(b"\x04")
         assert t.wait() == 0
     finally:
@@ -145,6 +146,7 @@ def test_repl_history_across_sessions_and_ctrl_c_at_the_prompt(board, tmp_path):
         t.expect(b">>> ")
         t.send(b"6 * 7\r")
         t.expect(b"42")
+        t.expect(b">>> ")  # the prompt is back: libedit reads the Ctrl-D
         t.send(b"\x04")
         assert t.wait() == 0
     finally:
@@ -156,6 +158,7 @@ def test_repl_history_across_sessions_and_ctrl_c_at_the_prompt(board, tmp_path):
         t.expect(b">>> ")
         t.send(b"\x1b[A\x1b[A\r")  # Up twice: the first session's line, run again
         t.expect(b"'remember me'")
+        t.expect(b">>> ")  # the prompt is back: libedit reads the Ctrl-D
         t.send(b"\x04")
         assert t.wait() == 0
     finally:
@@ -186,6 +189,7 @@ def test_repl_continuation_tab_of_a_new_name_and_ctrl_c_in_a_busy_loop(board, tm
         t.expect(b">>> ")
         t.send(b"twice(2)\r")
         t.expect(b"4")
+        t.expect(b">>> ")  # the prompt is back: libedit reads the Ctrl-D
         t.send(b"\x04")
         assert t.wait() == 0
     finally:
@@ -265,6 +269,7 @@ def test_mount_serves_the_repl_and_its_lease_is_renewed_at_the_prompt(board, loc
         time.sleep(4)  # idle at the prompt for longer than the lease
         t.send(b"import mymod; mymod.hi()\r")
         t.expect(b"'hi from the host'")
+        t.expect(b">>> ")  # the prompt is back: libedit reads the Ctrl-D
         t.send(b"\x04")
         assert t.wait() == 0
     finally:
