@@ -5,7 +5,6 @@
 // must stay under the target, sizes and the number of packages are bounded.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lazylib.h"
 #include "remote.h"
 #include "tool.h"
 
@@ -44,8 +44,18 @@ static bool is_url(const char *s) {
     return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
+struct mip {
+    struct tool *t;
+    const char *index;
+    const char *target;
+    int packages;
+    struct curl curl; // loaded at the first URL (a local index needs no libcurl)
+    bool curl_ready;
+};
+
 // Reads a URL (http, https) or a local path. Returns EXIT_OK with out filled (malloc'd).
-static int fetch(struct tool *t, const char *where, struct fetched *out) {
+static int fetch(struct mip *m, const char *where, struct fetched *out) {
+    struct tool *t = m->t;
     memset(out, 0, sizeof(*out));
     if (!is_url(where)) {
         FILE *f = fopen(where, "rb");
@@ -68,22 +78,30 @@ static int fetch(struct tool *t, const char *where, struct fetched *out) {
         }
         return EXIT_OK;
     }
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, where);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    CURLcode rc = curl_easy_perform(c);
+    if (!m->curl_ready) {
+        if (!curl_load(t, &m->curl)) {
+            return EXIT_LOCAL;
+        }
+        m->curl.global_init(CURL_GLOBAL_DEFAULT);
+        m->curl_ready = true;
+    }
+    const struct curl *cu = &m->curl;
+    CURL *c = cu->easy_init();
+    cu->easy_setopt(c, CURLOPT_URL, where);
+    cu->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    cu->easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    cu->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu->easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    cu->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    cu->easy_setopt(c, CURLOPT_WRITEDATA, out);
+    CURLcode rc = cu->easy_perform(c);
     long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    cu->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    cu->easy_cleanup(c);
     if (rc != CURLE_OK || status != 200) {
         tool_error(t, "mip: cannot fetch %s: %s", where,
                    out->toobig      ? "too big"
-                   : rc != CURLE_OK ? curl_easy_strerror(rc)
+                   : rc != CURLE_OK ? cu->easy_strerror(rc)
                                     : "not found");
         free(out->data);
         return EXIT_LOCAL;
@@ -99,13 +117,6 @@ static int fetch(struct tool *t, const char *where, struct fetched *out) {
 static bool safe_name(const char *p) {
     return p[0] != '/' && remote_sub(p, "") != NULL && topic_safe(p);
 }
-
-struct mip {
-    struct tool *t;
-    const char *index;
-    const char *target;
-    int packages;
-};
 
 // Puts fetched bytes as TARGET/name (through a temporary local file: put streams a file).
 static int put_bytes(struct mip *m, const char *name, const struct fetched *f,
@@ -169,7 +180,7 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
         if (asprintf(&url, "%s/file/%.2s/%s", m->index, h->valuestring, h->valuestring) < 0) {
             return EXIT_LOCAL;
         }
-        code = fetch(m->t, url, &f);
+        code = fetch(m, url, &f);
         free(url);
         if (code == EXIT_OK) {
             code = put_bytes(m, name->valuestring, &f, h->valuestring);
@@ -194,7 +205,7 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
             url = NULL;
         }
         struct fetched f;
-        code = url != NULL ? fetch(m->t, url, &f) : EXIT_LOCAL;
+        code = url != NULL ? fetch(m, url, &f) : EXIT_LOCAL;
         free(url);
         if (code == EXIT_OK) {
             code = put_bytes(m, name->valuestring, &f, NULL);
@@ -235,7 +246,7 @@ static int install(struct mip *m, const char *pkg, const char *version) {
         fprintf(m->t->out, "Installing %s to %s\n", pkg, m->target);
     }
     struct fetched f;
-    int code = fetch(m->t, where, &f);
+    int code = fetch(m, where, &f);
     if (code == EXIT_OK) {
         cJSON *j = cJSON_ParseWithLength(f.data, f.len);
         if (cJSON_IsObject(j)) {
@@ -252,7 +263,7 @@ static int install(struct mip *m, const char *pkg, const char *version) {
 }
 
 int cmd_mip(struct tool *t, int argc, char **argv) {
-    struct mip m = {t, DEFAULT_INDEX, "/lib", 0};
+    struct mip m = {.t = t, .index = DEFAULT_INDEX, .target = "/lib"};
     int i = 1;
     if (i < argc && strcmp(argv[i], "install") == 0) {
         i++;
@@ -281,7 +292,6 @@ int cmd_mip(struct tool *t, int argc, char **argv) {
     size_t il = strlen(m.index);
     char *index = strndup(m.index, il > 1 && m.index[il - 1] == '/' ? il - 1 : il);
     m.index = index;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     int code = EXIT_OK;
     for (; code == EXIT_OK && i < argc; i++) {
         char *pkg = strdup(argv[i]), *at = is_url(pkg) ? NULL : strchr(pkg, '@');
@@ -291,7 +301,10 @@ int cmd_mip(struct tool *t, int argc, char **argv) {
         code = install(&m, pkg, at != NULL ? at + 1 : NULL);
         free(pkg);
     }
-    curl_global_cleanup();
+    if (m.curl_ready) {
+        m.curl.global_cleanup();
+        curl_unload(&m.curl);
+    }
     free(index);
     return code;
 }

@@ -3,7 +3,6 @@
 // names, output streamed as it is produced, Ctrl-C to interrupt, Ctrl-D to leave.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
-#include <editline/readline.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -11,11 +10,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lazylib.h"
 #include "tool.h"
 
-// The tool whose board TAB completion asks: libedit's callbacks take no context pointer, so
-// this is the one piece of file-level state, set once per repl.
-static struct tool *completing;
+// A repl: the tool whose board TAB completion asks, and libedit (loaded when a repl starts).
+struct repl {
+    struct tool *t;
+    struct editline el;
+};
+
+// libedit's callbacks take no context pointer, so this is the one piece of file-level state,
+// set once per repl.
+static struct repl *active;
 
 // True when src needs more lines: an open bracket or triple-quoted string, a line that ends
 // with ':' or '\', or a block that has not been closed by an empty line.
@@ -69,11 +75,11 @@ static char **board_names(const char *text) {
         src = NULL;
     }
     char *out = NULL;
-    FILE *quiet = completing->err;
-    completing->err = fopen("/dev/null", "w");
-    int code = src != NULL ? run_capture(completing, src, &out) : EXIT_LOCAL;
-    fclose(completing->err);
-    completing->err = quiet;
+    FILE *quiet = active->t->err;
+    active->t->err = fopen("/dev/null", "w");
+    int code = src != NULL ? run_capture(active->t, src, &out) : EXIT_LOCAL;
+    fclose(active->t->err);
+    active->t->err = quiet;
     cJSON *j = code == EXIT_OK ? cJSON_Parse(out) : NULL;
     int n = cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0;
     char **matches = n > 0 ? calloc((size_t)n + 2, sizeof(char *)) : NULL;
@@ -100,7 +106,7 @@ static char **board_names(const char *text) {
 // Reads a key for libedit; while none comes, the connection is served (the mount's questions
 // and lease). EOF (with tool_interrupted set on Ctrl-C) ends the line.
 static int repl_getc(FILE *f) {
-    struct session *s = &completing->session;
+    struct session *s = &active->t->session;
     for (;;) {
         if (tool_interrupted) {
             return EOF; // Ctrl-C came between two keys
@@ -127,8 +133,8 @@ static int repl_getc(FILE *f) {
 static char **complete(const char *text, int start, int end) {
     (void)start;
     (void)end;
-    rl_attempted_completion_over = 1; // never local file names
-    rl_completion_append_character = '\0';
+    *active->el.attempted_completion_over = 1; // never local file names
+    *active->el.completion_append_character = '\0';
     return board_names(text);
 }
 
@@ -149,8 +155,8 @@ static ssize_t tee_write(void *cookie, const char *buf, size_t len) {
 }
 
 // Reads one complete input (several lines for a block). NULL at end of input.
-static char *read_input(FILE *capture) {
-    char *line = readline(">>> ");
+static char *read_input(const struct editline *el, FILE *capture) {
+    char *line = el->readline(">>> ");
     if (line == NULL) {
         return NULL;
     }
@@ -159,7 +165,7 @@ static char *read_input(FILE *capture) {
     while (incomplete(src, block)) {
         size_t n = strlen(src);
         block |= n > 0 && src[n - 1] == ':';
-        char *more = readline("... ");
+        char *more = el->readline("... ");
         if (more == NULL || (block && more[strspn(more, " \t")] == '\0')) {
             free(more);
             break; // an empty line closes a block, as at the console
@@ -196,7 +202,9 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         fprintf(stderr, "usage: mqboard repl [--capture FILE]\n");
         return EXIT_USAGE;
     }
-    int code = session_connect(t);
+    struct repl repl = {.t = t};
+    const struct editline *el = &repl.el;
+    int code = editline_load(t, &repl.el) ? session_connect(t) : EXIT_LOCAL;
     if (code == EXIT_OK) {
         FILE *null = fopen("/dev/null", "w");
         code = run_eval(t, "1", 1, null); // is anyone there?
@@ -206,6 +214,7 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         if (capture != NULL) {
             fclose(capture);
         }
+        editline_unload(&repl.el);
         return code;
     }
     struct tee tee = {t->out, capture};
@@ -213,17 +222,23 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
     FILE *out = fopencookie(&tee, "w", io);
     setvbuf(out, NULL, _IONBF, 0);
     char hist[4096];
-    using_history();
-    read_history(history_file(hist, sizeof(hist)));
-    completing = t;
-    rl_attempted_completion_function = complete;
-    rl_getc_function = repl_getc;
-    rl_completer_word_break_characters = " \t\n\"'`@$><=;|&{([,+-*/%";
+    static char word_breaks[] = " \t\n\"'`@$><=;|&{([,+-*/%";
+    active = &repl;
+    // Signals are ours: libedit's handlers re-raise them around its own blocking reads, and a
+    // Ctrl-C that came then was lost. repl_getc sees our flag and ends the line.
+    *el->catch_signals = 0;
+    *el->getc_function = repl_getc;
+    el->initialize();
+    el->using_history();
+    el->read_history(history_file(hist, sizeof(hist)));
+    *el->attempted_completion_function = complete;
+    *el->word_break_characters = word_breaks;
+
     fprintf(stderr, "Connected to board '%s'. Ctrl-C interrupts, Ctrl-D leaves.\n", t->opts.prefix);
     for (;;) {
         tool_interrupted = 0;
         tool_leaving = 0;
-        char *src = read_input(capture);
+        char *src = read_input(el, capture);
         if (src == NULL && tool_interrupted) {
             fprintf(stderr, "KeyboardInterrupt\n");
             continue; // Ctrl-C at the prompt drops the line
@@ -232,7 +247,7 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
             break;
         }
         if (src[strspn(src, " \t\n")] != '\0') {
-            add_history(src);
+            el->add_history(src);
             code = run_eval(t, src, strlen(src), out);
             if (code == EXIT_CONN || (code == EXIT_TIMEOUT && !t->session.present)) {
                 free(src);
@@ -242,7 +257,9 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         free(src);
     }
     fprintf(stderr, "\n");
-    write_history(hist);
+    el->write_history(hist);
+    editline_unload(&repl.el);
+    active = NULL;
     fclose(out);
     if (capture != NULL) {
         fclose(capture);

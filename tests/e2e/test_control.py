@@ -70,6 +70,7 @@ def wd_board(broker, tmp_path):
     b.stop()
 
 
+@pytest.mark.alone
 def test_reset_lands_while_an_eval_is_wedged(wd_board):
     b = wd_board
     p = subprocess.Popen(b.mqb_args("exec", STUBBORN), stdout=subprocess.PIPE,
@@ -168,11 +169,12 @@ def test_no_follow_detaches(board):
     board.mqb("reset")
 
 
+@pytest.mark.alone
 def test_busy_is_said_at_once(board):
     p = subprocess.Popen(board.mqb_args("exec", "import time\ntime.sleep(4)"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(0.5)
+        assert wait_for(lambda: running(board), 10)
         t0 = time.monotonic()
         r = board.mqb("--nonblock", "ls", check=False, text=True)
         assert time.monotonic() - t0 < 1.5
@@ -205,6 +207,7 @@ def test_long_job_survives_the_watchdog_but_a_wedged_one_does_not(broker, tmp_pa
         b.stop()
 
 
+@pytest.mark.alone
 def test_offline_and_unknown_boards_fail_at_once(broker, tmp_path):
     b = Board(broker, tmp_path)
     b.stop()  # a clean stop publishes the offline status
@@ -247,6 +250,7 @@ def test_timeout_run_is_kept_even_in_c_code(board):
     assert board.out("eval", "6") == "6\n"
 
 
+@pytest.mark.alone
 def test_a_board_that_dies_mid_command_is_known_at_once(board):
     p = subprocess.Popen(board.mqb_args("exec", "import time\ntime.sleep(30)"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

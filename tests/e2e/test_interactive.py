@@ -8,6 +8,7 @@ import pty
 import select
 import signal
 import subprocess
+import termios
 import time
 
 import pytest
@@ -34,6 +35,16 @@ class Pty:
                 except OSError:
                     break
         assert what in self.seen, (what, self.seen[-400:])
+        if what in (b">>> ", b"... "):
+            self.wait_editing(end)
+
+    def wait_editing(self, end):
+        """Waits until libedit reads keys: it writes its prompt while the terminal is still
+        in line mode, where a Ctrl-C or Ctrl-D typed at once is taken by the terminal driver,
+        as a person typing ahead would see too. The event: the terminal leaves line mode."""
+        while termios.tcgetattr(self.fd)[3] & termios.ICANON and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not termios.tcgetattr(self.fd)[3] & termios.ICANON, "libedit is not reading"
 
     def send(self, data):
         self.seen = b""

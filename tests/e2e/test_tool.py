@@ -26,6 +26,26 @@ def test_help_and_version(board):
     assert board.mqb("help", "nosuch", check=False).returncode == 2
 
 
+def test_start_up_loads_no_library_only_repl_or_mip_needs(board):
+    """libcurl (mip) and libedit (repl) are loaded when those commands run, not linked: every
+    other command would pay for their start-up (issue 17). What a command maps is in
+    /proc/PID/maps while it waits for a board's answer."""
+    needed = subprocess.run(["readelf", "-d", str(BIN / "mqboard")], capture_output=True,
+                            text=True, check=True).stdout
+    assert "libcurl" not in needed and "libedit" not in needed
+    p = subprocess.Popen(board.mqb_args("eval", "import time; time.sleep(2)"))
+    try:
+        maps = ""
+        end = time.monotonic() + 10
+        while "libmosquitto" not in maps and time.monotonic() < end:
+            with open(f"/proc/{p.pid}/maps") as f:
+                maps = f.read()
+            time.sleep(0.05)
+        assert "libmosquitto" in maps and "libcurl" not in maps and "libedit" not in maps
+    finally:
+        stop(p)
+
+
 def test_exec_shows_output_not_values(board):
     assert board.out("exec", "1+1") == ""
     assert board.out("exec", "print(5)") == "5\n"
