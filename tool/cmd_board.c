@@ -208,14 +208,18 @@ int cmd_status(struct tool *t, int argc, char **argv) {
         if (boot > 0 && localtime_r(&boot, &tm) != NULL) {
             strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
         }
-        char *f[4];
-        const cJSON *src[4] = {st, ag, mo, rc};
-        for (int i = 0; i < 4; i++) {
+        const cJSON *im = cJSON_GetObjectItem(j, "image");
+        char *f[6];
+        const cJSON *src[5] = {st, ag, mo, rc, im};
+        for (int i = 0; i < 5; i++) {
             f[i] = tool_escape(cJSON_IsString(src[i]) ? src[i]->valuestring : "?");
         }
-        fprintf(t->out, "%s  %s  %s mode  booted %s  reset cause: %s\n", f[0], f[1], f[2], when,
-                f[3]);
-        for (int i = 0; i < 4; i++) {
+        f[5] = tool_escape(t->opts.prefix);
+        // The prefix first: which board answered is never in doubt.
+        fprintf(t->out, "%s: %s  %s  %s mode  booted %s  reset cause: %s%s%s\n", f[5], f[0], f[1],
+                f[2], when, f[3], cJSON_IsString(im) ? "  image: " : "",
+                cJSON_IsString(im) ? f[4] : "");
+        for (int i = 0; i < 6; i++) {
             free(f[i]);
         }
     }

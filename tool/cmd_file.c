@@ -75,7 +75,17 @@ static int remote_sha(struct tool *t, const char *path, char out[SHA256_HEX + 1]
 // Handles a reply that arrives during a put: an error ends it, "SEQ n" acknowledges,
 // "OK" completes it. *acked counts the messages acknowledged.
 static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, bool *done,
-                     bool *isdir) {
+                     bool *isdir, bool ota) {
+    if (r->is_err && ota && memmem(r->data, r->len, "not supported", 13)) {
+        char *prefix = tool_escape(t->opts.prefix);
+        tool_error(t,
+                   "ota: board '%s' cannot take a firmware image: it does not run from A/B "
+                   "slots (start mqrepld with --slots DIR; a MicroPython board needs a firmware "
+                   "with an OTA partition)",
+                   prefix);
+        free(prefix);
+        return EXIT_BOARD;
+    }
     if (r->is_err && isdir != NULL &&
         (memmem(r->data, r->len, "is a directory", 14) || memmem(r->data, r->len, "EISDIR", 6))) {
         *isdir = true; // the caller puts into the directory instead, as cp does
@@ -148,7 +158,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
             // Look at replies without waiting, so that an early error stops the stream.
             struct reply r;
             if (code == EXIT_OK && session_recv(s, 0, &r) == EXIT_OK) {
-                code = put_reply(t, &r, &acked, &done, isdir);
+                code = put_reply(t, &r, &acked, &done, isdir, strcmp(cmd, "ota") == 0);
             }
         }
         struct reply r;
@@ -156,7 +166,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
             code = session_recv(s, -1, &r);
             code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
             if (code == EXIT_OK) {
-                code = put_reply(t, &r, &acked, &done, isdir);
+                code = put_reply(t, &r, &acked, &done, isdir, strcmp(cmd, "ota") == 0);
             }
         }
     }

@@ -304,7 +304,12 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
         }
         o->port = (int)v;
     } else if (strcmp(key, "prefix") == 0 || strcmp(key, "topic") == 0) {
+        if (o->prefix != NULL && strcmp(o->prefix, value) != 0) {
+            snprintf(o->prefix_overrides, sizeof(o->prefix_overrides), "'%s' from %s", o->prefix,
+                     o->prefix_from);
+        }
         o->prefix = keep(value);
+        o->prefix_from = keep(from);
     } else if (strcmp(key, "timeout") == 0) {
         return set_number(what, value, 0.1, 86400, &o->timeout);
     } else if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0) {
@@ -328,8 +333,10 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
     return true;
 }
 
-// The config file: top-level settings, then the [board] section's.
-static bool load_config(struct tool_opts *o, const char *board) {
+// The config file. With top, its top-level settings (and the list of profiles and the group's
+// members); with section, the [board] profile's settings. A profile named on the command line
+// (-b) is applied after the variables, one named by MQBOARD_BOARD before them.
+static bool load_config(struct tool_opts *o, const char *board, bool top, bool section_too) {
     char path[4096];
     const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
     if (xdg != NULL && xdg[0] != '\0') {
@@ -345,12 +352,16 @@ static bool load_config(struct tool_opts *o, const char *board) {
         }
         return true;
     }
-    char line[1024], from[4200];
+    char line[1024], from[4400];
     const char *section = NULL;
     bool found = board == NULL, ok = true;
     for (int n = 1; ok && fgets(line, sizeof(line), f) != NULL; n++) {
         char *key = NULL, *value = NULL;
-        snprintf(from, sizeof(from), "%s:%d", path, n);
+        if (section != NULL) {
+            snprintf(from, sizeof(from), "profile [%.100s], %s:%d", section, path, n);
+        } else {
+            snprintf(from, sizeof(from), "%s:%d", path, n);
+        }
         switch (parse_conf_line(line, &key, &value)) {
         case CONF_NONE: break;
         case CONF_SECTION:
@@ -361,9 +372,13 @@ static bool load_config(struct tool_opts *o, const char *board) {
                       (strncmp(section, "group ", 6) == 0 && strcmp(section + 6, board) == 0));
             break;
         case CONF_SETTING:
-            if ((section == NULL || (board != NULL && strcmp(section, board) == 0)) &&
+            if (((section == NULL && top) || (section_too && section != NULL && board != NULL &&
+                                              strcmp(section, board) == 0)) &&
                 strcmp(key, "members") != 0) {
                 ok = set_opt(o, key, value, from);
+            }
+            if (!top) {
+                break;
             }
             if (section != NULL && strcmp(key, "prefix") == 0 && o->nprofiles < PROFILES_MAX &&
                 strncmp(section, "group ", 6) != 0) {
@@ -472,16 +487,20 @@ static const char short_opts[] = "+b:s:p:T:u:P:jqvVh";
 
 // Parses the options; returns the index of the command, or -1 after a message.
 static int parse_opts(struct tool_opts *o, int argc, char **argv) {
-    // The profile first: the config file sits below the variables and the options.
-    const char *board = getenv("MQBOARD_BOARD");
+    // The layers, each over the one before: the config file's top level, the MQBOARD_BOARD
+    // profile, the variables, the -b profile, the options. A board named on the command line
+    // is never replaced by the environment.
+    const char *board = getenv("MQBOARD_BOARD"), *option_board = NULL;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
         if (c == 'b') {
-            board = optarg;
+            option_board = optarg;
         }
     }
-    if (!load_config(o, board != NULL && board[0] ? board : NULL) || !load_env(o)) {
+    board = option_board != NULL ? option_board : board;
+    if (!load_config(o, board != NULL && board[0] ? board : NULL, true, option_board == NULL) ||
+        !load_env(o) || (option_board != NULL && !load_config(o, option_board, false, true))) {
         return -1;
     }
     optind = 1;
@@ -492,7 +511,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case 'b': break;
         case 's': ok = set_opt(o, "server", optarg, "option"); break;
         case 'p': ok = set_opt(o, "port", optarg, "option"); break;
-        case OPT_PREFIX: ok = set_opt(o, "prefix", optarg, "option"); break;
+        case OPT_PREFIX: ok = set_opt(o, "prefix", optarg, "option --prefix"); break;
         case 'T': ok = set_opt(o, "timeout", optarg, "option"); break;
         case OPT_TIMEOUT_RUN:
             ok = set_number("--timeout-run", optarg, 0.001, 1e9, &o->timeout_run);
@@ -539,6 +558,10 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         if (!ok) {
             return -1;
         }
+    }
+    if (o->verbose > 0 && o->prefix != NULL) {
+        fprintf(stderr, "mqboard: board '%s' (from %s%s%s)\n", o->prefix, o->prefix_from,
+                o->prefix_overrides[0] != '\0' ? "; it replaces " : "", o->prefix_overrides);
     }
     return optind;
 }

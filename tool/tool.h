@@ -54,7 +54,9 @@ struct tool_opts {
     const char *server;
     int port;
     const char *prefix;
-    double timeout; // seconds of silence from the board before giving up
+    const char *prefix_from;    // where the prefix came from: option, variable, file:line
+    char prefix_overrides[300]; // the prefix it replaced, and from where ("" if none)
+    double timeout;             // seconds of silence from the board before giving up
     int verbose;
     const char *username;
     const char *password;

@@ -2,6 +2,7 @@
 // (--config, `key = value` lines named as the long options), then MQREPLD_* variables, then
 // the command line; all through one table.
 #define _GNU_SOURCE
+#include <errno.h>
 #include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -298,6 +299,42 @@ static bool read_secret(const char *path, const char **out) {
     return true;
 }
 
+// A path setting made absolute against the directory mqrepld started in: the agent later
+// changes into its root, where a relative --rtc-file or --slots would name another file.
+// Returns false (said) when the working directory cannot be known.
+static bool make_absolute(const char *name, const char **path) {
+    static char kept[8][4096];
+    static int n;
+    if (*path == NULL || (*path)[0] == '/') {
+        return true;
+    }
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL || n >= 8 ||
+        snprintf(kept[n], sizeof(kept[n]), "%s/%s", cwd, *path) >= (int)sizeof(kept[n])) {
+        fprintf(stderr, "mqrepld: --%s '%s': cannot make the path absolute\n", name, *path);
+        return false;
+    }
+    *path = kept[n++];
+    return true;
+}
+
+// The RTC memory is written at every stop: a directory that cannot take it is an error now,
+// not a board that silently restarts in safe mode.
+static bool dir_writable(const char *name, const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        slash[slash == dir ? 1 : 0] = '\0';
+    }
+    if (access(slash != NULL ? dir : ".", W_OK) != 0) {
+        fprintf(stderr, "mqrepld: --%s '%s': cannot write in its directory '%s': %s\n", name, path,
+                slash != NULL ? dir : ".", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 int main(int argc, char **argv) {
     // Static: the settings (and the strings they own) live as long as the process.
     static struct agent_config cfg = {
@@ -314,6 +351,11 @@ int main(int argc, char **argv) {
     if (rc != 0) {
         return rc;
     }
+    if (!make_absolute("root", &cfg.root) || !make_absolute("rtc-file", &cfg.rtc_file) ||
+        !make_absolute("slots", &cfg.slots) || !make_absolute("cafile", &cfg.cafile) ||
+        !make_absolute("hw-watchdog", &cfg.hw_watchdog)) {
+        return 2;
+    }
     if (cfg.prefix == NULL || cfg.prefix[0] == '\0') {
         fprintf(stderr, "mqrepld: --prefix is required (the board's topic prefix, "
                         "e.g. --prefix esp32/kitchen)\n");
@@ -328,6 +370,9 @@ int main(int argc, char **argv) {
     }
     if (cfg.rtc_file == NULL) {
         cfg.rtc_file = default_rtc_file(cfg.prefix);
+    }
+    if (!dir_writable("rtc-file", cfg.rtc_file)) {
+        return 2;
     }
     // With --slots this process is the launcher ("bootloader"): it runs the agent from the
     // slot the boot-state record chooses, and restarts it on every reset.

@@ -328,10 +328,6 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
         cmd_mount(a, id, data, len);
         return MQB_OK;
     }
-    if (strcmp(cmd, "ota") == 0) {
-        reply_err_text(a, id, "ota needs the agent to run from A/B slots (mqrepld --slots DIR)");
-        return MQB_OK;
-    }
     return MQB_ERR_UNSUPPORTED;
 }
 

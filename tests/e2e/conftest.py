@@ -125,13 +125,14 @@ class Broker:
 class Board:
     """One mqrepld agent on its own prefix and temporary root."""
 
-    def __init__(self, broker, tmp, *extra_args, wait=True):
+    def __init__(self, broker, tmp, *extra_args, wait=True, cwd=None):
         self.broker = broker
         self.root = tmp / "root"
         self.root.mkdir(exist_ok=True)
         self.prefix = "test/" + uuid.uuid4().hex[:8]
         self.tmp = tmp
         self.extra_args = list(extra_args)
+        self.cwd = cwd  # where mqrepld starts (relative paths in extra_args are from there)
         self.proc = None
         self.start(wait)
 
@@ -141,7 +142,7 @@ class Board:
             [str(BIN / "mqrepld"), "-p", str(self.broker.board_port), "--prefix", self.prefix,
              "--root", str(self.root), "--rtc-file", str(self.tmp / "rtc"), "-v",
              *self.extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.cwd,
         )
         if wait:
             self.wait_ready()

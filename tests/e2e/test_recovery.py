@@ -183,6 +183,42 @@ def test_ota_newer_build(slotted, tmp_path):
     b.wait_ready(check=lambda: version(b) == "'0.1.1'")
 
 
+def test_relative_paths_are_resolved_at_start(broker, tmp_path):
+    """mqrepld changes into its root: relative --root, --rtc-file and --slots still name what
+    they named where it started (issue 20), so a clean stop writes the RTC memory (the next
+    boot is normal) and ota finds the slots. A directory that cannot take the RTC memory is
+    refused at start."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "root").mkdir()
+    r = subprocess.run([str(BIN / "mqrepld"), "--prefix", "x/y", "--rtc-file", "nodir/rtc"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "nodir/rtc': cannot write in its directory" in r.stderr
+    b = Board(broker, tmp_path, *FAST, "--root", "root", "--rtc-file", "r/rtc", "--slots",
+              "slots", cwd=tmp_path)
+    b.slots = tmp_path / "slots"
+    try:
+        assert b.out("exec", "open('/f.txt', 'w').write('x')") == ""
+        assert (tmp_path / "root" / "f.txt").read_text() == "x"
+        out = b.out("ota", str(newer_build(tmp_path)))
+        assert "boots at the next reset" in out and read_record(b.slots)[1:3] == (1, NEW)
+        b.mqb("reset")
+        b.wait_ready(check=lambda: version(b) == "'0.1.1'")
+        b.wait_ready(timeout=20, check=lambda: read_record(b.slots)[1:3] == (1, VALID))
+        b.stop()
+        assert (tmp_path / "r" / "rtc").exists()
+        b.start()
+        b.wait_ready(check=lambda: mode_is(b, "normal"))
+    finally:
+        b.stop()
+
+
+def test_ota_to_a_board_without_slots_names_cause_and_fix(board, tmp_path):
+    image = script_image(tmp_path, "img", "exit 0")
+    r = board.mqb("ota", str(image), check=False, text=True)
+    assert r.returncode == 1
+    assert r.stderr.startswith("mqboard: ota: board ") and "--slots DIR" in r.stderr
+
+
 @pytest.mark.parametrize("body", ["exit 3", "exec sleep 1000"])
 def test_ota_bad_image_rolls_back(slotted, tmp_path, body):
     b = slotted

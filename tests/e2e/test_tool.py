@@ -230,6 +230,22 @@ def test_config_profiles(board, tmp_path):
     assert run("-b", "bad", "--prefix", board.prefix, "eval", "3").stdout == "3\n"
     r = run("-b", "nosuch", "eval", "1")
     assert r.returncode == 2 and "no [nosuch] profile" in r.stderr
+    # A board named on the command line wins over the environment (issue 20): with the
+    # demo's MQBOARD_PREFIX set, -b kitchen still reaches the kitchen, and -v says why.
+    env["MQBOARD_PREFIX"] = "demo/elsewhere"
+    r = run("-v", "-b", "kitchen", "eval", "5")
+    assert r.stdout == "5\n"
+    assert f"board '{board.prefix}' (from " in r.stderr and "profile [kitchen], " in r.stderr
+    assert "it replaces 'demo/elsewhere' from MQBOARD_PREFIX" in r.stderr
+    r = run("-v", "eval", "1")  # without -b the variable names the board
+    assert r.returncode == 3 and "board 'demo/elsewhere' (from MQBOARD_PREFIX)" in r.stderr
+    # MQBOARD_BOARD is the environment too: a variable of the same rank overrides it.
+    env["MQBOARD_BOARD"] = "kitchen"
+    assert run("-T", "1", "eval", "1").returncode == 3
+    env["MQBOARD_PREFIX"] = ""
+    assert run("eval", "6").stdout == "6\n"
+    # status names the board it talked to.
+    assert run("-b", "kitchen", "status").stdout.startswith(f"{board.prefix}: online  ")
 
 
 def test_big_transfers_default_broker(board, tmp_path):
