@@ -104,6 +104,9 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
             send_interrupt(t); // takes our eval out of the board's queue
             return EXIT_BOARD;
         }
+        if (code == RECV_RESET) { // the code reset the board (it is back)
+            return tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
+        }
         if (code != EXIT_OK) {
             if (code == EXIT_CONN || code == EXIT_TIMEOUT) {
                 send_interrupt(t); // whatever still runs for us on the board is not wanted
@@ -135,7 +138,11 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
             return EXIT_LOCAL;
         }
         if (single || r.hdr.last) {
-            return tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
+            // The code asked for a reset (machine.soft_reset(), an alias): the next command
+            // must find the board, as after `mqboard reset`.
+            code = s->resetting ? session_reset_wait(s) : EXIT_OK;
+            code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
+            return code != EXIT_OK ? code : tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
         }
     }
 }

@@ -36,6 +36,7 @@ void parse_status(const uint8_t *data, size_t len, struct board_status *st) {
     st->since = 0;
     st->boot_id[0] = '\0';
     st->slot = st->pending = -1;
+    st->resetting = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "resetting"));
     const cJSON *sl = cJSON_GetObjectItemCaseSensitive(j, "slot");
     const cJSON *img = cJSON_GetObjectItemCaseSensitive(j, "image");
     if (cJSON_IsString(s)) {

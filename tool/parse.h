@@ -27,6 +27,7 @@ struct board_status {
     char boot_id[40]; // "" when absent
     int slot;         // the running A/B slot, -1 when absent
     int pending;      // 1: the running image is not yet confirmed; 0 confirmed; -1 absent
+    bool resetting;   // offline because it resets ("resetting": true): it comes back
 };
 void parse_status(const uint8_t *data, size_t len, struct board_status *st);
 

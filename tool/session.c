@@ -55,6 +55,10 @@ static void take_status(struct session *s, const char *payload, size_t len) {
     struct board_status st;
     parse_status((const uint8_t *)payload, len, &st);
     s->went_offline |= s->online == 1 && st.online == 0;
+    if (st.resetting && !s->resetting) { // it announced a reset: the boot that ends
+        snprintf(s->reset_from, sizeof(s->reset_from), "%s", st.boot_id);
+    }
+    s->resetting = st.resetting;
     s->online = st.online;
     s->status_since = st.since;
     snprintf(s->boot_id, sizeof(s->boot_id), "%s", st.boot_id);
@@ -452,6 +456,11 @@ int session_send_aside(struct session *s, const char *cmd, const char *tail) {
     return publish(s, topic, hdr, sizeof(hdr));
 }
 
+// session_watch's wake-up: a message or Ctrl-C (not a lease due: the watch renews none).
+static bool has_msg_or_ctrl_c(struct session *s) {
+    return s->head != NULL || tool_interrupted;
+}
+
 static bool has_msg_or_signal(struct session *s) {
     double now = now_s();
     return s->head != NULL || tool_interrupted || (s->interrupt_at > 0 && now >= s->interrupt_at) ||
@@ -596,6 +605,42 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
     return NULL;
 }
 
+static bool new_boot(const struct session *s, const void *old_boot_id);
+
+int session_reset_wait(struct session *s) {
+    char old[sizeof(s->reset_from)];
+    snprintf(old, sizeof(old), "%s", s->reset_from);
+    if (s->o->verbose) {
+        fprintf(s->err, "mqboard: board '%s' resets; waiting until it is back\n", s->o->prefix);
+    }
+    session_lease(s, false); // what it ran is gone with the reset
+    s->interrupt_at = 0;
+    int code = session_watch(s, s->o->timeout, new_boot, old);
+    // Back means answering: on a clustered broker its subscription comes after its status.
+    code = code == EXIT_OK ? session_answers(s, s->o->timeout) : code;
+    if (code == EXIT_TIMEOUT) {
+        fprintf(s->err, "mqboard: board '%s' reset and was not back within %.1f s\n", s->o->prefix,
+                s->o->timeout);
+    }
+    return code;
+}
+
+// The board reset while a command waited for it: its eval ended with the reset (RECV_RESET
+// once it is back); anything else cannot end with a reset (said, EXIT_TIMEOUT).
+static int board_back(struct session *s) {
+    bool eval = strcmp(s->cmd, "eval") == 0;
+    int code = session_reset_wait(s);
+    if (code == EXIT_OK && eval) {
+        return RECV_RESET;
+    }
+    if (code == EXIT_OK) {
+        fprintf(s->err, "mqboard: board '%s' reset during the command (it is back)\n",
+                s->o->prefix);
+        return EXIT_TIMEOUT;
+    }
+    return code;
+}
+
 int session_recv(struct session *s, double timeout_s, struct reply *r) {
     node_free(s->current);
     s->current = NULL;
@@ -608,6 +653,12 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     while ((n = next_reply(s, &t)) == NULL) {
         if (s->probing && s->online != s->probe_was) {
             return EXIT_TIMEOUT; // the presence probe: the status said it first
+        }
+        if (s->went_offline && timeout_s != 0 && s->resetting) {
+            // It said it resets (asked by the code it ran, e.g. machine.soft_reset()): what
+            // ran is over; wait until it is back so that the next command finds it.
+            s->went_offline = false;
+            return board_back(s);
         }
         if (s->went_offline && timeout_s != 0) { // its last will: the agent died
             s->went_offline = false;
@@ -849,7 +900,7 @@ int session_watch(struct session *s, double timeout_s,
         if (tool_interrupted) {
             return RECV_INTERRUPT;
         }
-        if (!pump(s, left, has_msg_or_signal)) {
+        if (!pump(s, left, has_msg_or_ctrl_c)) {
             fprintf(s->err, "mqboard: lost the connection to the broker\n");
             return EXIT_CONN;
         }
@@ -881,6 +932,14 @@ int session_answers(struct session *s, double total_s) {
 }
 
 int session_caps(struct session *s, struct board_caps *caps) {
+    // The quick presence check first, as for every command: an offline board or a prefix
+    // nobody serves fails in under a second, not after -T of silence.
+    if (!s->caps_known && !s->present) {
+        int code = session_present(s);
+        if (code != EXIT_OK) {
+            return code;
+        }
+    }
     if (!s->caps_known) {
         int code = ask_caps(s, -1);
         if (code != EXIT_OK) {

@@ -28,6 +28,9 @@ enum exit_code {
 #define RECV_INTERRUPT (-1)
 // session_recv's answer when the board said it is busy and --nonblock is set.
 #define RECV_BUSY (-2)
+// session_recv's answer when the board reset (its status said so) and is back: what it ran
+// ended with the reset.
+#define RECV_RESET (-3)
 // The lease an eval's requester asks for by default (renewed every third of it while it
 // waits): the board interrupts an eval whose requester is gone after this many seconds.
 #define LEASE_S 15
@@ -124,6 +127,8 @@ struct session {
     bool probing;        // the presence probe runs: a status that changes ends it
     int probe_was;       // ... the status when it began
     bool went_offline;   // its status turned offline during the current command
+    bool resetting;      // its status announced a reset (it comes back)
+    char reset_from[40]; // the boot_id that reset ends
     void *busy;          // cJSON of the last busy notice (owned), for --json
     double interrupt_at; // monotonic time at which recv reports RECV_INTERRUPT (0: never)
     char cmd[MQB_CMD_MAX + 1];
@@ -242,6 +247,9 @@ int session_watch(struct session *s, double timeout_s,
 int session_answers(struct session *s, double total_s);
 // Reads the retained status again (after a reset): waits up to timeout_s for one whose
 // boot_id differs from old_boot_id and that says online. Returns EXIT_OK or EXIT_TIMEOUT.
+// The board announced a reset: waits (-T) until it is back (a new boot that answers).
+// EXIT_OK, or EXIT_TIMEOUT (said), EXIT_CONN, RECV_INTERRUPT.
+int session_reset_wait(struct session *s);
 int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s);
 
 // Asks the board what it can do (once, cached). Returns EXIT_OK (caps->proto 0 for a board

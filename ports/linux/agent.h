@@ -96,6 +96,7 @@ struct agent {
     bool wdt_on;
     struct mqb_wdt wdt;
     int heartbeat_fd;                 // the launcher's watchdog pipe, -1 when not supervised
+    int start_dir;                    // where mqrepld started: a reset re-executes it there
     int hw_wdt_fd;                    // --hw-watchdog device, -1 when none
     char reset_mode;                  // pending reset: 'n', 'f', 's', 'h'; 0 none
     uint64_t reset_at;                // when the pending reset happens at the latest

@@ -302,6 +302,9 @@ void agent_request_reset(struct agent *a, char mode, bool via_broker, const char
     snprintf(a->reset_after, sizeof(a->reset_after), "%s", after_id != NULL ? after_id : "");
     a->reset_mode = mode;
     a->reset_at = agent_now_ms() + RESET_GRACE_MS;
+    if (a->connected) {
+        mqtt_publish_status(a, true); // "resetting": hosts waiting on it wait for the new boot
+    }
     agent_log(a, 'W', "reset requested (%s)",
               mode == 'n'   ? "into normal mode"
               : mode == 'f' ? "into safe mode"
@@ -336,6 +339,11 @@ static void do_reset(struct agent *a, int cause) {
     char v[16];
     snprintf(v, sizeof(v), "%d", cause);
     setenv("MQREPLD_RESET_CAUSE", v, 1);
+    // The interpreter changed into the board's root; the command line's relative paths are
+    // from where mqrepld started.
+    if (a->start_dir < 0 || fchdir(a->start_dir) != 0) {
+        perror("mqrepld: back to the start directory for reset");
+    }
     execv("/proc/self/exe", saved_argv);
     perror("mqrepld: re-exec for reset failed");
     _exit(1);
@@ -696,6 +704,7 @@ int agent_run(const struct agent_config *cfg, char **argv) {
     static struct agent agent; // large (the engine's chunk buffer): not on the stack
     struct agent *a = &agent;
     saved_argv = argv;
+    a->start_dir = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     // Signals: SIGTERM/SIGINT stop the loop; SIGPIPE is reported as an error on write.
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigaction(SIGTERM, &sa, NULL);

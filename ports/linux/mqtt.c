@@ -31,6 +31,9 @@ static char *status_json(struct agent *a, bool online) {
     cJSON_AddStringToObject(
         j, "reset_cause",
         a->reset_cause > 0 && a->reset_cause <= CAUSE_RESTART ? causes[a->reset_cause] : "unknown");
+    if (a->reset_mode != 0) {
+        cJSON_AddBoolToObject(j, "resetting", true); // it comes back: waiting hosts wait on
+    }
     if (a->slots.running >= 0) {
         cJSON_AddNumberToObject(j, "slot", a->slots.running);
         bool pending = !mqb_ota_may_write(&a->slots.st, (uint8_t)a->slots.running);

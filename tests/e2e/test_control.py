@@ -219,6 +219,18 @@ def test_offline_and_unknown_boards_fail_at_once(broker, tmp_path):
     r = b.mqb("--prefix", "nobody/serves/this", "ls", check=False, text=True)
     assert time.monotonic() - t0 < 1.0
     assert r.returncode == 3 and "no board answers at 'nobody/serves/this'" in r.stderr
+    # Commands that move data check presence as quickly (issue 20).
+    local = tmp_path / "data.bin"
+    local.write_bytes(b"x" * 1000)
+    for cmd in (["put", str(local), "/d.bin"], ["get", "/d.bin", str(tmp_path / "back")],
+                ["cat", "/d.bin"], ["cp", str(local), ":d.bin"], ["ota", str(local)],
+                ["sha256sum", "/d.bin"]):
+        for prefix, said in ((b.prefix, "is offline"),
+                             ("nobody/serves/this", "no board answers at")):
+            t0 = time.monotonic()
+            r = b.mqb("--prefix", prefix, *cmd, check=False, text=True)
+            assert time.monotonic() - t0 < 1.0, cmd
+            assert r.returncode == 3 and said in r.stderr, (cmd, r.stderr)
 
 
 def test_timeout_states_the_time_waited(board):
@@ -332,3 +344,24 @@ def test_busy_notice_of_binary_source_is_clean_text(board):
     time.sleep(0.3)
     r = board.mqb("eval", "5", text=True)  # stderr must decode as UTF-8
     assert r.stdout == "5\n" and "is busy with '# ???[2J'" in r.stderr
+
+
+def test_a_reset_asked_by_code_is_survived_by_the_next_command(board, tmp_path):
+    """The README's alias (issue 20): `alias.reload = exec "import machine;
+    machine.soft_reset()"`, then `mqboard reload + ls`. The board announces the reset in its
+    status before the eval's last reply; mqboard waits until it is back."""
+    cfg = tmp_path / "xdg" / "mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(
+        'alias.reload = exec "import machine; machine.soft_reset()"\n')
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    (board.root / "marker.txt").write_text("x")
+    boots = set()
+    for _ in range(4):
+        r = subprocess.run(board.mqb_args("reload", "+", "ls", "+", "eval", "1+1"), env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "marker.txt" in r.stdout and r.stdout.endswith("2\n")
+        boots.add(board.status()["boot_id"])
+    assert len(boots) == 4  # each reload was a real reset
+    assert board.status()["reset_cause"] == "soft"

@@ -132,6 +132,10 @@ class Watchdog:
     def reset(self, mode="n"):
         mode = {True: "n", False: "f"}.get(mode, mode)
         self.a.reset_after = (mode, self.a.current)
+        try:  # announced before the eval's last reply: its host waits for the new boot
+            self.a.publish(self.a.base + "status", self.a.status(True, True), retain=True)
+        except OSError:
+            pass
 
 
 class Agent:
@@ -161,11 +165,14 @@ class Agent:
 
     # ---- MQTT ----
 
-    def status(self, online):
-        return json.dumps({"status": "online" if online else "offline", "agent": AGENT,
-                           "mode": "safe" if self.safe else "normal",
-                           "boot_time": time.time(), "boot_id": self.boot_id,
-                           "reset_cause": CAUSES.get(self.cause, "unknown")})
+    def status(self, online, resetting=False):
+        st = {"status": "online" if online else "offline", "agent": AGENT,
+              "mode": "safe" if self.safe else "normal",
+              "boot_time": time.time(), "boot_id": self.boot_id,
+              "reset_cause": CAUSES.get(self.cause, "unknown")}
+        if resetting:
+            st["resetting"] = True  # it comes back (docs/protocol.md)
+        return json.dumps(st)
 
     def connect(self):
         c = MQTTClient("mqb-" + self.boot_id, _setting("SERVER"), _setting("PORT"),
@@ -375,7 +382,7 @@ class Agent:
         if via_broker or mode in ("n", "f"):
             plat.rtc_write(mqb.rtc_word(mode != "f") + plat.rtc_read()[4:])
         try:
-            self.publish(self.base + "status", self.status(False), retain=True)
+            self.publish(self.base + "status", self.status(False, True), retain=True)
             self.client.disconnect()
         except OSError:
             pass
