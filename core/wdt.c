@@ -91,6 +91,10 @@ unsigned mqb_wdt_tick(struct mqb_wdt *w, uint64_t now_ms) {
     return actions;
 }
 
+void mqb_wdt_link_up(struct mqb_wdt *w) {
+    w->sent_once = false;
+}
+
 uint32_t mqb_wdt_next_ms(const struct mqb_wdt *w, uint64_t now_ms) {
     uint64_t next = w->sent_once ? w->last_send_ms + w->timeout_ms / 4 : now_ms;
     uint64_t expiry = w->last_feed_ms + w->timeout_ms + 1;

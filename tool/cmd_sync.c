@@ -16,7 +16,7 @@
 
 struct sync_opts {
     bool dry_run, delete_extra;
-    unsigned put, removed, same, skipped;
+    unsigned put, removed, same, skipped, failed;
 };
 
 static int local_sha(struct tool *t, const char *path, char out[65]) {
@@ -72,8 +72,11 @@ static int sync_file(struct tool *t, struct sync_opts *o, const struct rlist *ha
         return EXIT_OK;
     }
     fprintf(t->out, "  put  %-7s %s -> %s\n", why, local, remote);
-    o->put++;
-    return o->dry_run ? EXIT_OK : put_file(t, local, remote);
+    code = o->dry_run ? EXIT_OK : put_file(t, local, remote);
+    // The summary counts what happened.
+    o->put += code == EXIT_OK;
+    o->failed += code != EXIT_OK;
+    return code;
 }
 
 // True when path (symlinks followed) stays beneath root_real.
@@ -131,6 +134,13 @@ static int sync_tree(struct tool *t, struct sync_opts *o, const char *local, con
     }
     struct rlist have;
     int code = remote_list_ex(t, remote, true, true, true, &have);
+    for (size_t i = 0; code == EXIT_OK && i < have.n; i++) {
+        if (!have.v[i].dir && strcmp(have.v[i].path, remote) == 0) {
+            tool_error(t, "sync: '%s' on the board is a file, not a directory: nothing done",
+                       remote);
+            code = EXIT_BOARD;
+        }
+    }
     char **files = NULL;
     size_t n = 0;
     if (code == EXIT_OK) {
@@ -161,9 +171,10 @@ static int sync_tree(struct tool *t, struct sync_opts *o, const char *local, con
         }
         if (!keep) {
             fprintf(t->out, "  rm   %s\n", have.v[i].path);
-            o->removed++;
             char *argv[] = {"rm", have.v[i].path, NULL};
             code = o->dry_run ? EXIT_OK : cmd_rm(t, 2, argv);
+            o->removed += code == EXIT_OK;
+            o->failed += code != EXIT_OK;
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -352,8 +363,9 @@ int cmd_sync(struct tool *t, int argc, char **argv) {
     }
     int code = nargs == 1 ? sync_spec(t, &o, args[0]) : sync_tree(t, &o, args[0], args[1]);
     if (code == EXIT_OK || code == EXIT_BOARD) {
-        fprintf(t->out, "%s%u put, %u removed, %u unchanged, %u skipped\n",
+        fprintf(t->out, "%s%u put, %u removed, %u unchanged, %u skipped",
                 o.dry_run ? "(dry run) " : "", o.put, o.removed, o.same, o.skipped);
+        fprintf(t->out, o.failed > 0 ? ", %u failed\n" : "\n", o.failed);
     }
     return code;
 }

@@ -64,6 +64,11 @@ const char *mqb_wdt_overdue(const struct mqb_wdt *w, uint64_t now_ms);
 // What to do now (MQB_WDT_* bits). Sends are due every timeout/4.
 unsigned mqb_wdt_tick(struct mqb_wdt *w, uint64_t now_ms);
 
+// The broker link is (re)established: the next tick sends a feed at once (one sent while the
+// link was down was lost, and the continuous-feeding run only starts with a feed that came
+// back: waiting timeout/4 for the next one would delay confirming a new image by as much).
+void mqb_wdt_link_up(struct mqb_wdt *w);
+
 // Milliseconds until the next tick has something to do (for the loop's poll timeout).
 uint32_t mqb_wdt_next_ms(const struct mqb_wdt *w, uint64_t now_ms);
 

@@ -84,6 +84,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
     }
     a->connected = true;
     a->outstanding = 0;
+    mqb_wdt_link_up(&a->wdt);
     mqtt_publish_status(a, true);
     agent_log(a, 'I', "connected to %s:%d as board %s (%s mode)", a->cfg->server, a->cfg->port,
               a->cfg->prefix, a->mode == MQB_BOOT_SAFE ? "safe" : "normal");

@@ -285,3 +285,17 @@ def test_hw_watchdog_is_petted_while_fed(broker, tmp_path):
         b.stop()
     data = wd.read_bytes()
     assert data.endswith(b"V") and set(data[:-1]) == {1}  # the magic close on a clean stop
+
+
+def test_ota_confirmed_when_the_rule_is_met_not_at_the_next_feed(broker, tmp_path):
+    """With the default watchdog timeout (300 s: feeds every 75 s) and --allok 3, a new image
+    is confirmed about 3 s after it boots (issue 20: it waited for the second feed, 78 s).
+    The first feed goes when the link is up, and starts the run."""
+    b = Board(broker, tmp_path, "--allok", "3", "--slots", str(tmp_path / "slots"))
+    try:
+        r = b.mqb("ota", "--confirm", "--wait", "30", str(newer_build(tmp_path)), text=True,
+                  timeout=90)
+        assert "updated" in r.stdout and "valid" in r.stdout, r.stdout
+        assert "image: valid" in b.out("status")
+    finally:
+        b.stop()

@@ -526,3 +526,19 @@ def test_many_boards_at_once(tmp_path):
         for b in boards:
             b.stop()
         broker.close()
+
+
+def test_sync_onto_a_file_does_nothing_and_the_summary_counts_what_happened(board, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "a.py").write_text("a")
+    (board.root / "main.py").write_text("m")
+    r = board.mqb("sync", f"{app}/", "/main.py", check=False, text=True)
+    assert r.returncode == 1 and "'/main.py' on the board is a file" in r.stderr
+    assert "0 put" in r.stdout and "1 put" not in r.stdout
+    assert (board.root / "main.py").read_text() == "m"
+    # A put that fails is counted as failed, not as put.
+    (board.root / "app").mkdir()
+    (board.root / "app" / "a.py").mkdir()  # a directory where the file goes
+    r = board.mqb("sync", f"{app}/", "/app", check=False, text=True)
+    assert r.returncode == 1 and "0 put" in r.stdout and "1 failed" in r.stdout

@@ -160,6 +160,20 @@ static void test_wdt_feeding_and_expiry(void **state) {
     assert_true(mqb_wdt_tick(&w, 1261) & MQB_WDT_EXPIRED);
 }
 
+static void test_wdt_link_up_sends_a_feed_at_once(void **state) {
+    (void)state;
+    struct mqb_wdt w;
+    mqb_wdt_init(&w, 300000, 10000, 0);
+    assert_true(mqb_wdt_tick(&w, 0) & MQB_WDT_SEND_FEED); // sent while the link was down: lost
+    mqb_wdt_link_up(&w);
+    assert_true(mqb_wdt_tick(&w, 50) & MQB_WDT_SEND_FEED); // not 75 s later
+    assert_int_equal(mqb_wdt_next_ms(&w, 50) <= 75000, 1);
+    assert_true(mqb_wdt_feed(&w, 60));
+    // The continuous-feeding run starts with that feed: allok 10 s after it.
+    assert_int_equal(mqb_wdt_tick(&w, 10000) & MQB_WDT_ALLOK, 0);
+    assert_true(mqb_wdt_tick(&w, 10060) & MQB_WDT_ALLOK);
+}
+
 static void test_wdt_allok_needs_continuous_feeding(void **state) {
     (void)state;
     struct mqb_wdt w;
@@ -217,6 +231,7 @@ int run_boot_tests(void) {
         cmocka_unit_test(test_ota_life_cycle),
         cmocka_unit_test(test_ota_may_write),
         cmocka_unit_test(test_wdt_feeding_and_expiry),
+        cmocka_unit_test(test_wdt_link_up_sends_a_feed_at_once),
         cmocka_unit_test(test_wdt_allok_needs_continuous_feeding),
         cmocka_unit_test(test_wdt_single_feed_is_not_enough),
         cmocka_unit_test(test_wdt_checks_gate_feeding),
