@@ -5,7 +5,9 @@
 // must stay under the target, sizes and the number of packages are bounded.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,11 @@ static bool is_url(const char *s) {
     return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
+// What a package may make this machine fetch (packages are untrusted, and unlike the real
+// mip, which runs on the board, this one runs on the admin's machine): a package fetched from
+// a URL never names a local path, and never makes mqboard connect to a loopback, private or
+// link-local address, except the very address and port of the URL the user typed (a local
+// index serving its own files).
 struct mip {
     struct tool *t;
     const char *index;
@@ -51,7 +58,58 @@ struct mip {
     int packages;
     struct curl curl; // loaded at the first URL (a local index needs no libcurl)
     bool curl_ready;
+    bool user_url;      // the user typed a URL (--index or a package): its address is trusted
+    bool for_remote;    // the fetch under way is on behalf of a package fetched from a URL
+    bool origin_set;    // origin_ip/port: where the first connection of the user's URL went
+    char origin_ip[64]; // (only kept when that address is local: otherwise nothing is)
+    int origin_port;
+    char refused_ip[64]; // the address a fetch was refused, for the message
 };
+
+// Loopback, private (RFC 1918, unique local), link-local, unspecified or CGNAT addresses:
+// what only this machine or its network can reach.
+static bool local_address(const char *ip) {
+    unsigned char a[16];
+    if (inet_pton(AF_INET, ip, a) == 1) {
+        return a[0] == 127 || a[0] == 10 || a[0] == 0 || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
+               (a[0] == 192 && a[1] == 168) || (a[0] == 169 && a[1] == 254) ||
+               (a[0] == 100 && (a[1] & 0xc0) == 64);
+    }
+    if (inet_pton(AF_INET6, ip, a) == 1) {
+        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        bool zero = true;
+        for (int i = 0; i < 15; i++) {
+            zero &= a[i] == 0;
+        }
+        if (memcmp(a, v4mapped, 12) == 0) {
+            char v4[INET_ADDRSTRLEN];
+            return inet_ntop(AF_INET, a + 12, v4, sizeof(v4)) == NULL || local_address(v4);
+        }
+        return zero || (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80);
+    }
+    return true; // not an address we can read: refuse
+}
+
+// libcurl asks before each request, once connected (redirects included).
+static int on_prereq(void *ctx, char *ip, char *local_ip, int port, int local_port) {
+    (void)local_ip;
+    (void)local_port;
+    struct mip *m = ctx;
+    if (!m->origin_set && m->user_url && !m->for_remote) {
+        m->origin_set = true;
+        if (local_address(ip)) {
+            snprintf(m->origin_ip, sizeof(m->origin_ip), "%s", ip);
+            m->origin_port = port;
+        }
+        return CURL_PREREQFUNC_OK;
+    }
+    if (!m->for_remote || !local_address(ip) ||
+        (strcmp(ip, m->origin_ip) == 0 && port == m->origin_port)) {
+        return CURL_PREREQFUNC_OK;
+    }
+    snprintf(m->refused_ip, sizeof(m->refused_ip), "%s port %d", ip, port);
+    return CURL_PREREQFUNC_ABORT;
+}
 
 // Reads a URL (http, https) or a local path. Returns EXIT_OK with out filled (malloc'd).
 static int fetch(struct mip *m, const char *where, struct fetched *out) {
@@ -91,6 +149,10 @@ static int fetch(struct mip *m, const char *where, struct fetched *out) {
     cu->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     cu->easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     cu->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    cu->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    cu->easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
+    cu->easy_setopt(c, CURLOPT_PREREQDATA, m);
+    m->refused_ip[0] = '\0';
     cu->easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     cu->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     cu->easy_setopt(c, CURLOPT_WRITEDATA, out);
@@ -98,6 +160,14 @@ static int fetch(struct mip *m, const char *where, struct fetched *out) {
     long status = 0;
     cu->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     cu->easy_cleanup(c);
+    if (m->refused_ip[0] != '\0') {
+        tool_error(t,
+                   "mip: refusing to fetch %s for a package from a URL: it leads to %s, an "
+                   "address of this machine or its network",
+                   where, m->refused_ip);
+        free(out->data);
+        return EXIT_BOARD;
+    }
     if (rc != CURLE_OK || status != 200) {
         tool_error(t, "mip: cannot fetch %s: %s", where,
                    out->toobig      ? "too big"
@@ -157,11 +227,43 @@ static int put_bytes(struct mip *m, const char *name, const struct fetched *f,
     return code;
 }
 
-static int install(struct mip *m, const char *pkg, const char *version);
+static int install(struct mip *m, const char *pkg, const char *version, bool from_remote);
+
+// Where a "urls" entry of the package description at `where` is: a URL as it is; a relative
+// entry beside the description (a URL under a URL; under a local directory it must stay
+// beneath that directory, symlinks followed: "../../.ssh/id_rsa" is refused). malloc'd, or
+// NULL (said).
+static char *entry_location(struct mip *m, const char *where, const char *entry) {
+    char *loc = NULL;
+    const char *slash = strrchr(where, '/');
+    if (is_url(entry)) {
+        return strdup(entry);
+    }
+    if (asprintf(&loc, "%.*s%s%s", slash != NULL ? (int)(slash - where) : 0, where,
+                 slash != NULL ? "/" : "", entry) < 0) {
+        return NULL;
+    }
+    if (is_url(where)) {
+        return loc;
+    }
+    char dir[PATH_MAX], real[PATH_MAX];
+    char *d = slash != NULL ? strndup(where, (size_t)(slash - where)) : strdup(".");
+    bool ok = realpath(d, dir) != NULL && realpath(loc, real) != NULL &&
+              strncmp(real, dir, strlen(dir)) == 0 && real[strlen(dir)] == '/';
+    free(d);
+    if (!ok) {
+        tool_error(m->t, "mip: %s: refusing '%s': not a file beneath the package's directory",
+                   where, entry);
+        free(loc);
+        return NULL;
+    }
+    return loc;
+}
 
 // Installs what a package.json lists: "hashes" from the index, "urls", then "deps".
 static int install_json(struct mip *m, const char *where, cJSON *j) {
     int code = EXIT_OK;
+    m->for_remote = is_url(where); // what it names is fetched on its behalf
     const cJSON *it;
     const cJSON *hashes = cJSON_GetObjectItemCaseSensitive(j, "hashes");
     cJSON_ArrayForEach(it, hashes) {
@@ -197,15 +299,12 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
             tool_error(m->t, "mip: %s: refusing the file name '%s'", where, name->valuestring);
             return EXIT_BOARD;
         }
-        char *url = NULL;
-        const char *slash = strrchr(where, '/');
-        if (is_url(u->valuestring) || slash == NULL) {
-            url = strdup(u->valuestring);
-        } else if (asprintf(&url, "%.*s/%s", (int)(slash - where), where, u->valuestring) < 0) {
-            url = NULL;
+        char *url = entry_location(m, where, u->valuestring);
+        if (url == NULL) {
+            return EXIT_BOARD; // said
         }
         struct fetched f;
-        code = url != NULL ? fetch(m, url, &f) : EXIT_LOCAL;
+        code = fetch(m, url, &f);
         free(url);
         if (code == EXIT_OK) {
             code = put_bytes(m, name->valuestring, &f, NULL);
@@ -216,15 +315,23 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
     cJSON_ArrayForEach(it, deps) {
         const cJSON *name = cJSON_GetArrayItem(it, 0), *v = cJSON_GetArrayItem(it, 1);
         if (code == EXIT_OK && cJSON_IsString(name)) {
-            code = install(m, name->valuestring, cJSON_IsString(v) ? v->valuestring : NULL);
+            code = install(m, name->valuestring, cJSON_IsString(v) ? v->valuestring : NULL,
+                           is_url(where));
         }
     }
     return code;
 }
 
-static int install(struct mip *m, const char *pkg, const char *version) {
+static int install(struct mip *m, const char *pkg, const char *version, bool from_remote) {
     if (++m->packages > PACKAGES_MAX) {
         tool_error(m->t, "mip: more than %d packages (a dependency loop?)", PACKAGES_MAX);
+        return EXIT_BOARD;
+    }
+    if (from_remote && !is_url(pkg) && strchr(pkg, '/') != NULL) {
+        tool_error(m->t,
+                   "mip: refusing the dependency '%s' of a package from a URL: a remote "
+                   "package never names a local path",
+                   pkg);
         return EXIT_BOARD;
     }
     char *where = NULL;
@@ -246,6 +353,7 @@ static int install(struct mip *m, const char *pkg, const char *version) {
         fprintf(m->t->out, "Installing %s to %s\n", pkg, m->target);
     }
     struct fetched f;
+    m->for_remote = from_remote;
     int code = fetch(m, where, &f);
     if (code == EXIT_OK) {
         cJSON *j = cJSON_ParseWithLength(f.data, f.len);
@@ -292,13 +400,15 @@ int cmd_mip(struct tool *t, int argc, char **argv) {
     size_t il = strlen(m.index);
     char *index = strndup(m.index, il > 1 && m.index[il - 1] == '/' ? il - 1 : il);
     m.index = index;
+    m.user_url = is_url(index);
     int code = EXIT_OK;
     for (; code == EXIT_OK && i < argc; i++) {
         char *pkg = strdup(argv[i]), *at = is_url(pkg) ? NULL : strchr(pkg, '@');
         if (at != NULL) {
             *at = '\0';
         }
-        code = install(&m, pkg, at != NULL ? at + 1 : NULL);
+        m.user_url |= is_url(pkg);
+        code = install(&m, pkg, at != NULL ? at + 1 : NULL, false);
         free(pkg);
     }
     if (m.curl_ready) {

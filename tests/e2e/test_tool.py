@@ -542,3 +542,57 @@ def test_sync_onto_a_file_does_nothing_and_the_summary_counts_what_happened(boar
     (board.root / "app" / "a.py").mkdir()  # a directory where the file goes
     r = board.mqb("sync", f"{app}/", "/app", check=False, text=True)
     assert r.returncode == 1 and "0 put" in r.stdout and "1 failed" in r.stdout
+
+
+def test_mip_packages_cannot_reach_the_admins_disk_or_network(board, tmp_path):
+    """Issue 21: a package's "urls" entry never leaves the package's directory; a package
+    fetched from a URL never names a local path, nor makes mqboard connect to an address of
+    this machine other than the URL the user typed (an internal service)."""
+    from conftest import free_port, wait_port
+    secret = tmp_path / "home" / ".ssh" / "id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("PRIVATE KEY\n")
+    pkg = tmp_path / "home" / "pkgs" / "evil"
+    pkg.mkdir(parents=True)
+    (pkg / "ok.py").write_text("OK = 1\n")
+    (pkg / "package.json").write_text(json.dumps(
+        {"urls": [["ok.py", "ok.py"], ["stolen.txt", "../../.ssh/id_rsa"]]}))
+    (pkg / "link.json").write_text(json.dumps({"urls": [["stolen.txt", "alias"]]}))
+    (pkg / "alias").symlink_to(secret)
+    for desc in ("package.json", "link.json"):
+        r = board.mqb("mip", "install", str(pkg / desc), check=False, text=True)
+        assert r.returncode == 1 and "not a file beneath the package's directory" in r.stderr
+    assert not (board.root / "lib" / "stolen.txt").exists()
+    (board.root / "lib" / "ok.py").unlink()  # the entry before the refused one went in
+    # Served over http: a dependency that is a local path, and a file on another local port.
+    site = tmp_path / "site"
+    (site / "a").mkdir(parents=True)
+    internal = tmp_path / "internal"
+    internal.mkdir()
+    (internal / "answer").write_text("internal only\n")
+    port, iport = free_port(), free_port()
+    (site / "a" / "package.json").write_text(json.dumps({"deps": [[str(pkg), "latest"]]}))
+    (site / "b.json").write_text(json.dumps(
+        {"urls": [["x.txt", f"http://127.0.0.1:{iport}/answer"]]}))
+    (site / "c.json").write_text(json.dumps({"urls": [["c.py", "c.py"]]}))
+    (site / "c.py").write_text("C = 3\n")
+    servers = [subprocess.Popen(["/usr/bin/python3", "-m", "http.server", str(p), "--bind",
+                                 "127.0.0.1", "--directory", str(d)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for p, d in ((port, site), (iport, internal))]
+    try:
+        wait_port(port)
+        wait_port(iport)
+        r = board.mqb("mip", "install", f"http://127.0.0.1:{port}/a/", check=False, text=True)
+        assert r.returncode == 1 and "never names a local path" in r.stderr
+        assert not (board.root / "lib" / "ok.py").exists()
+        r = board.mqb("mip", "install", f"http://127.0.0.1:{port}/b.json", check=False,
+                      text=True)
+        assert r.returncode == 1 and f"127.0.0.1 port {iport}" in r.stderr
+        assert not (board.root / "lib" / "x.txt").exists()
+        # The user's own host and port serves the package's files.
+        board.mqb("mip", "install", f"http://127.0.0.1:{port}/c.json")
+        assert (board.root / "lib" / "c.py").read_text() == "C = 3\n"
+    finally:
+        for s in servers:
+            stop(s)
