@@ -293,7 +293,11 @@ void ask_serve(struct session *s, const char *to, const uint8_t *payload, size_t
         return;
     }
     unsigned long n = (unsigned long)jn->valuedouble;
-    if (strcmp(op, "stdin") == 0 && strcmp(to, s->id) == 0) {
+    if (strcmp(op, "stdin") == 0 && strcmp(to, s->id) == 0 && !s->stdin_ok) {
+        // Our stdin is only for the user's own code (eval/exec/run/repl), not for a put, a
+        // listing program or a board that asks unbidden (issue 21), nor with -n.
+        answer(s, to, n, '+', NULL, 0); // end of file
+    } else if (strcmp(op, "stdin") == 0 && strcmp(to, s->id) == 0) {
         double want = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "len"));
         s->stdin_n = n;
         s->stdin_len = want >= 1 && want < 4096 ? (size_t)want : 4096;

@@ -122,6 +122,12 @@ static void usage(FILE *f) {
            "                          command, instead of waiting for it\n"
            "      --no-follow         eval/exec/run: start the code and leave it running on\n"
            "                          the board (otherwise it is interrupted when mqboard goes)\n"
+           "  -n, --no-stdin          the board's program reads end of file, never our standard\n"
+           "                          input (as ssh -n; for loops that read their own input)\n"
+           "      --lease SECONDS     the board interrupts our eval when it has not heard\n"
+           "                          from us this long (15)\n"
+           "      --all               every board that has a status (see boards)\n"
+           "      --parallel N        many boards: this many at a time (32, at most 256)\n"
            "      --expire SECONDS    a command not started on the board within this long (by\n"
            "                          its clock) is refused there, never run late (600; 0: no\n"
            "                          limit)\n"
@@ -470,6 +476,7 @@ static const struct option long_opts[] = {
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
     {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
+    {"no-stdin", no_argument, NULL, 'n'},
     {"lease", required_argument, NULL, OPT_LEASE},
     {"expire", required_argument, NULL, OPT_EXPIRE},
     {"all", no_argument, NULL, OPT_ALL},
@@ -483,7 +490,7 @@ static const struct option long_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
-static const char short_opts[] = "+b:s:p:T:u:P:jqvVh";
+static const char short_opts[] = "+b:s:p:T:u:P:njqvVh";
 
 // Parses the options; returns the index of the command, or -1 after a message.
 static int parse_opts(struct tool_opts *o, int argc, char **argv) {
@@ -527,6 +534,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_PASSWORD_FILE: ok = set_opt(o, "password-file", optarg, "option"); break;
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
+        case 'n': o->no_stdin = true; break;
         case OPT_LEASE: ok = set_number("--lease", optarg, 1, 3600, &o->lease); break;
         case OPT_EXPIRE: ok = set_number("--expire", optarg, 0, 1e8, &o->expire); break;
         case OPT_ALL: o->all = true; break;

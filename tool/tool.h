@@ -49,6 +49,7 @@ struct tool_opts {
     bool json;          // --json: one JSON document on stdout
     bool nonblock;      // --nonblock: fail at once when the board is busy with another command
     bool no_follow;     // --no-follow: start eval/exec/run and leave it running (detached)
+    bool no_stdin;      // -n: the board's program reads end of file, never our stdin (ssh -n)
     double lease;       // --lease: seconds the board waits for a sign of life from us
     double expire;      // --expire: seconds a command may wait before it starts (0: forever)
     bool quiet;         // -q: no progress bar
@@ -147,6 +148,7 @@ struct session {
     double mount_lease_at;
     // The running eval asked for keyboard input (question stdin_n, at most stdin_len bytes,
     // for stdin_to); stdin_eof once our input has ended.
+    bool stdin_ok; // the eval that runs is the user's (eval/exec/run/repl): it may read stdin
     bool stdin_want;
     unsigned long stdin_n;
     size_t stdin_len;

@@ -497,3 +497,42 @@ def test_view_escapes_a_boards_log(board):
     board.mqb("exec", "log.warning('clear \\x1b[2J done')")
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 0 and b"\x1b" not in out and b"\\x1b[2J" in out
+
+
+def test_stdin_only_for_the_users_own_code(broker, tmp_path, board):
+    """Issue 21: in `while read b; do mqboard --prefix "$b" put ...; done < boards.txt`, a
+    board that asks for keyboard input during a put must not read the rest of boards.txt;
+    with -n (as ssh -n) not even an eval reads it."""
+    answers = []
+
+    def answer(cmd, payload):
+        if cmd == "caps":
+            return [("out", HDR1 + b'{"proto":2,"chunk":4096,"window":4}')]
+        if cmd == "ans":
+            answers.append(payload)
+            return []
+        if cmd in ("xput", "put"):
+            return [("ask", HDR1 + b'{"n":0,"op":"stdin","len":4096}')]
+        return []
+    fake = FakeBoard(broker, "fake/stdin", answer)
+    local = tmp_path / "f.txt"
+    local.write_text("x")
+    try:
+        r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix",
+                            "fake/stdin", "-T", "1", "put", str(local), "/f.txt"],
+                           input="next-board\npassword=hunter2\n", capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0
+        deadline = time.monotonic() + 5
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answers and all(b"hunter2" not in a and b"next-board" not in a
+                               for a in answers)
+    finally:
+        fake.close()
+    # -n: the user's own eval reads end of file too.
+    r = board.mqb("-n", "exec", "try:\n print(input())\nexcept EOFError:\n print('eof')",
+                  input=b"typed\n", text=False)
+    assert r.stdout == b"eof\n"
+    r = board.mqb("exec", "print(input())", input=b"typed\n")
+    assert r.stdout == b"typed\n"
