@@ -88,6 +88,8 @@ static enum mqb_err parse_reply(const char *p, const char *end, struct mqb_topic
         out->kind = MQB_TOPIC_REPLY_BUSY;
     } else if (slice_is(&which, "ask")) {
         out->kind = MQB_TOPIC_REPLY_ASK;
+    } else if (slice_is(&which, "reset")) {
+        out->kind = MQB_TOPIC_REPLY_RESET;
     } else {
         return MQB_ERR_MALFORMED;
     }

@@ -293,7 +293,7 @@ void ask_serve(struct session *s, const char *to, const uint8_t *payload, size_t
         return;
     }
     unsigned long n = (unsigned long)jn->valuedouble;
-    if (strcmp(op, "stdin") == 0 && strcmp(to, s->id) == 0 && !s->stdin_ok) {
+    if (strcmp(op, "stdin") == 0 && strcmp(to, s->id) == 0 && (!s->user_code || s->o->no_stdin)) {
         // Our stdin is only for the user's own code (eval/exec/run/repl), not for a put, a
         // listing program or a board that asks unbidden (issue 21), nor with -n.
         answer(s, to, n, '+', NULL, 0); // end of file

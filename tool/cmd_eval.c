@@ -289,9 +289,9 @@ static int eval_like(struct tool *t, int argc, char **argv) {
     if (src == NULL) {
         return code;
     }
-    t->session.stdin_ok = !t->opts.no_stdin;
+    t->session.user_code = true;
     code = run_eval(t, src, len, t->out);
-    t->session.stdin_ok = false;
+    t->session.user_code = false;
     free(src);
     return code;
 }

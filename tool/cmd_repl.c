@@ -248,9 +248,9 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         }
         if (src[strspn(src, " \t\n")] != '\0') {
             el->add_history(src);
-            t->session.stdin_ok = !t->opts.no_stdin;
+            t->session.user_code = true;
             code = run_eval(t, src, strlen(src), out);
-            t->session.stdin_ok = false;
+            t->session.user_code = false;
             if (code == EXIT_CONN || (code == EXIT_TIMEOUT && !t->session.present)) {
                 free(src);
                 break; // the broker or the board is gone

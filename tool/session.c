@@ -584,6 +584,11 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
             t->kind != MQB_TOPIC_CMD) {
             if (t->kind == MQB_TOPIC_REPLY_ASK) {
                 take_ask(s, t, n);
+            } else if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_RESET) {
+                if (!s->resetting) { // our eval asked for a reset: the boot that ends
+                    snprintf(s->reset_from, sizeof(s->reset_from), "%s", s->boot_id);
+                }
+                s->resetting = true;
             } else if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_BUSY) {
                 take_busy(s, n);
                 s->busy_now = true;
@@ -625,10 +630,11 @@ int session_reset_wait(struct session *s) {
     return code;
 }
 
-// The board reset while a command waited for it: its eval ended with the reset (RECV_RESET
-// once it is back); anything else cannot end with a reset (said, EXIT_TIMEOUT).
+// The board reset while a command waited for it: the user's eval ended with the reset
+// (RECV_RESET once it is back); anything else (a transfer, a listing program) cannot end
+// with a reset (said, EXIT_TIMEOUT).
 static int board_back(struct session *s) {
-    bool eval = strcmp(s->cmd, "eval") == 0;
+    bool eval = strcmp(s->cmd, "eval") == 0 && s->user_code;
     int code = session_reset_wait(s);
     if (code == EXIT_OK && eval) {
         return RECV_RESET;

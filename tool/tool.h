@@ -148,7 +148,8 @@ struct session {
     double mount_lease_at;
     // The running eval asked for keyboard input (question stdin_n, at most stdin_len bytes,
     // for stdin_to); stdin_eof once our input has ended.
-    bool stdin_ok; // the eval that runs is the user's (eval/exec/run/repl): it may read stdin
+    bool user_code; // the eval that runs is the user's (eval/exec/run/repl), not a program
+                    // of ours (ls, ...): it may read stdin (unless -n) and end with a reset
     bool stdin_want;
     unsigned long stdin_n;
     size_t stdin_len;

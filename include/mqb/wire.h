@@ -31,11 +31,12 @@ enum mqb_err mqb_hdr_decode(const uint8_t *payload, size_t len, struct mqb_hdr *
 bool mqb_hdr_is_single(const struct mqb_hdr *h);
 
 enum mqb_topic_kind {
-    MQB_TOPIC_CMD,        // PREFIX/mqb/cmd/<cmd>/<id>[/<tail>]
-    MQB_TOPIC_REPLY_OUT,  // PREFIX/mqb/reply/out/<id>
-    MQB_TOPIC_REPLY_ERR,  // PREFIX/mqb/reply/err/<id>
-    MQB_TOPIC_REPLY_BUSY, // PREFIX/mqb/reply/busy/<id> (extension: the command waits)
-    MQB_TOPIC_REPLY_ASK,  // PREFIX/mqb/reply/ask/<id> (extension: the board asks the host)
+    MQB_TOPIC_CMD,         // PREFIX/mqb/cmd/<cmd>/<id>[/<tail>]
+    MQB_TOPIC_REPLY_OUT,   // PREFIX/mqb/reply/out/<id>
+    MQB_TOPIC_REPLY_ERR,   // PREFIX/mqb/reply/err/<id>
+    MQB_TOPIC_REPLY_BUSY,  // PREFIX/mqb/reply/busy/<id> (extension: the command waits)
+    MQB_TOPIC_REPLY_ASK,   // PREFIX/mqb/reply/ask/<id> (extension: the board asks the host)
+    MQB_TOPIC_REPLY_RESET, // PREFIX/mqb/reply/reset/<id> (extension: that eval asked for a reset)
 };
 
 // A parsed topic: slices that point into the parsed string (borrowed, not NUL-terminated).

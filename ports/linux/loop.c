@@ -270,6 +270,10 @@ static void send_eval_chunk(struct agent *a, struct pyeval_chunk *c) {
 // Sends pending eval output as the outgoing queue allows; small output waits COALESCE_MS so
 // that many small prints travel in few messages.
 static void drain_eval(struct agent *a, uint64_t now) {
+    if (a->reset_mode != 0 && a->outstanding > 0) {
+        return; // the reset's announcement (status "resetting") is acknowledged first: a
+                // host must see it before the last reply of the eval that asked (clusters)
+    }
     size_t min = a->out_due_ms != 0 && now >= a->out_due_ms ? 1 : COALESCE_BYTES;
     struct pyeval_chunk c;
     while (agent_platform.out_room(a) > 0 && pyeval_take(a->pe, MQB_CHUNK_MAX, min, &c)) {
@@ -304,6 +308,14 @@ void agent_request_reset(struct agent *a, char mode, bool via_broker, const char
     a->reset_at = agent_now_ms() + RESET_GRACE_MS;
     if (a->connected) {
         mqtt_publish_status(a, true); // "resetting": hosts waiting on it wait for the new boot
+        if (after_id != NULL && after_id[0] != '\0') {
+            // The eval that asked: its host waits for the new boot before it ends the eval.
+            // Its last reply is held until this is acknowledged (drain_eval), so that it
+            // comes first on every broker (the status may come late on a cluster).
+            char topic[MQB_TOPIC_MAX];
+            snprintf(topic, sizeof(topic), "%s/mqb/reply/reset/%s", a->cfg->prefix, after_id);
+            mqtt_publish(a, topic, &mode, 1, 1, false);
+        }
     }
     agent_log(a, 'W', "reset requested (%s)",
               mode == 'n'   ? "into normal mode"

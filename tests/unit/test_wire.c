@@ -71,6 +71,7 @@ static void test_topic_parse_table(void **state) {
     check_topic("a/b", "a/b/mqb/reply/err/X1", ok, E, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/busy/X1", ok, MQB_TOPIC_REPLY_BUSY, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/ask/X1", ok, MQB_TOPIC_REPLY_ASK, "", "X1", "");
+    check_topic("a/b", "a/b/mqb/reply/reset/X1", ok, MQB_TOPIC_REPLY_RESET, "", "X1", "");
     check_topic("a/b", "a/b/mqb/reply/foo/X1", bad, C, "", "", "");
     check_topic("a/b", "a/b/mqb/reply/out/X1/more", bad, C, "", "", "");
     check_topic("a/b", "a/b/mqb/reply/out/", bad, C, "", "", "");

@@ -134,6 +134,8 @@ class Watchdog:
         self.a.reset_after = (mode, self.a.current)
         try:  # announced before the eval's last reply: its host waits for the new boot
             self.a.publish(self.a.base + "status", self.a.status(True, True), retain=True)
+            if self.a.current is not None:
+                self.a.publish(self.a.base + "reply/reset/" + self.a.current, mode)
         except OSError:
             pass
 
