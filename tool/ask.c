@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 #include "tool.h"
 
@@ -62,55 +64,94 @@ void ask_stdin_ready(struct session *s) {
 }
 
 // ---- the mounted directory ----
+//
+// Every path is opened relative to a descriptor of the mounted directory, never resolved and
+// then reopened by name: a local process that swaps a directory for a symlink between a
+// check and an open gains nothing. openat2(RESOLVE_BENEATH) follows symlinks only while they
+// stay beneath the directory; where the kernel lacks it, each component is opened with
+// O_NOFOLLOW (no symlink is followed at all). Writes open the last name with O_NOFOLLOW and
+// O_NONBLOCK and accept only regular files (a FIFO never blocks mqboard).
 
-static bool beneath(const char *root, const char *real) {
-    size_t n = strlen(root);
-    return strncmp(real, root, n) == 0 && (real[n] == '\0' || real[n] == '/');
+// Opens rel (relative, no "..": checked by the caller) beneath dirfd.
+static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .mode = (flags & O_CREAT) ? mode : 0,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    if (rel[0] == '\0') {
+        rel = ".";
+    }
+    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+    if (fd >= 0 || errno != ENOSYS) {
+        return (int)fd;
+    }
+    // Without openat2: component by component, never following a symlink.
+    char *copy = strdup(rel), *save = NULL;
+    int cur = dup(dirfd);
+    char *name = strtok_r(copy, "/", &save);
+    while (cur >= 0 && name != NULL) {
+        char *next = strtok_r(NULL, "/", &save);
+        int f = next != NULL ? O_PATH | O_DIRECTORY | O_NOFOLLOW : flags | O_NOFOLLOW;
+        int fd2 = openat(cur, name, f | O_CLOEXEC, mode);
+        int saved = errno;
+        close(cur);
+        errno = saved;
+        cur = fd2;
+        name = next;
+    }
+    free(copy);
+    return cur;
 }
 
-// The host path of a board path beneath /remote ("/" is the mounted directory itself).
-// must_exist: the path itself must resolve beneath the directory (a symlink in it is followed
-// only when its target stays inside); else its parent must, and the last name is not
-// followed. Returns 0, or an errno.
-static int host_path(const struct session *s, const char *rel, bool must_exist, char *out,
-                     size_t cap) {
-    if (rel[0] != '/' || strlen(rel) > PATH_MAX / 2) {
+// A question's path: "/" is the mounted directory, "/a/b" its a/b. No ".." component (a
+// board's "/remote/../x" never reaches the host's x). Returns 0 with rel pointing into path
+// (leading slashes skipped, trailing ones removed in buf), or an errno.
+static int relative(const char *path, char *buf, size_t cap, const char **rel) {
+    if (path[0] != '/' || strlen(path) >= cap) {
         return EINVAL;
     }
-    for (const char *p = rel; *p != '\0';) {
+    for (const char *p = path; *p != '\0';) {
         p += strspn(p, "/");
         size_t n = strcspn(p, "/");
-        if ((n == 2 && strncmp(p, "..", 2) == 0)) {
+        if (n == 2 && strncmp(p, "..", 2) == 0) {
             return EACCES;
         }
         p += n;
     }
-    if (snprintf(out, cap, "%s%s", s->mount_root, rel) >= (int)cap) {
-        return ENAMETOOLONG;
+    snprintf(buf, cap, "%s", path + strspn(path, "/"));
+    for (size_t len = strlen(buf); len > 0 && buf[len - 1] == '/'; len--) {
+        buf[len - 1] = '\0';
     }
-    size_t len = strlen(out);
-    while (len > strlen(s->mount_root) && out[len - 1] == '/') {
-        out[--len] = '\0';
-    }
-    char real[PATH_MAX];
-    if (must_exist) {
-        if (realpath(out, real) == NULL) {
-            return errno;
-        }
-        return beneath(s->mount_root, real) ? 0 : EACCES;
-    }
-    char *slash = strrchr(out, '/');
-    *slash = '\0';
-    int err = realpath(out[0] != '\0' ? out : "/", real) == NULL ? errno
-              : beneath(s->mount_root, real) ? 0
-                                             : EACCES;
-    *slash = '/';
-    return err;
+    *rel = buf;
+    return 0;
 }
 
-static void serve_stat(struct session *s, const char *to, unsigned long n, const char *path) {
+// The parent directory of rel (opened beneath the mount) and rel's last name; an errno.
+static int open_parent(int root, char *rel, int *dirfd, const char **name) {
+    if (rel[0] == '\0') {
+        return EPERM; // the mounted directory itself is never removed or replaced
+    }
+    char *slash = strrchr(rel, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        *dirfd = open_beneath(root, rel, O_PATH | O_DIRECTORY, 0);
+        *slash = '/';
+        *name = slash + 1;
+    } else {
+        *dirfd = dup(root);
+        *name = rel;
+    }
+    if (strcmp(*name, ".") == 0 || (*name)[0] == '\0') {
+        if (*dirfd >= 0) {
+            close(*dirfd);
+        }
+        return EINVAL;
+    }
+    return *dirfd < 0 ? errno : 0;
+}
+
+static void answer_stat(struct session *s, const char *to, unsigned long n, int fd) {
     struct stat st;
-    if (stat(path, &st) != 0) {
+    if (fstat(fd, &st) != 0) {
         answer_errno(s, to, n, errno, NULL);
         return;
     }
@@ -122,20 +163,25 @@ static void serve_stat(struct session *s, const char *to, unsigned long n, const
 }
 
 // [[name, is_dir, size], ...]; a symlink that leads out of the directory is not shown.
-static void serve_list(struct session *s, const char *to, unsigned long n, const char *path) {
-    DIR *d = opendir(path);
+static void serve_list(struct session *s, const char *to, unsigned long n, int fd) {
+    DIR *d = fdopendir(fd);
     if (d == NULL) {
         answer_errno(s, to, n, errno, NULL);
+        close(fd);
         return;
     }
     cJSON *list = cJSON_CreateArray();
     struct dirent *e;
-    char full[PATH_MAX], real[PATH_MAX];
     struct stat st;
     while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
-            snprintf(full, sizeof(full), "%s/%s", path, e->d_name) >= (int)sizeof(full) ||
-            realpath(full, real) == NULL || !beneath(s->mount_root, real) || stat(real, &st) != 0) {
+        int f = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0
+                    ? -1
+                    : open_beneath(dirfd(d), e->d_name, O_PATH, 0);
+        bool ok = f >= 0 && fstat(f, &st) == 0;
+        if (f >= 0) {
+            close(f);
+        }
+        if (!ok) {
             continue;
         }
         cJSON *it = cJSON_CreateArray();
@@ -156,14 +202,19 @@ static void serve_list(struct session *s, const char *to, unsigned long n, const
 }
 
 // import: "pkg" for PATH/__init__.py, "mod" for PATH.py, else ENOENT.
-static void serve_find(struct session *s, const char *to, unsigned long n, const char *rel) {
+static void serve_find(struct session *s, const char *to, unsigned long n, int root,
+                       const char *rel) {
     static const char *const kinds[][2] = {{"/__init__.py", "pkg"}, {".py", "mod"}};
-    char cand[PATH_MAX / 2 + 16], path[PATH_MAX];
+    char cand[PATH_MAX];
     struct stat st;
     for (size_t i = 0; i < 2; i++) {
         snprintf(cand, sizeof(cand), "%s%s", rel, kinds[i][0]);
-        if (host_path(s, cand, true, path, sizeof(path)) == 0 && stat(path, &st) == 0 &&
-            S_ISREG(st.st_mode)) {
+        int fd = open_beneath(root, cand + strspn(cand, "/"), O_PATH, 0);
+        bool found = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (found) {
             answer(s, to, n, '+', kinds[i][1], 3);
             return;
         }
@@ -171,15 +222,11 @@ static void serve_find(struct session *s, const char *to, unsigned long n, const
     answer_errno(s, to, n, ENOENT, NULL);
 }
 
-static void serve_read(struct session *s, const char *to, unsigned long n, const char *path,
-                       double off, double want) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+static void serve_read(struct session *s, const char *to, unsigned long n, int fd, double off,
+                       double want) {
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        answer_errno(s, to, n, fd < 0 ? errno : EISDIR, NULL);
-        if (fd >= 0) {
-            close(fd);
-        }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        answer_errno(s, to, n, EISDIR, NULL);
         return;
     }
     size_t len = want > 0 && want < ANSWER_MAX ? (size_t)want : ANSWER_MAX;
@@ -191,22 +238,64 @@ static void serve_read(struct session *s, const char *to, unsigned long n, const
         answer(s, to, n, '+', buf, (size_t)got);
     }
     free(buf);
-    close(fd);
 }
 
-static int do_write(const char *path, double off, const uint8_t *data, size_t len, bool create,
-                    bool excl) {
-    int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_TRUNC : 0);
-    int fd = open(path, flags | (excl ? O_EXCL : 0), 0644);
+// create/write: a regular file only (O_NONBLOCK: a FIFO's open does not wait for a reader).
+static int do_write(int dirfd, const char *name, double off, const uint8_t *data, size_t len,
+                    bool create, bool excl) {
+    int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0) |
+                (excl ? O_EXCL : 0);
+    int fd = openat(dirfd, name, flags, 0644);
     if (fd < 0) {
-        return errno;
+        return errno == ENXIO ? EINVAL : errno; // ENXIO: a FIFO without a reader
     }
-    int err = 0;
-    if (len > 0 &&
+    struct stat st;
+    int err = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EINVAL : 0;
+    if (err == 0 && create && ftruncate(fd, 0) != 0) {
+        err = errno;
+    }
+    if (err == 0 && len > 0 &&
         (!(off >= 0 && off < 1e15) || pwrite(fd, data, len, (off_t)off) != (ssize_t)len)) {
         err = off >= 0 ? errno : EINVAL;
     }
     close(fd);
+    return err;
+}
+
+// The write questions: create, write, mkdir, remove, rmdir, rename. 0 or an errno.
+static int serve_change(struct session *s, int root, const char *op, char *rel, const cJSON *q,
+                        const uint8_t *data, size_t len) {
+    int dirfd;
+    const char *name;
+    int err = open_parent(root, rel, &dirfd, &name);
+    if (err != 0) {
+        return err;
+    }
+    double off = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "off"));
+    if (strcmp(op, "create") == 0 || strcmp(op, "write") == 0) {
+        bool create = op[0] == 'c';
+        err = do_write(dirfd, name, create ? 0 : off, data, create ? 0 : len, create,
+                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "excl")));
+    } else if (strcmp(op, "mkdir") == 0) {
+        err = mkdirat(dirfd, name, 0755) == 0 ? 0 : errno;
+    } else if (strcmp(op, "remove") == 0 || strcmp(op, "rmdir") == 0) {
+        err = unlinkat(dirfd, name, op[1] == 'm' ? AT_REMOVEDIR : 0) == 0 ? 0 : errno;
+    } else {
+        const char *to_path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q, "to"));
+        char buf[PATH_MAX];
+        char *to_rel = NULL;
+        int dst_dir = -1;
+        const char *dst_name = NULL;
+        err =
+            to_path == NULL ? EINVAL : relative(to_path, buf, sizeof(buf), (const char **)&to_rel);
+        err = err != 0 ? err : open_parent(root, to_rel, &dst_dir, &dst_name);
+        err = err != 0 ? err : renameat(dirfd, name, dst_dir, dst_name) == 0 ? 0 : errno;
+        if (dst_dir >= 0) {
+            close(dst_dir);
+        }
+    }
+    close(dirfd);
+    (void)s;
     return err;
 }
 
@@ -215,65 +304,56 @@ static void serve_file(struct session *s, const char *to, unsigned long n, const
                        const uint8_t *data, size_t len) {
     const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q, "op"));
     // A path with an escaped NUL is cut there by cJSON: still a path beneath the directory.
-    const char *rel = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q, "path"));
-    double off = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "off"));
+    const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q, "path"));
     static const char *const writes[] = {"create", "write", "mkdir", "remove", "rmdir", "rename"};
     bool is_write = false;
     for (size_t i = 0; op != NULL && i < sizeof(writes) / sizeof(writes[0]); i++) {
         is_write |= strcmp(op, writes[i]) == 0;
     }
-    char path[PATH_MAX], dst[PATH_MAX];
-    if (op == NULL || rel == NULL) {
-        answer_errno(s, to, n, EINVAL, "malformed question");
-        return;
-    }
-    if (is_write && !s->mount_rw) {
+    char buf[PATH_MAX];
+    const char *rel = NULL;
+    int err = op == NULL || path == NULL ? EINVAL : relative(path, buf, sizeof(buf), &rel);
+    if (err == 0 && is_write && !s->mount_rw) {
         answer_errno(s, to, n, EROFS, "mounted read-only (mqboard mount --rw)");
         return;
     }
-    if (strcmp(op, "find") == 0) {
-        serve_find(s, to, n, rel);
-        return;
-    }
-    bool exists =
-        !(strcmp(op, "create") == 0 || strcmp(op, "mkdir") == 0 || strcmp(op, "remove") == 0 ||
-          strcmp(op, "rmdir") == 0 || strcmp(op, "rename") == 0 || strcmp(op, "write") == 0);
-    int err = host_path(s, rel, exists, path, sizeof(path));
-    if (err == 0 && is_write && strcmp(path, s->mount_root) == 0) {
-        err = EPERM; // the mounted directory itself is never removed or replaced
-    }
-    if (err != 0) {
-        answer_errno(s, to, n, err, err == EACCES ? "outside the mounted directory" : NULL);
-        return;
-    }
-    if (strcmp(op, "stat") == 0) {
-        serve_stat(s, to, n, path);
-    } else if (strcmp(op, "list") == 0) {
-        serve_list(s, to, n, path);
-    } else if (strcmp(op, "read") == 0) {
-        serve_read(s, to, n, path, off,
-                   cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "len")));
-    } else if (strcmp(op, "create") == 0 || strcmp(op, "write") == 0) {
-        bool create = op[0] == 'c';
-        err = do_write(path, create ? 0 : off, data, create ? 0 : len, create,
-                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "excl")));
-    } else if (strcmp(op, "mkdir") == 0) {
-        err = mkdir(path, 0755) == 0 ? 0 : errno;
-    } else if (strcmp(op, "remove") == 0) {
-        err = unlink(path) == 0 ? 0 : errno;
-    } else if (strcmp(op, "rmdir") == 0) {
-        err = rmdir(path) == 0 ? 0 : errno;
-    } else if (strcmp(op, "rename") == 0) {
-        const char *to_rel = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q, "to"));
-        err = to_rel == NULL ? EINVAL : host_path(s, to_rel, false, dst, sizeof(dst));
-        err = err != 0 ? err : rename(path, dst) == 0 ? 0 : errno;
-    } else {
+    int root = err == 0 ? open(s->mount_root, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    err = err != 0 ? err : root < 0 ? errno : 0;
+    if (err == 0 && strcmp(op, "find") == 0) {
+        serve_find(s, to, n, root, rel);
+    } else if (err == 0 && is_write) {
+        err = serve_change(s, root, op, buf, q, data, len);
+        if (err == 0) {
+            answer(s, to, n, '+', NULL, 0);
+        }
+    } else if (err == 0 &&
+               (strcmp(op, "stat") == 0 || strcmp(op, "list") == 0 || strcmp(op, "read") == 0)) {
+        int fd = open_beneath(root, rel,
+                              op[0] == 's'   ? O_PATH
+                              : op[0] == 'l' ? O_RDONLY | O_DIRECTORY
+                                             : O_RDONLY | O_NONBLOCK,
+                              0);
+        err = fd < 0 ? (errno == EXDEV || errno == ELOOP ? EACCES : errno) : 0;
+        if (fd >= 0 && op[0] == 's') {
+            answer_stat(s, to, n, fd);
+            close(fd);
+        } else if (fd >= 0 && op[0] == 'l') {
+            serve_list(s, to, n, fd); // closes fd
+        } else if (fd >= 0) {
+            serve_read(s, to, n, fd,
+                       cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "off")),
+                       cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(q, "len")));
+            close(fd);
+        }
+    } else if (err == 0) {
         err = ENOSYS;
     }
+    if (root >= 0) {
+        close(root);
+    }
     if (err != 0) {
-        answer_errno(s, to, n, err, NULL);
-    } else if (is_write) {
-        answer(s, to, n, '+', NULL, 0);
+        answer_errno(s, to, n, err == EXDEV ? EACCES : err,
+                     err == EACCES || err == EXDEV ? "outside the mounted directory" : NULL);
     }
 }
 

@@ -51,7 +51,10 @@ static const char mount_details[] =
     "there first. The board asks mqboard for each file over MQTT; mqboard serves only what is\n"
     "beneath LOCALDIR (no '..', no symlink that leads out). Chain the commands that use it\n"
     "(mqboard mount src + run main.py); without one, a repl starts. The mount ends when\n"
-    "mqboard leaves (or 15 s after it vanished). Needs our agent (mqrepld).\n";
+    "mqboard leaves (or 15 s after it vanished). Needs our agent (mqrepld).\n"
+    "--rw trusts the board with LOCALDIR: it can write any file there, such as .git/hooks/*\n"
+    "or a .bashrc-like file that runs later on this machine. Mount a directory that holds\n"
+    "nothing that runs here. Only regular files are written (never a FIFO or a device).\n";
 
 static const struct command commands[] = {
     {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result",

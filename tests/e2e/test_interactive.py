@@ -325,3 +325,42 @@ def test_a_question_to_nobody_is_an_error_not_a_hang(board):
     r = board.mqb("exec", "import _mqb\n_mqb.ask(1, b'{\"op\":\"stat\",\"path\":\"/\"}', 5, 100)",
                   check=False, text=True)
     assert r.returncode == 1 and "No such device" in r.stderr
+
+
+def test_mount_fifo_and_a_racing_symlink_swap(board, local, tmp_path):
+    """Issue 21: a board writing to (or reading) a FIFO in a --rw mount gets an error at
+    once, mqboard never hangs; and a local process that swaps a directory for a symlink out
+    of the mount while the board reads through it never leaks the outside file (paths are
+    opened beneath the mount's descriptor, not checked and then reopened by name)."""
+    os.mkfifo(local / "fifo")
+    r = board.mqb("-T", "5", "mount", "--rw", str(local), "+", "exec",
+                  "for m in ('w', 'r'):\n"
+                  " try:\n  f = open('/remote/fifo', m)\n  f.write('x') if m == 'w' else f.read()\n"
+                  "  f.close()\n  print('opened')\n"
+                  " except OSError as e:\n  print('refused')", timeout=30, text=True)
+    assert r.returncode == 0 and r.stdout == "refused\nrefused\n"
+    (local / "sub").mkdir()
+    (local / "sub" / "f.txt").write_text("inside\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f.txt").write_text("SECRET\n")
+    stop_swap = tmp_path / "stop"
+    swapper = subprocess.Popen(
+        ["/usr/bin/python3", "-c",
+         "import os, sys\nl, o, stop = sys.argv[1:]\n"
+         "os.rename(l + '/sub', l + '/sub.real')\n"
+         "while not os.path.exists(stop):\n"
+         " os.symlink(o, l + '/sub.new'); os.rename(l + '/sub.new', l + '/sub')\n"
+         " os.remove(l + '/sub'); os.symlink('sub.real', l + '/sub')\n"
+         " os.rename(l + '/sub', l + '/sub.x'); os.remove(l + '/sub.x')\n"
+         " os.symlink('sub.real', l + '/sub')\n"
+         " os.remove(l + '/sub')\n",
+         str(local), str(tmp_path / "outside"), str(stop_swap)])
+    try:
+        r = board.mqb("mount", str(local), "+", "exec",
+                      "seen = set()\nfor i in range(150):\n"
+                      " try:\n  seen.add(open('/remote/sub/f.txt').read().strip())\n"
+                      " except OSError:\n  pass\nprint(sorted(seen))", timeout=120, text=True)
+    finally:
+        stop_swap.write_text("")
+        swapper.wait(timeout=10)
+    assert "SECRET" not in r.stdout, r.stdout
