@@ -140,7 +140,7 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
         if (single || r.hdr.last) {
             // The code asked for a reset (machine.soft_reset(), an alias): the next command
             // must find the board, as after `mqboard reset`.
-            code = s->resetting ? session_reset_wait(s) : EXIT_OK;
+            code = s->resetting && s->user_code ? session_reset_wait(s) : EXIT_OK;
             code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
             return code != EXIT_OK ? code : tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
         }

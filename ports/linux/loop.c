@@ -308,7 +308,7 @@ void agent_request_reset(struct agent *a, char mode, bool via_broker, const char
     a->reset_at = agent_now_ms() + RESET_GRACE_MS;
     if (a->connected) {
         mqtt_publish_status(a, true); // "resetting": hosts waiting on it wait for the new boot
-        if (after_id != NULL && after_id[0] != '\0') {
+        if (after_id != NULL && after_id[0] != '\0' && !a->cfg->original) {
             // The eval that asked: its host waits for the new boot before it ends the eval.
             // Its last reply is held until this is acknowledged (drain_eval), so that it
             // comes first on every broker (the status may come late on a cluster).
