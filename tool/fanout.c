@@ -34,13 +34,14 @@ static void emit(struct tool *t, struct child *c, int i, bool flush) {
     }
     size_t start = 0;
     for (size_t k = 0; k < c->len[i]; k++) {
-        if (c->buf[i][k] == '\n' || k - start >= LINE_MAX_BYTES) {
-            fprintf(to, "%s: %.*s\n", c->prefix, (int)(k - start), c->buf[i] + start);
-            start = k + 1;
+        bool nl = c->buf[i][k] == '\n';
+        if (nl || k - start >= LINE_MAX_BYTES) {
+            tool_prefixed_line(to, c->prefix, c->buf[i] + start, k - start);
+            start = nl ? k + 1 : k; // a cut keeps the byte it was made at
         }
     }
     if (flush && start < c->len[i]) {
-        fprintf(to, "%s: %.*s\n", c->prefix, (int)(c->len[i] - start), c->buf[i] + start);
+        tool_prefixed_line(to, c->prefix, c->buf[i] + start, c->len[i] - start);
         start = c->len[i];
     }
     memmove(c->buf[i], c->buf[i] + start, c->len[i] - start);

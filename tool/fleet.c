@@ -132,10 +132,7 @@ static void print_block(FILE *to, const char *prefix, const char *text) {
         while (end < n && text[end] != '\n') {
             end++;
         }
-        char *line = strndup(text + start, end - start), *safe = tool_escape(line);
-        fprintf(to, "%s: %s\n", prefix, safe);
-        free(safe);
-        free(line);
+        tool_prefixed_line(to, prefix, text + start, end - start);
         start = end + 1;
     }
 }

@@ -52,6 +52,13 @@ static void put_escaped(FILE *f, const char *s, size_t len, bool keep_nl) {
     }
 }
 
+void tool_prefixed_line(FILE *to, const char *prefix, const char *line, size_t len) {
+    put_escaped(to, prefix, strlen(prefix), false);
+    fputs(": ", to);
+    put_escaped(to, line, len, false);
+    fputc('\n', to);
+}
+
 char *tool_escape(const char *s) {
     char *buf = NULL;
     size_t len = 0;

@@ -265,6 +265,9 @@ int report_board_error(struct tool *t, const struct reply *r);
 // s with control characters (terminal escapes) shown as \n, \x1b, ...: text from a board is
 // never printed raw. malloc'd.
 char *tool_escape(const char *s);
+// One line of a board's output in a fan-out: "PREFIX: line\n", both escaped as above (the
+// prefix may come from a board's status topic, the line may hold any byte, NUL included).
+void tool_prefixed_line(FILE *to, const char *prefix, const char *line, size_t len);
 
 // Prints "mqboard: <message>" on t->err (stderr, or the --json document's error).
 void tool_error(struct tool *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -246,3 +246,31 @@ def test_mqtt5_message_expiry_drops_a_command_queued_for_an_absent_board(broker,
         time.sleep(2.2)
         got = queued(cid)
         assert (b"/mqb/cmd/caps/" in got) == kept, (expire, got)
+
+
+def test_fan_out_lines_are_whole_and_escaped(tmp_path):
+    """Issue 21: the per-board fan-out (cat, chains, rollouts) cut long lines every 64 KiB
+    and dropped a byte at each cut, and passed a board's \\r and ESC through raw (one board's
+    line could look like another's). Now every byte arrives, and escapes are shown."""
+    broker = Broker(tmp_path)  # its own: the pattern reaches every board on it
+    boards = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        boards.append(Board(broker, tmp_path / name))
+    try:
+        line = "".join(chr(ord("a") + i % 26) for i in range(150000))
+        for b in boards:
+            (b.root / "long.txt").write_text(line + "\nforged\rother: ok\x1b[2K\n")
+        r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", "test/+",
+                            "cat", "/long.txt"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        for b in boards:
+            mine = [ln[len(b.prefix) + 2:] for ln in r.stdout.splitlines()
+                    if ln.startswith(b.prefix + ": ")]
+            assert "".join(mine[:-1]) == line  # cut in pieces, none lost
+            assert mine[-1] == "forged\\x0dother: ok\\x1b[2K"
+        assert "\x1b" not in r.stdout and "\r" not in r.stdout
+    finally:
+        for b in boards:
+            b.stop()
+        broker.close()
