@@ -199,6 +199,81 @@ static bool known(const struct tool_opts *o, const char *name) {
     return find_command(name) != NULL || alias_of(o, name) != NULL;
 }
 
+enum {
+    OPT_PREFIX = 256,
+    OPT_TLS,
+    OPT_CAFILE,
+    OPT_PSK_ID,
+    OPT_PSK,
+    OPT_PSK_FILE,
+    OPT_PASSWORD_FILE,
+    OPT_TIMEOUT_RUN,
+    OPT_CHUNK,
+    OPT_NONBLOCK,
+    OPT_NO_FOLLOW,
+    OPT_LEASE,
+    OPT_EXPIRE,
+    OPT_ALL,
+    OPT_PARALLEL,
+    OPT_CANARY,
+    OPT_MAX_FAILURES,
+};
+
+static const struct option long_opts[] = {
+    {"board", required_argument, NULL, 'b'},
+    {"server", required_argument, NULL, 's'},
+    {"port", required_argument, NULL, 'p'},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"topic", required_argument, NULL, OPT_PREFIX},
+    {"timeout", required_argument, NULL, 'T'},
+    {"timeout-run", required_argument, NULL, OPT_TIMEOUT_RUN},
+    {"chunk", required_argument, NULL, OPT_CHUNK},
+    {"username", required_argument, NULL, 'u'},
+    {"password", required_argument, NULL, 'P'},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"cafile", required_argument, NULL, OPT_CAFILE},
+    {"psk-identity", required_argument, NULL, OPT_PSK_ID},
+    {"psk", required_argument, NULL, OPT_PSK},
+    {"psk-file", required_argument, NULL, OPT_PSK_FILE},
+    {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+    {"nonblock", no_argument, NULL, OPT_NONBLOCK},
+    {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
+    {"no-stdin", no_argument, NULL, 'n'},
+    {"lease", required_argument, NULL, OPT_LEASE},
+    {"expire", required_argument, NULL, OPT_EXPIRE},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"canary", required_argument, NULL, OPT_CANARY},
+    {"max-failures", required_argument, NULL, OPT_MAX_FAILURES},
+    {"json", no_argument, NULL, 'j'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+static const char short_opts[] = "+b:s:p:T:u:P:njqvVh";
+
+// A command refused its arguments: if one of them is a global option (mqboard ls --json),
+// says where it belongs.
+static void hint_misplaced_option(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        for (const struct option *o = long_opts; a[0] == '-' && o->name != NULL; o++) {
+            bool is_long = a[1] == '-' && strncmp(a + 2, o->name, strlen(o->name)) == 0 &&
+                           (a[2 + strlen(o->name)] == '\0' || a[2 + strlen(o->name)] == '=');
+            bool is_short = o->val < 256 && a[1] == o->val && a[2] == '\0';
+            if (is_long || is_short) {
+                fprintf(stderr,
+                        "mqboard: %s is an option of mqboard itself: put it before the command "
+                        "(mqboard %s %s ...)\n",
+                        a, a, argv[0]);
+                return;
+            }
+        }
+    }
+}
+
 // Runs one command (argv[0] its name, or an alias whose words, split as the shell would but
 // without running anything, take its place before the rest of the arguments).
 static int run_one(struct tool *t, int argc, char **argv) {
@@ -225,6 +300,9 @@ static int run_one(struct tool *t, int argc, char **argv) {
     char *saved = av[argc];
     av[argc] = NULL; // a command sees only its own arguments
     int code = cmd->run(t, argc, av);
+    if (code == EXIT_USAGE) {
+        hint_misplaced_option(argc, av);
+    }
     av[argc] = saved;
     if (alias != NULL) {
         free(av);
@@ -440,60 +518,41 @@ static bool load_env(struct tool_opts *o) {
     return true;
 }
 
-enum {
-    OPT_PREFIX = 256,
-    OPT_TLS,
-    OPT_CAFILE,
-    OPT_PSK_ID,
-    OPT_PSK,
-    OPT_PSK_FILE,
-    OPT_PASSWORD_FILE,
-    OPT_TIMEOUT_RUN,
-    OPT_CHUNK,
-    OPT_NONBLOCK,
-    OPT_NO_FOLLOW,
-    OPT_LEASE,
-    OPT_EXPIRE,
-    OPT_ALL,
-    OPT_PARALLEL,
-    OPT_CANARY,
-    OPT_MAX_FAILURES,
-};
-
-static const struct option long_opts[] = {
-    {"board", required_argument, NULL, 'b'},
-    {"server", required_argument, NULL, 's'},
-    {"port", required_argument, NULL, 'p'},
-    {"prefix", required_argument, NULL, OPT_PREFIX},
-    {"topic", required_argument, NULL, OPT_PREFIX},
-    {"timeout", required_argument, NULL, 'T'},
-    {"timeout-run", required_argument, NULL, OPT_TIMEOUT_RUN},
-    {"chunk", required_argument, NULL, OPT_CHUNK},
-    {"username", required_argument, NULL, 'u'},
-    {"password", required_argument, NULL, 'P'},
-    {"tls", no_argument, NULL, OPT_TLS},
-    {"cafile", required_argument, NULL, OPT_CAFILE},
-    {"psk-identity", required_argument, NULL, OPT_PSK_ID},
-    {"psk", required_argument, NULL, OPT_PSK},
-    {"psk-file", required_argument, NULL, OPT_PSK_FILE},
-    {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
-    {"nonblock", no_argument, NULL, OPT_NONBLOCK},
-    {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
-    {"no-stdin", no_argument, NULL, 'n'},
-    {"lease", required_argument, NULL, OPT_LEASE},
-    {"expire", required_argument, NULL, OPT_EXPIRE},
-    {"all", no_argument, NULL, OPT_ALL},
-    {"parallel", required_argument, NULL, OPT_PARALLEL},
-    {"canary", required_argument, NULL, OPT_CANARY},
-    {"max-failures", required_argument, NULL, OPT_MAX_FAILURES},
-    {"json", no_argument, NULL, 'j'},
-    {"quiet", no_argument, NULL, 'q'},
-    {"verbose", no_argument, NULL, 'v'},
-    {"version", no_argument, NULL, 'V'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-static const char short_opts[] = "+b:s:p:T:u:P:njqvVh";
+// A mistyped option: one line (getopt said which) and the nearest option, not the whole help.
+static void unknown_option(const char *arg) {
+    const char *best = NULL;
+    size_t best_d = 3; // at most two edits away
+    const char *name = arg + strspn(arg, "-");
+    size_t nlen = strcspn(name, "=");
+    for (const struct option *o = long_opts; o->name != NULL; o++) {
+        // Levenshtein distance of name[0..nlen) and o->name, in two rows.
+        size_t m = strlen(o->name), prev[64], cur[64];
+        if (m >= 63 || nlen >= 63) {
+            continue;
+        }
+        for (size_t j = 0; j <= m; j++) {
+            prev[j] = j;
+        }
+        for (size_t i = 1; i <= nlen; i++) {
+            cur[0] = i;
+            for (size_t j = 1; j <= m; j++) {
+                size_t sub = prev[j - 1] + (name[i - 1] != o->name[j - 1]);
+                size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+                cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            }
+            memcpy(prev, cur, (m + 1) * sizeof(size_t));
+        }
+        if (prev[m] < best_d) {
+            best_d = prev[m];
+            best = o->name;
+        }
+    }
+    if (best != NULL) {
+        fprintf(stderr, "mqboard: did you mean --%s? (mqboard --help lists the options)\n", best);
+    } else {
+        fprintf(stderr, "mqboard: mqboard --help lists the options\n");
+    }
+}
 
 // Parses the options; returns the index of the command, or -1 after a message.
 static int parse_opts(struct tool_opts *o, int argc, char **argv) {
@@ -564,7 +623,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case 'v': o->verbose++; break;
         case 'V': printf("mqboard " MQBOARD_VERSION "\n"); exit(EXIT_OK);
         case 'h': usage(stdout); exit(EXIT_OK);
-        default: usage(stderr); return -1;
+        default: unknown_option(argv[optind - 1]); return -1;
         }
         if (!ok) {
             return -1;

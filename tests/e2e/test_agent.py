@@ -325,3 +325,15 @@ def test_agent_survives_garbage(board):
     ]:
         pub(board, topic, payload)
     assert board.out("eval", "'ok'") == "'ok'\n"
+
+
+def test_errors_name_the_boards_path_not_the_hosts(board):
+    """Issue 20: open('/nope') reported the host's path of the board root."""
+    root = str(board.root)
+    for src in ("open('/nope')", "import os; os.listdir('/nope/x')", "import os; os.mkdir('/')",
+                "import os; os.rename('/a', '/b')", "import uos; uos.stat('nope')"):
+        r = board.mqb("exec", src, check=False, text=True)
+        assert r.returncode == 1 and "Error" in r.stderr, src
+        assert root not in r.stderr and "-> None" not in r.stderr, r.stderr
+    r = board.mqb("exec", "open('/nope')", check=False, text=True)
+    assert "No such file or directory: '/nope'" in r.stderr

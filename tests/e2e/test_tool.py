@@ -596,3 +596,14 @@ def test_mip_packages_cannot_reach_the_admins_disk_or_network(board, tmp_path):
     finally:
         for s in servers:
             stop(s)
+
+
+def test_misplaced_and_mistyped_options_get_one_line_and_a_hint(board):
+    """Issue 20: `mqboard ls --json` said only its usage; `--prefx` printed the whole help."""
+    r = board.mqb("ls", "--json", check=False, text=True)
+    assert r.returncode == 2
+    assert "--json is an option of mqboard itself: put it before the command" in r.stderr
+    r = subprocess.run([str(BIN / "mqboard"), "--prefx", "a", "ls"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "did you mean --prefix?" in r.stderr
+    assert len(r.stderr.splitlines()) <= 3 and "commands:" not in r.stderr

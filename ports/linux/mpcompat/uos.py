@@ -182,3 +182,33 @@ def uname():
     v = _mqb.version()
     return _Uname(("mqrepld", u.nodename, v, "mqrepld %s on %s %s" % (v, u.sysname, u.release),
                    u.machine))
+
+
+def _to_board(path):
+    """A host path beneath the root as the board's path ("/x"); anything else as it is."""
+    for root in (_ROOT, _REAL_ROOT):
+        if isinstance(path, str) and (path == root or path.startswith(root + "/")):
+            return path[len(root):] or "/"
+    return path
+
+
+def _board_errors(fn):
+    """Errors name the board's path, never the host's (which would show the host's layout)."""
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            if e.filename is not None:
+                e.filename = _to_board(e.filename)
+            if e.filename2 is not None:
+                e.filename2 = _to_board(e.filename2)
+            raise
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+for _name in ("board_open", "chdir", "listdir", "stat", "statvfs", "mkdir", "rmdir", "remove",
+              "rename"):
+    globals()[_name] = _board_errors(globals()[_name])
+del _name
