@@ -50,8 +50,15 @@ static double mono_s(void) {
 // An interrupt is due (Ctrl-C, a signal, or --timeout-run): sends it, again every
 // INTERRUPT_AGAIN_S while the eval goes on. Returns EXIT_OK to keep waiting, or the exit code
 // when mqboard leaves (asked to, or the board did not stop the eval).
+// The exit code of an eval that was interrupted: 124 when --timeout-run did it first.
+static int interrupted(const struct session *s) {
+    return s->ran_out ? EXIT_TIMEOUT_RUN : EXIT_INTERRUPTED;
+}
+
 static int on_interrupt(struct tool *t, int *tries) {
     struct session *s = &t->session;
+    // The first interrupt says whose it is; a Ctrl-C after the deadline makes it the user's.
+    s->ran_out = (*tries == 0 || s->ran_out) && !s->by_user;
     send_interrupt(t);
     if (tool_leaving) {
         return EXIT_INTERRUPTED;
@@ -62,7 +69,7 @@ static int on_interrupt(struct tool *t, int *tries) {
                    "code, or catching KeyboardInterrupt); it may still run: 'mqboard reset' "
                    "stops it",
                    INTERRUPT_TRIES, INTERRUPT_TRIES * INTERRUPT_AGAIN_S);
-        return EXIT_INTERRUPTED;
+        return interrupted(s);
     }
     s->interrupt_at = mono_s() + INTERRUPT_AGAIN_S;
     return EXIT_OK;
@@ -105,7 +112,7 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
             return EXIT_BOARD;
         }
         if (code == RECV_RESET) { // the code reset the board (it is back)
-            return tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
+            return tries > 0 ? interrupted(s) : EXIT_OK;
         }
         if (code != EXIT_OK) {
             if (code == EXIT_CONN || code == EXIT_TIMEOUT) {
@@ -120,7 +127,7 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
                 *ends_nl = true;
             }
             report_board_error(t, &r);
-            return tries > 0 ? EXIT_INTERRUPTED : EXIT_BOARD;
+            return tries > 0 ? interrupted(s) : EXIT_BOARD;
         }
         bool single = mqb_hdr_is_single(&r.hdr);
         if (!single) {
@@ -142,7 +149,7 @@ static int receive_output(struct tool *t, FILE *out, bool *ends_nl) {
             // must find the board, as after `mqboard reset`.
             code = s->resetting && s->user_code ? session_reset_wait(s) : EXIT_OK;
             code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
-            return code != EXIT_OK ? code : tries > 0 ? EXIT_INTERRUPTED : EXIT_OK;
+            return code != EXIT_OK ? code : tries > 0 ? interrupted(s) : EXIT_OK;
         }
     }
 }
@@ -175,6 +182,7 @@ int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
     }
     // A long eval keeps the board silent: ask whether it is alive instead of giving up.
     s->ping_on_silence = true;
+    s->ran_out = false;
     if (t->opts.timeout_run > 0) {
         s->interrupt_at = mono_s() + t->opts.timeout_run;
     }

@@ -110,7 +110,7 @@ static void usage(FILE *f) {
            "      --prefix PREFIX     the board's topic prefix, e.g. esp32/kitchen\n"
            "      --topic PREFIX      same as --prefix (the original tool's name)\n"
            "  -T, --timeout SECONDS   give up after this much silence from the board (10)\n"
-           "      --timeout-run SECS  interrupt eval/exec/run after this long\n"
+           "      --timeout-run SECS  interrupt eval/exec/run after this long (exit 124)\n"
            "      --chunk BYTES       at most this much data per message in transfers\n"
            "  -u, --username USER     broker user name\n"
            "  -P, --password PASS     broker password (visible in ps: prefer the next two)\n"

@@ -681,6 +681,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
             return EXIT_TIMEOUT; // a poll leaves a pending interrupt to the next wait
         }
         if (tool_interrupted || (s->interrupt_at > 0 && now_s() >= s->interrupt_at)) {
+            s->by_user = tool_interrupted;
             tool_interrupted = 0;
             s->interrupt_at = 0;
             return RECV_INTERRUPT;

@@ -21,7 +21,8 @@ enum exit_code {
     EXIT_TIMEOUT = 3, // the board stayed silent for --timeout seconds
     EXIT_CONN = 4,    // cannot connect or authenticate to the broker, or the connection was lost
     EXIT_LOCAL = 5,   // a local file could not be read or written
-    EXIT_INTERRUPTED = 130, // interrupted with Ctrl-C (or --timeout-run)
+    EXIT_TIMEOUT_RUN = 124, // --timeout-run interrupted the eval (as timeout(1))
+    EXIT_INTERRUPTED = 130, // interrupted with Ctrl-C
 };
 
 // session_recv's answer when Ctrl-C was pressed or the run deadline passed.
@@ -132,6 +133,8 @@ struct session {
     char reset_from[40]; // the boot_id that reset ends
     void *busy;          // cJSON of the last busy notice (owned), for --json
     double interrupt_at; // monotonic time at which recv reports RECV_INTERRUPT (0: never)
+    bool by_user;        // the last RECV_INTERRUPT was Ctrl-C or a signal, not interrupt_at
+    bool ran_out;        // the eval's first interrupt was --timeout-run's
     char cmd[MQB_CMD_MAX + 1];
     char reply_topic[MQB_TOPIC_MAX];
     char status_topic[MQB_PREFIX_MAX + 16];
