@@ -214,7 +214,6 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         if (capture != NULL) {
             fclose(capture);
         }
-        editline_unload(&repl.el);
         return code;
     }
     struct tee tee = {t->out, capture};
@@ -260,7 +259,6 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
     }
     fprintf(stderr, "\n");
     el->write_history(hist);
-    editline_unload(&repl.el);
     active = NULL;
     fclose(out);
     if (capture != NULL) {

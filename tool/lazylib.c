@@ -54,13 +54,6 @@ bool editline_load(struct tool *t, struct editline *e) {
     return load(t, &e->handle, sonames, "libedit2", syms, sizeof(syms) / sizeof(syms[0]));
 }
 
-void editline_unload(struct editline *e) {
-    if (e->handle != NULL) {
-        dlclose(e->handle);
-        e->handle = NULL;
-    }
-}
-
 bool curl_load(struct tool *t, struct curl *c) {
     static const char *const sonames[] = {"libcurl.so.4", "libcurl.so", NULL};
     memset(c, 0, sizeof(*c));

@@ -45,9 +45,9 @@ struct curl {
 };
 
 // Each loads its library and every symbol, or says on t's error stream which is missing (and
-// how to install it) and returns false. Each unload is safe after a failed load.
+// how to install it) and returns false. libedit stays loaded until the process ends (its
+// history and terminal state live in it); curl_unload is safe after a failed load.
 bool editline_load(struct tool *t, struct editline *e);
-void editline_unload(struct editline *e);
 bool curl_load(struct tool *t, struct curl *c);
 void curl_unload(struct curl *c);
 

@@ -301,20 +301,19 @@ static bool read_secret(const char *path, const char **out) {
 
 // A path setting made absolute against the directory mqrepld started in: the agent later
 // changes into its root, where a relative --rtc-file or --slots would name another file.
-// Returns false (said) when the working directory cannot be known.
+// Settings are heap strings (parse_args); the old one is replaced. False (said) when the
+// working directory cannot be known.
 static bool make_absolute(const char *name, const char **path) {
-    static char kept[8][4096];
-    static int n;
+    char cwd[4096], *abs = NULL;
     if (*path == NULL || (*path)[0] == '/') {
         return true;
     }
-    char cwd[4096];
-    if (getcwd(cwd, sizeof(cwd)) == NULL || n >= 8 ||
-        snprintf(kept[n], sizeof(kept[n]), "%s/%s", cwd, *path) >= (int)sizeof(kept[n])) {
+    if (getcwd(cwd, sizeof(cwd)) == NULL || asprintf(&abs, "%s/%s", cwd, *path) < 0) {
         fprintf(stderr, "mqrepld: --%s '%s': cannot make the path absolute\n", name, *path);
         return false;
     }
-    *path = kept[n++];
+    free((void *)*path);
+    *path = abs;
     return true;
 }
 
@@ -340,7 +339,6 @@ int main(int argc, char **argv) {
     static struct agent_config cfg = {
         .server = "127.0.0.1",
         .port = 1883,
-        .root = ".",
         .keepalive = 30,
         .plain_repl = true,
         .log_rate = 20,
@@ -350,6 +348,9 @@ int main(int argc, char **argv) {
     int rc = parse_args(&cfg, argc, argv);
     if (rc != 0) {
         return rc;
+    }
+    if (cfg.root == NULL) {
+        cfg.root = strdup("."); // the default: where it starts
     }
     if (!make_absolute("root", &cfg.root) || !make_absolute("rtc-file", &cfg.rtc_file) ||
         !make_absolute("slots", &cfg.slots) || !make_absolute("cafile", &cfg.cafile) ||
