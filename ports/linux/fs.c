@@ -211,6 +211,7 @@ enum mqb_err fs_open_write(struct board_fs *fs, const char *path, int *fh) {
     snprintf(f->target, sizeof(f->target), "%s", host);
     f->fd = fd;
     f->write = true;
+    f->written = f->flushed = 0;
     *fh = slot;
     return MQB_OK;
 }
@@ -245,12 +246,24 @@ enum mqb_err fs_read(struct board_fs *fs, int fh, uint8_t *buf, size_t cap, size
     return MQB_OK;
 }
 
+// Writeback of a put's temporary file is started every this many bytes (sync_file_range),
+// so that the fsync at its commit has little left to wait for.
+#define WRITEBACK_STEP (4u << 20)
+
 enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t len) {
     struct fs_file *f = file_get(fs, fh);
     if (f == NULL || !f->write) {
         return MQB_ERR_STATE;
     }
-    return fs_write_fd(f->fd, buf, len);
+    enum mqb_err err = fs_write_fd(f->fd, buf, len);
+    f->written += err == MQB_OK ? len : 0;
+    if (err == MQB_OK && f->written - f->flushed >= WRITEBACK_STEP) {
+        // Asynchronous: starts the disk writes, waits for none (an error shows at fsync).
+        (void)sync_file_range(f->fd, (off_t)f->flushed, (off_t)(f->written - f->flushed),
+                              SYNC_FILE_RANGE_WRITE);
+        f->flushed = f->written;
+    }
+    return err;
 }
 
 enum mqb_err fs_write_fd(int fd, const uint8_t *buf, size_t len) {

@@ -19,7 +19,8 @@
 struct fs_file {
     int fd; // -1 when the slot is free
     bool write;
-    char tmp[PATH_MAX + 32]; // FS_TMP_DIR/put-XXXXXX beneath the root
+    uint64_t written, flushed; // bytes written; bytes whose writeback was started
+    char tmp[PATH_MAX + 32];   // FS_TMP_DIR/put-XXXXXX beneath the root
     char target[PATH_MAX];
 };
 

@@ -2,13 +2,15 @@
 # MicroPython-compatibility modules, the u-module aliases, sys.path and sys.implementation,
 # the names the original mqboard's programs expect in __main__ (sys, machine, log, watchdog),
 # and logging to the board's PREFIX/log topic.
-import sys, types, threading, traceback, importlib, importlib.abc, importlib.util, logging
+import sys, types, threading, traceback, importlib, importlib.util, logging
 import _mqb
 
 VERSION = _mqb.version()
 
 
-class _EmbeddedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+# Finders and loaders by their methods, not importlib.abc's classes: importing importlib.abc
+# pulls in importlib.resources, pathlib, tempfile, shutil, bz2, lzma (megabytes of memory).
+class _EmbeddedFinder:
     """Imports the modules built into mqrepld (uos, machine, watchdog, ...)."""
 
     def __init__(self, sources):
@@ -29,13 +31,27 @@ class _EmbeddedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 sys.meta_path.insert(0, _EmbeddedFinder(_mqb.sources()))
 
-# MicroPython's u-prefixed names for the standard modules.
-for _name in ("binascii", "collections", "errno", "hashlib", "heapq", "io", "json", "random",
-              "re", "select", "socket", "ssl", "struct", "zlib", "asyncio"):
-    try:
-        sys.modules.setdefault("u" + _name, importlib.import_module(_name))
-    except ImportError:
+class _AliasFinder:
+    """MicroPython's u-prefixed names for the standard modules (`import ujson` is json),
+    imported when first asked for: importing them all at start (asyncio, ssl, socket, ...)
+    cost the agent a third of its memory."""
+
+    NAMES = ("binascii", "collections", "errno", "hashlib", "heapq", "io", "json", "random",
+             "re", "select", "socket", "ssl", "struct", "zlib", "asyncio")
+
+    def find_spec(self, name, path, target=None):
+        if path is None and name[:1] == "u" and name[1:] in self.NAMES:
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(spec.name[1:])  # the standard module itself
+
+    def exec_module(self, module):
         pass
+
+
+sys.meta_path.insert(0, _AliasFinder())
 sys.modules["usys"] = sys
 
 # The board's module path: the root and /lib, as on a MicroPython board.

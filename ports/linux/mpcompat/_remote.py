@@ -6,7 +6,6 @@ import errno
 import io
 import json
 import threading
-import importlib.abc
 import importlib.util
 import _mqb
 
@@ -135,7 +134,7 @@ def open_remote(bpath, mode="r", buffering=-1, encoding=None, errors=None, newli
     return io.TextIOWrapper(buf, encoding or "utf-8", errors, newline)
 
 
-class RemoteFinder(importlib.abc.MetaPathFinder):
+class RemoteFinder:  # a meta path finder by its methods (see _board.py)
     """import finds modules and packages in /remote first, while it is mounted."""
 
     def find_spec(self, name, path=None, target=None):
@@ -158,7 +157,7 @@ class RemoteFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _RemoteLoader(importlib.abc.Loader):
+class _RemoteLoader:
     def __init__(self, file):
         self.file = file
 
