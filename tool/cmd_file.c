@@ -601,7 +601,12 @@ static int stream_down(struct tool *t, struct sink *k, bool ext, unsigned window
         struct reply r;
         int code = session_recv(s, -1, &r);
         code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
-        if (code == EXIT_OK && r.is_err) {
+        if (code == EXIT_OK && r.is_err && memmem(r.data, r.len, "is a directory", 14) != NULL) {
+            char *what = tool_escape(label);
+            tool_error(t, "%s is a directory on the board (get -r copies a tree)", what);
+            free(what);
+            code = EXIT_BOARD;
+        } else if (code == EXIT_OK && r.is_err) {
             code = report_board_error(t, &r);
         }
         enum mqb_err err = code == EXIT_OK ? mqb_seq_check(&seq, &r.hdr) : MQB_OK;

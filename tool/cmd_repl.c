@@ -239,8 +239,8 @@ int cmd_repl(struct tool *t, int argc, char **argv) {
         tool_leaving = 0;
         char *src = read_input(el, capture);
         if (src == NULL && tool_interrupted) {
-            fprintf(stderr, "KeyboardInterrupt\n");
-            continue; // Ctrl-C at the prompt drops the line
+            fprintf(stderr, "\nKeyboardInterrupt\n"); // on a line of its own, as Python does
+            continue;                                 // Ctrl-C at the prompt drops the line
         }
         if (src == NULL) {
             break;

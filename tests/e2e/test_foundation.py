@@ -118,7 +118,7 @@ def test_get_directory_is_an_error(board):
     (board.root / "d").mkdir()
     r = board.mqb("get", "d", check=False, text=True)
     assert r.returncode == 1
-    assert "is a directory" in r.stderr
+    assert "d is a directory on the board (get -r copies a tree)" in r.stderr  # as put's hint
 
 
 @pytest.mark.parametrize("path", ["../outside.txt", "a/../../outside.txt", "../../etc/passwd"])

@@ -154,6 +154,7 @@ def test_repl_history_across_sessions_and_ctrl_c_at_the_prompt(board, tmp_path):
         t.expect(b"dropped")  # echoed: typed, as a person types, before the Ctrl-C
         t.send(b"\x03")  # Ctrl-C at the prompt drops the line, the session goes on
         t.expect(b"KeyboardInterrupt")
+        assert b"\nKeyboardInterrupt" in t.seen  # on a line of its own (issue 20)
         t.expect(b">>> ")
         t.send(b"6 * 7\r")
         t.expect(b"42")
