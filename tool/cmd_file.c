@@ -11,6 +11,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "remote.h"
@@ -908,6 +909,37 @@ int cmd_cp(struct tool *t, int argc, char **argv) {
 
 // edit :FILE: the board's file in $VISUAL or $EDITOR (vi), put back (verified) if it changed.
 // A file that does not exist yet starts empty.
+// Runs $VISUAL or $EDITOR (vi) on path, through the shell so that an editor with arguments
+// works, the file name passed as "$1" (never parsed by the shell). EXIT_OK when it succeeded.
+static int run_editor(struct tool *t, const char *path) {
+    const char *editor = getenv("VISUAL") ? getenv("VISUAL") : getenv("EDITOR");
+    char *script = NULL;
+    if (asprintf(&script, "%s \"$1\"", editor != NULL && editor[0] ? editor : "vi") < 0) {
+        return EXIT_LOCAL;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", script, "sh", path, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    free(script);
+    if (pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return EXIT_OK;
+    }
+    if (pid > 0 && WIFEXITED(status)) {
+        tool_error(t, "the editor exited with status %d: the board's file is unchanged",
+                   WEXITSTATUS(status));
+    } else {
+        tool_error(t, "the editor %s: the board's file is unchanged",
+                   pid < 0 ? "could not be started" : "was killed by a signal");
+    }
+    return EXIT_LOCAL;
+}
+
 int cmd_edit(struct tool *t, int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: mqboard edit :FILE\n");
@@ -926,9 +958,16 @@ int cmd_edit(struct tool *t, int argc, char **argv) {
         return EXIT_LOCAL;
     }
     close(fd);
+    FILE *err = t->err;
+    t->err = fopen("/dev/null", "w"); // a missing file is a new one, not an error
     int code = get_file(t, remote, tmp);
+    fclose(t->err);
+    t->err = err;
     if (code == EXIT_BOARD) {
-        code = EXIT_OK; // a new file: start empty (a real board error shows again at the put)
+        code = EXIT_OK; // start empty (a real board error shows again at the put)
+        if (!t->opts.quiet) {
+            fprintf(t->err, "mqboard: %s: a new file\n", remote);
+        }
     }
     char before[SHA256_HEX + 1] = "", after[SHA256_HEX + 1] = "";
     FILE *f = code == EXIT_OK ? fopen(tmp, "rb") : NULL;
@@ -936,16 +975,7 @@ int cmd_edit(struct tool *t, int argc, char **argv) {
         file_sha256(f, before);
         fclose(f);
     }
-    const char *editor = getenv("VISUAL") ? getenv("VISUAL") : getenv("EDITOR");
-    char *cmd = NULL, *q = NULL;
-    if (code == EXIT_OK && asprintf(&q, "'%s'", tmp) >= 0 &&
-        asprintf(&cmd, "%s %s", editor != NULL && editor[0] ? editor : "vi", q) >= 0) {
-        int rc = system(cmd);
-        if (rc != 0) {
-            tool_error(t, "the editor exited with status %d: the board's file is unchanged", rc);
-            code = EXIT_LOCAL;
-        }
-    }
+    code = code == EXIT_OK ? run_editor(t, tmp) : code;
     f = code == EXIT_OK ? fopen(tmp, "rb") : NULL;
     if (f != NULL) {
         file_sha256(f, after);
@@ -958,7 +988,5 @@ int cmd_edit(struct tool *t, int argc, char **argv) {
     }
     unlink(tmp);
     free(tmp);
-    free(cmd);
-    free(q);
     return code;
 }

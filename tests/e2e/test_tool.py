@@ -380,6 +380,16 @@ def test_edit_and_aliases(board, tmp_path):
     env["EDITOR"] = f"sh -c 'echo fresh > \"$0\"'"
     subprocess.run(board.mqb_args("edit", ":fresh.txt"), env=env, check=True, timeout=60)
     assert (board.root / "fresh.txt").read_text() == "fresh\n"
+    # Issue 20: a new file is said as such (no error), an editor's exit status is its own,
+    # and a name with a quote is never parsed by the shell.
+    r = subprocess.run(board.mqb_args("edit", ":it's new.txt"), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "a new file" in r.stderr and "no such" not in r.stderr
+    assert (board.root / "it's new.txt").read_text() == "fresh\n"
+    env["EDITOR"] = "false"
+    r = subprocess.run(board.mqb_args("edit", ":conf.txt"), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 5 and "exited with status 1:" in r.stderr
     # Aliases from the config file, with the rest of the command line after them.
     cfg = tmp_path / "cfg/mqboard"
     cfg.mkdir(parents=True)
