@@ -140,6 +140,39 @@ class Watchdog:
             pass
 
 
+class _OpSock:
+    """umqtt.simple's socket, seen through: its wait_msg reads a packet's first byte, then
+    calls setblocking(True). That byte holds a PUBLISH's retain flag, which umqtt.simple does
+    not hand to the callback (and which we need: a retained command must never run)."""
+
+    def __init__(self, sock):
+        self.s, self.last, self.op = sock, None, 0
+
+    def read(self, n):
+        self.last = self.s.read(n)
+        return self.last
+
+    def setblocking(self, flag):
+        if flag and self.last:
+            self.op = self.last[0]
+        self.s.setblocking(flag)
+
+    def __getattr__(self, name):
+        return getattr(self.s, name)
+
+
+class _RetainClient(MQTTClient):
+    """umqtt.simple's client that can say whether the message in hand was retained."""
+
+    def connect(self, *args, **kwargs):
+        r = super().connect(*args, **kwargs)
+        self.sock = _OpSock(self.sock)
+        return r
+
+    def retained(self):
+        return isinstance(self.sock, _OpSock) and self.sock.op & 0xF1 == 0x31
+
+
 class Agent:
     def __init__(self):
         self.prefix = _setting("PREFIX")
@@ -177,7 +210,7 @@ class Agent:
         return json.dumps(st)
 
     def connect(self):
-        c = MQTTClient("mqb-" + self.boot_id, _setting("SERVER"), _setting("PORT"),
+        c = _RetainClient("mqb-" + self.boot_id, _setting("SERVER"), _setting("PORT"),
                        _setting("USER"), _setting("PASSWORD"), keepalive=30)
         c.set_callback(self.on_message)
         c.set_last_will(self.base + "status", self.status(False), retain=True, qos=1)
@@ -193,6 +226,8 @@ class Agent:
         c.publish(self.base + "status", self.status(True), retain=True, qos=1)
 
     def on_message(self, topic, msg):
+        if self.client.retained():
+            return  # a retained command would run at every boot (docs/protocol.md)
         if len(self.inbox) >= INBOX_MAX:
             return  # beyond the bound: a lost message fails its transfer, never the board
         self.inbox.append((topic.decode(), msg))

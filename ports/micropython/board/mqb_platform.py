@@ -1,5 +1,5 @@
 # The board-specific parts behind small objects, picked per port: files (atomic puts through a
-# temporary file and rename on the board's VFS), SHA-256, the OTA partition, RTC memory (the
+# temporary file and rename on the board's VFS, recovered at start on FAT), SHA-256, the OTA partition, RTC memory (the
 # safe-mode switch), the hardware watchdog, and resets. The mqb engine calls the first three.
 import os
 import sys
@@ -26,13 +26,71 @@ def _env(name, default=None):
     return v if v else default
 
 
+# Puts under way live in TMP_DIR (on the root filesystem, or at the top of the mounted
+# filesystem that holds the target, e.g. /sd/.mqb-tmp): no user file is ever there.
+TMP_DIR = ".mqb-tmp"
+COMMIT = "/.mqb-tmp/commit"  # the commit record of a FAT replace (see Files.close)
+
+
+def _fs_top(d):
+    """"" for the root filesystem, else "/<name>" when d lies on another mounted filesystem
+    (its statvfs differs from the root's), so that a temporary and its target share one."""
+    top = "/" + d.strip("/").split("/")[0] if d.strip("/") else ""
+    try:
+        if top and os.statvfs(top) != os.statvfs("/"):
+            return top
+    except OSError:
+        pass
+    return ""
+
+
+def recover():
+    """At start, before anything else touches the files: finishes (or forgets) a replace that
+    a reset or power cut interrupted, and removes the temporaries of puts that were under way
+    (they can never be committed)."""
+    try:
+        with open(COMMIT) as c:
+            rec = c.read()
+        lines = rec.split("\n")
+        if len(lines) == 3 and lines[2] == "" and lines[0] and lines[1]:
+            tmp, target = lines[0], lines[1]
+            try:
+                os.stat(tmp)  # still there: the old file may be gone, the new one is whole
+                try:
+                    os.remove(target)
+                except OSError:
+                    pass
+                os.rename(tmp, target)
+            except OSError:
+                pass  # the rename had happened
+        os.remove(COMMIT)
+    except OSError:
+        pass  # no record: nothing was half replaced
+    for top in [""] + ["/" + n for n in os.listdir("/")]:
+        d = top + "/" + TMP_DIR
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                os.remove(d + "/" + n)
+            except OSError:
+                pass
+
+
 class Files:
-    """What the engine needs of the filesystem. A put writes <dir>/.mqbput<n>.tmp and renames
-    it over the target only on commit, so a failed put never damages the old file."""
+    """What the engine needs of the filesystem. A put writes a temporary file in TMP_DIR and
+    renames it over the target only on commit, so a failed put never damages the old file.
+    On LittleFS (and POSIX) the rename replaces the target atomically. FAT cannot rename over
+    a file: there a commit record (COMMIT: the temporary's and the target's names) is written
+    first, then the target removed and the temporary renamed; a power cut in between leaves
+    the record, and recover() finishes the rename at the next start."""
 
     def __init__(self):
         self.tmp = {}
         self.n = 0
+        recover()
 
     def open_read(self, path):
         st = os.stat(path)
@@ -51,8 +109,10 @@ class Files:
                 raise
         d = path.rsplit("/", 1)[0] if "/" in path else ""
         self._makedirs(d)
+        tmp_dir = _fs_top(d) + "/" + TMP_DIR
+        self._makedirs(tmp_dir)
         self.n += 1
-        tmp = "%s/.mqbput%d.tmp" % (d, self.n) if d else ".mqbput%d.tmp" % self.n
+        tmp = "%s/put%d" % (tmp_dir, self.n)
         f = open(tmp, "wb")
         self.tmp[id(f)] = (tmp, path)
         return f
@@ -79,10 +139,17 @@ class Files:
             os.remove(tmp)
             return
         try:
-            os.remove(target)  # FAT cannot rename over a file
-        except OSError:
-            pass
+            os.rename(tmp, target)  # LittleFS, POSIX: an atomic replace
+            return
+        except OSError as e:
+            if e.args[0] != 17:  # EEXIST is FAT's answer; anything else fails the put
+                os.remove(tmp)
+                raise
+        with open(COMMIT, "w") as c:
+            c.write(tmp + "\n" + target + "\n")
+        os.remove(target)
         os.rename(tmp, target)
+        os.remove(COMMIT)
 
     def sha256(self):
         return hashlib.sha256()
