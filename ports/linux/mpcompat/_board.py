@@ -182,6 +182,9 @@ def run(src, g, original=False):
     None, whether it ran as statements)."""
     is_exec = False
     sys.stdin.reset()
+    # Files put since the last eval (a new /lib, say) are importable now: the import system
+    # forgets directories it found missing or unchanged.
+    importlib.invalidate_caches()
     try:
         if original:
             r = _run_original(src, g)
