@@ -273,3 +273,16 @@ def test_a_power_cut_during_puts_never_loses_the_file(broker, tmp_path):
         assert digest in (hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest())
         assert b.out("eval", "len(__import__('os').listdir('/.mqb-tmp'))") == "0\n"
     b.stop()
+
+
+def test_the_host_is_out_of_the_boards_reach(mp, tmp_path):
+    """Issue 18: the unix launcher mounted the host's / at /host, so `ls -r /` failed on it and
+    an rm -r of the board could reach the host. The emulated RTC memory and flash are now
+    reached through a VfsPosix that is never mounted."""
+    assert mp.out("eval", "sorted(__import__('os').listdir('/'))").find("host") < 0
+    r = mp.mqb("ls", "-R", "/")
+    assert r.returncode == 0 and "host" not in r.stdout
+    image = tmp_path / "fw.bin"
+    image.write_bytes(os.urandom(20000))
+    assert "boots at the next reset" in mp.out("ota", str(image))  # the flash is still there
+    assert (tmp_path / "ota" / "slot1").read_bytes() == image.read_bytes()

@@ -15,9 +15,10 @@ except (ImportError, AttributeError):
     IOBase = object
 
 UNIX = sys.platform not in ("esp32", "rp2")
-# On the unix port (mqb_unix.py) the board's filesystem is mounted at "/" and the host's at
-# HOST, where the emulated RTC memory and OTA partitions live.
-HOST = "/host"
+# On the unix port (mqb_unix.py) the board's filesystem is mounted at "/"; the host's files
+# (the emulated RTC memory and OTA partitions) are reached through HOSTFS, a VfsPosix that
+# is never mounted: no board listing, tree walk or rm can reach the host.
+HOSTFS = None
 
 
 def _env(name, default=None):
@@ -160,27 +161,27 @@ class UnixOta:
     in a host directory (MQB_OTA_DIR)."""
 
     def __init__(self, root):
-        self.root = HOST + root
+        self.root = root
 
     def _running(self):
         try:
-            with open(self.root + "/running") as f:
+            with HOSTFS.open(self.root + "/running", "r") as f:
                 return int(f.read())
         except (OSError, ValueError):
             return 0
 
     def open(self):
         self.slot = 1 - self._running()
-        return open("%s/slot%d.new" % (self.root, self.slot), "wb")
+        return HOSTFS.open("%s/slot%d.new" % (self.root, self.slot), "wb")
 
     def close(self, f, commit):
         f.close()
         new = "%s/slot%d.new" % (self.root, self.slot)
         if not commit:
-            os.remove(new)
+            HOSTFS.remove(new)
             return
-        os.rename(new, "%s/slot%d" % (self.root, self.slot))
-        with open(self.root + "/boot", "w") as b:
+        HOSTFS.rename(new, "%s/slot%d" % (self.root, self.slot))
+        with HOSTFS.open(self.root + "/boot", "w") as b:
             b.write("%d new" % self.slot)
 
     def mark_valid(self):
@@ -243,7 +244,7 @@ class Platform(Files):
 def rtc_read():
     if UNIX:
         try:
-            with open(HOST + _env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "rb") as f:
+            with HOSTFS.open(_env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "rb") as f:
                 return f.read()
         except OSError:
             return b""
@@ -253,7 +254,7 @@ def rtc_read():
 
 def rtc_write(data):
     if UNIX:
-        with open(HOST + _env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "wb") as f:
+        with HOSTFS.open(_env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "wb") as f:
             f.write(data)
         return
     import machine

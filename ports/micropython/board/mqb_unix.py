@@ -54,10 +54,9 @@ def mount():
     except OSError:
         os.VfsLfs2.mkfs(dev)
         vfs = os.VfsLfs2(dev)
-    host = os.VfsPosix()
+    mqb_platform.HOSTFS = os.VfsPosix()  # the emulated RTC memory and flash: never mounted
     os.umount("/")
     os.mount(vfs, "/")
-    os.mount(host, mqb_platform.HOST)  # the emulated RTC memory and flash partitions
     os.chdir("/")
     sys.path[:] = ["", "/lib", ".frozen"]
 
