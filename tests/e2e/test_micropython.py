@@ -286,3 +286,14 @@ def test_the_host_is_out_of_the_boards_reach(mp, tmp_path):
     image.write_bytes(os.urandom(20000))
     assert "boots at the next reset" in mp.out("ota", str(image))  # the flash is still there
     assert (tmp_path / "ota" / "slot1").read_bytes() == image.read_bytes()
+
+
+def test_what_imported_code_prints_reaches_the_host(mp, tmp_path):
+    """Issue 18: only the eval's own print reached mqboard; an imported module's print went
+    to the board's console (`mqboard run main.py` on a real project showed almost nothing)."""
+    mod = tmp_path / "chatty.py"
+    mod.write_text("print('imported and talking')\ndef hello():\n    print('hello', 42)\n")
+    mp.mqb("put", str(mod), "/lib/chatty.py")
+    r = mp.mqb("exec", "import chatty\nchatty.hello()")
+    assert r.stdout == "imported and talking\nhello 42\n"
+    assert mp.out("exec", "chatty.hello()") == "hello 42\n"  # each eval captures its own

@@ -8,6 +8,7 @@ import time
 
 import mqb
 import mqb_platform as plat
+from mqb_platform import IOBase
 import mqb_settings as cfg
 from umqtt.simple import MQTTClient
 
@@ -40,6 +41,45 @@ def _hex(n):
 
 def _ticks():
     return time.ticks_ms()
+
+
+class _TermStream(IOBase):
+    """What the firmware writes to its terminal while an eval runs, for os.dupterm."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, data):
+        self.out.write(bytes(data))
+        return len(data)
+
+    def readinto(self, buf):
+        return None  # no keyboard here: input() comes from the host (reply/ask)
+
+    def ioctl(self, op, arg):
+        return 0
+
+
+def _capture(out):
+    """Sends all an eval prints to its host, not to the board's console: print is replaced in
+    builtins (every module's print, not only the eval's own); where the firmware has
+    os.dupterm (ESP32, RP2, STM32) the terminal is duplicated too (sys.stdout.write, and
+    tracebacks a module prints itself). Returns the function that undoes it."""
+    import builtins
+    saved = builtins.print
+    try:
+        builtins.print = out.print
+    except (AttributeError, TypeError):
+        saved = None  # a firmware whose builtins cannot be overridden: __main__'s print only
+    dupterm = getattr(os, "dupterm", None)
+    old = dupterm(_TermStream(out), 1) if dupterm is not None else None
+
+    def restore():
+        if saved is not None:
+            builtins.print = saved
+        if dupterm is not None:
+            dupterm(old, 1)
+    return restore
 
 
 class Output:
@@ -357,6 +397,7 @@ class Agent:
         g["print"] = out.print
         g["input"] = self.input_for(eid, out)
         error = None
+        restore = _capture(out)
         try:
             try:
                 code, expr = compile(src, "<stdin>", "eval"), True
@@ -371,6 +412,7 @@ class Agent:
             sys.print_exception(e, s)
             error = s.getvalue()
         finally:
+            restore()
             if saved is None:
                 g.pop("print", None)
             else:
