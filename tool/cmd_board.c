@@ -262,7 +262,17 @@ int cmd_rtc(struct tool *t, int argc, char **argv) {
         code = EXIT_BOARD;
     }
     if (code == EXIT_OK) {
-        fprintf(t->out, "%04d-%02d-%02d %02d:%02d:%02d\n", v[0], v[1], v[2], v[3], v[4], v[5]);
+        char iso[32];
+        snprintf(iso, sizeof(iso), "%04d-%02d-%02dT%02d:%02d:%02d", v[0], v[1], v[2], v[3], v[4],
+                 v[5]);
+        iso[10] = t->opts.json ? 'T' : ' ';
+        if (t->opts.json) { // the board's clock (its local time, no zone: it keeps none)
+            t->result = cJSON_CreateObject();
+            cJSON_AddStringToObject(t->result, "datetime", iso);
+            cJSON_AddBoolToObject(t->result, "set", set);
+        } else {
+            fprintf(t->out, "%s\n", iso);
+        }
         struct tm b = {.tm_year = v[0] - 1900,
                        .tm_mon = v[1] - 1,
                        .tm_mday = v[2],

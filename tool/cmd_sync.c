@@ -2,6 +2,7 @@
 // differs. Two forms: `sync SPEC` (the original mqsync specification format) and
 // `sync LOCALDIR REMOTEDIR` (a tree, with --delete for extras).
 #define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -366,6 +367,15 @@ int cmd_sync(struct tool *t, int argc, char **argv) {
         fprintf(t->out, "%s%u put, %u removed, %u unchanged, %u skipped",
                 o.dry_run ? "(dry run) " : "", o.put, o.removed, o.same, o.skipped);
         fprintf(t->out, o.failed > 0 ? ", %u failed\n" : "\n", o.failed);
+        if (t->opts.json) { // the counts as numbers (the lines above are in "output")
+            t->result = cJSON_CreateObject();
+            cJSON_AddBoolToObject(t->result, "dry_run", o.dry_run);
+            cJSON_AddNumberToObject(t->result, "put", o.put);
+            cJSON_AddNumberToObject(t->result, "removed", o.removed);
+            cJSON_AddNumberToObject(t->result, "unchanged", o.same);
+            cJSON_AddNumberToObject(t->result, "skipped", o.skipped);
+            cJSON_AddNumberToObject(t->result, "failed", o.failed);
+        }
     }
     return code;
 }

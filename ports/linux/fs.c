@@ -248,7 +248,7 @@ enum mqb_err fs_read(struct board_fs *fs, int fh, uint8_t *buf, size_t cap, size
 
 // Writeback of a put's temporary file is started every this many bytes (sync_file_range),
 // so that the fsync at its commit has little left to wait for.
-#define WRITEBACK_STEP (4u << 20)
+#define WRITEBACK_STEP (1u << 20)
 
 enum mqb_err fs_write(struct board_fs *fs, int fh, const uint8_t *buf, size_t len) {
     struct fs_file *f = file_get(fs, fh);

@@ -503,6 +503,8 @@ def test_rtc_and_tree_sizes(board):
     assert abs((board_time - datetime.datetime.now()).total_seconds()) < 5
     assert board.mqb("rtc", "--set").returncode == 0
     assert board.mqb("rtc", "--bogus", check=False).returncode == 2
+    doc = json.loads(board.out("--json", "rtc"))  # issue 20: rtc and sync have JSON forms
+    assert datetime.datetime.strptime(doc["result"]["datetime"], "%Y-%m-%dT%H:%M:%S")
     (board.root / "d").mkdir()
     (board.root / "d/f.bin").write_bytes(b"x" * 2048)
     assert "|-- f.bin [2.0K]" in board.out("tree", "-s", "/d")
@@ -557,6 +559,9 @@ def test_sync_onto_a_file_does_nothing_and_the_summary_counts_what_happened(boar
     (board.root / "app" / "a.py").mkdir()  # a directory where the file goes
     r = board.mqb("sync", f"{app}/", "/app", check=False, text=True)
     assert r.returncode == 1 and "0 put" in r.stdout and "1 failed" in r.stdout
+    r = board.mqb("--json", "sync", f"{app}/", "/app2", text=True)
+    doc = json.loads(r.stdout)["result"]
+    assert doc["put"] == 1 and doc["failed"] == 0 and doc["dry_run"] is False
 
 
 def test_mip_packages_cannot_reach_the_admins_disk_or_network(board, tmp_path):
