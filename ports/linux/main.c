@@ -2,6 +2,7 @@
 // (--config, `key = value` lines named as the long options), then MQREPLD_* variables, then
 // the command line; all through one table.
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stddef.h>
@@ -72,13 +73,24 @@ static void usage(FILE *f) {
     fprintf(f, "usage: mqrepld [options]\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];
-        char opt[48];
-        snprintf(opt, sizeof(opt), "%s%c%s--%s%s", s->short_opt ? "-" : "",
-                 s->short_opt ? s->short_opt : ' ', s->short_opt ? ", " : "  ", s->name,
-                 s->kind == BOOL ? "" : " X");
-        fprintf(f, "  %-26s %s%s\n", opt, s->help, s->kind == BOOL ? " (--no-NAME: off)" : "");
+        char opt[64], arg[32] = "";
+        if (s->kind != BOOL) { // the value's name: the name's last word ("--rtc-file FILE")
+            const char *w = strrchr(s->name, '-') != NULL ? strrchr(s->name, '-') + 1 : s->name;
+            size_t k = 0;
+            for (; w[k] != '\0' && k + 2 < sizeof(arg); k++) {
+                arg[k + 1] = (char)toupper((unsigned char)w[k]);
+            }
+            arg[0] = ' ';
+            arg[k + 1] = '\0';
+        }
+        if (s->short_opt) {
+            snprintf(opt, sizeof(opt), "-%c, --%s%s", s->short_opt, s->name, arg);
+        } else {
+            snprintf(opt, sizeof(opt), "    --%s%s", s->name, arg);
+        }
+        fprintf(f, "  %-28s %s%s\n", opt, s->help, s->kind == BOOL ? " (--no-NAME: off)" : "");
     }
-    fprintf(f, "  %-26s %s\n  %-26s %s\n  %-26s %s\n  %-26s %s\n", "    --config FILE",
+    fprintf(f, "  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n", "    --config FILE",
             "settings file: 'name = value' lines", "-v, --verbose", "log each command",
             "-V, --version", "print the version", "-h, --help", "this help");
     fprintf(f, "Every setting is also read from MQREPLD_NAME (e.g. MQREPLD_PREFIX).\n");

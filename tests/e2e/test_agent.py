@@ -337,3 +337,14 @@ def test_errors_name_the_boards_path_not_the_hosts(board):
         assert root not in r.stderr and "-> None" not in r.stderr, r.stderr
     r = board.mqb("exec", "open('/nope')", check=False, text=True)
     assert "No such file or directory: '/nope'" in r.stderr
+
+
+def test_mqrepld_help_is_aligned():
+    """Issue 20: a line of mqrepld --help was misaligned; each option names its value."""
+    out = subprocess.run([str(BIN / "mqrepld"), "--help"], capture_output=True, text=True,
+                         timeout=30).stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("  -") or ln.startswith("      --")]
+    assert len(lines) > 20
+    for ln in lines:
+        assert ln[29:31] == "  " and ln[31] != " ", ln  # descriptions in one column
+    assert "--rtc-file FILE " in out and " X " not in out
