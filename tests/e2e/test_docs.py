@@ -111,12 +111,11 @@ def test_readme_plain_mqtt_example(docs):
     block = text.split("### Plain MQTT, no tool at all", 1)[1].split("```sh", 1)[1]
     block = block.split("```", 1)[0].strip().splitlines()
     sub_line, pub_line, want = block[0], block[1], block[2]
-    port = env["MQBOARD_PORT"]
-    fix = lambda l: l.replace("-p 1883", f"-p {port}").replace("demo/board", b.prefix)
-    sub = subprocess.Popen(["bash", "-c", fix(sub_line).rstrip("& ") + " -C 1"],
+    env = dict(env, MQBOARD_PREFIX=b.prefix)  # as the demo's .demo/env sets them
+    sub = subprocess.Popen(["bash", "-c", sub_line.rstrip("& ") + " -C 1"], env=env,
                            stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
-    subprocess.run(["bash", "-c", fix(pub_line)], check=True)
+    subprocess.run(["bash", "-c", pub_line], check=True, env=env)
     out, _ = sub.communicate(timeout=20)
     assert out.strip() == want
 
