@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from conftest import BIN, BROKER, Board, Broker, board_files, stop
+from conftest import BIN, BROKER, REPO, Board, Broker, board_files, stop
+
+REPO_DIST = REPO / "dist"
 
 HOSTILE = "it's a \"quoted\" name \\ with spaces.txt"
 
@@ -627,3 +629,22 @@ def test_misplaced_and_mistyped_options_get_one_line_and_a_hint(board):
                        text=True, timeout=30)
     assert r.returncode == 2 and "did you mean --prefix?" in r.stderr
     assert len(r.stderr.splitlines()) <= 3 and "commands:" not in r.stderr
+
+
+def test_bash_completion_works_without_the_bash_completion_package(tmp_path):
+    """Issue 20: the completion used bash-completion's helpers and silently did nothing
+    without that package; in plain bash it now completes commands, options and files."""
+    (tmp_path / "hello.py").write_text("")
+    script = REPO_DIST / "mqboard.bash-completion"
+    def complete(*words):
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c",
+                            f"source {script}; declare -F _init_completion && exit 9; "
+                            f"COMP_WORDS=({' '.join(words)}); COMP_CWORD={len(words) - 1}; "
+                            "_mqboard; echo ${COMPREPLY[@]}"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+    assert complete("mqboard", "ev") == ["eval"]
+    assert "--no-stdin" in complete("mqboard", "--no-")
+    assert complete("mqboard", "put", "hel") == ["hello.py"]
+    assert complete("mqboard", "reset", "--s") == ["--safe", "--soft"]
