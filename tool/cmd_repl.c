@@ -155,13 +155,33 @@ static ssize_t tee_write(void *cookie, const char *buf, size_t len) {
 }
 
 // Reads one complete input (several lines for a block). NULL at end of input.
+// True when line starts a compound statement (if, for, def, ...; a decorator): as in
+// CPython's and MicroPython's REPLs it goes on until an empty line, even when its body is on
+// the same line (`if x: print(1)` may be followed by `else:`).
+static bool compound(const char *line) {
+    static const char *const words[] = {"if",    "for",  "while", "def",
+                                        "class", "with", "try",   "async"};
+    line += strspn(line, " \t");
+    if (line[0] == '@') {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        size_t n = strlen(words[i]);
+        if (strncmp(line, words[i], n) == 0 &&
+            (line[n] == ' ' || line[n] == ':' || line[n] == '(' || line[n] == '\t')) {
+            return strchr(line, ':') != NULL;
+        }
+    }
+    return false;
+}
+
 static char *read_input(const struct editline *el, FILE *capture) {
     char *line = el->readline(">>> ");
     if (line == NULL) {
         return NULL;
     }
     char *src = line;
-    bool block = false;
+    bool block = compound(line);
     while (incomplete(src, block)) {
         size_t n = strlen(src);
         block |= n > 0 && src[n - 1] == ':';

@@ -280,11 +280,12 @@ def test_a_board_that_dies_mid_command_is_known_at_once(board):
 def test_repl_piped(board, tmp_path):
     cap = tmp_path / "cap.txt"
     src = ("x = 41\nx + 1\ndef f(a):\n    return a * 2\n\nf(21)\n"
-           "for i in range(2):\n    print(i)\n\n(1,\n 2)\n1/0\n'still here'\n")
+           "for i in range(2):\n    print(i)\n\n(1,\n 2)\n1/0\n'still here'\n"
+           "if x == 0: print('zero')\nelse: print('not zero')\n\n")
     r = subprocess.run(board.mqb_args("repl", "--capture", str(cap)), input=src,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "42\n42\n0\n1\n(1, 2)\n'still here'\n"
+    assert r.stdout == "42\n42\n0\n1\n(1, 2)\n'still here'\nnot zero\n"
     assert "ZeroDivisionError" in r.stderr
     assert ">>> def f(a):" in cap.read_text() and "(1, 2)" in cap.read_text()
 

@@ -194,7 +194,9 @@ def test_repl_continuation_tab_of_a_new_name_and_ctrl_c_in_a_busy_loop(board, tm
         t.send(b"\r")
         t.expect(b"42")
         t.expect(b">>> ")
-        t.send(b"while True: pass\r")  # complete on one line: it runs at once
+        t.send(b"while True: pass\r")  # a compound statement goes on until an empty line,
+        t.expect(b"... ")                # as in CPython's and MicroPython's REPLs
+        t.send(b"\r")
         time.sleep(1)
         os.write(t.fd, b"\x03")  # Ctrl-C interrupts the busy loop on the board
         t.expect(b"KeyboardInterrupt")
