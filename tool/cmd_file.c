@@ -859,11 +859,16 @@ static int board_copy(struct tool *t, const char *src, const char *dst) {
 // cp with mpremote's ':' marking board paths: cp main.py :, cp -r lib :, cp :a.py :b.py,
 // cp :log.txt . Copies to the board are verified puts, from it verified gets.
 int cmd_cp(struct tool *t, int argc, char **argv) {
-    bool recursive = argc > 1 && strcmp(argv[1], "-r") == 0;
-    argc -= recursive;
-    argv += recursive;
+    // -r: trees; -f (mpremote's "copy even if unchanged"): every copy is made anyway.
+    bool recursive = false;
+    while (argc > 1 && argv[1][0] == '-' && argv[1][1] != '\0' &&
+           strspn(argv[1] + 1, "rf") == strlen(argv[1] + 1)) {
+        recursive |= strchr(argv[1], 'r') != NULL;
+        argc--;
+        argv++;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: mqboard cp [-r] SRC... DST   (':' marks a board path: "
+        fprintf(stderr, "usage: mqboard cp [-rf] SRC... DST   (':' marks a board path: "
                         "cp main.py :, cp :log.txt .)\n");
         return EXIT_USAGE;
     }

@@ -169,8 +169,8 @@ static int per_path(struct tool *t, const char *what, const char *fmt, int argc,
 }
 
 int cmd_rm(struct tool *t, int argc, char **argv) {
-    bool f[2] = {false, false}; // -r, -f
-    int i = parse_flags(argc, argv, "rf", f, "rm [-rf] PATH...", 1);
+    bool f[3] = {false, false, false}; // -r, -f, -v
+    int i = parse_flags(argc, argv, "rfv", f, "rm [-rfv] PATH...", 1);
     if (i < 0) {
         return EXIT_USAGE;
     }
@@ -204,7 +204,13 @@ int cmd_rm(struct tool *t, int argc, char **argv) {
                                "except OSError as e:_err(e,%s)\n"
                                "del _rm\n";
     const char *prog = f[0] ? (f[1] ? tree_f : tree) : (f[1] ? plain_f : plain);
-    return per_path(t, "rm", prog, argc, argv, i);
+    int code = per_path(t, "rm", prog, argc, argv, i);
+    for (int k = i; code == EXIT_OK && f[2] && k < argc; k++) { // -v: say what went
+        char *shown_path = tool_escape(argv[k]);
+        fprintf(t->out, "removed '%s'\n", shown_path);
+        free(shown_path);
+    }
+    return code;
 }
 
 int cmd_mkdir(struct tool *t, int argc, char **argv) {

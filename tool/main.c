@@ -65,12 +65,12 @@ static const struct command commands[] = {
      eval_details},
     {"put", cmd_put, "[-r] LOCAL... REMOTE", "copy files (trees with -r) to the board", NULL},
     {"get", cmd_get, "[-r] REMOTE [LOCAL|-]", "copy a file (tree with -r) from the board", NULL},
-    {"cp", cmd_cp, "[-r] SRC... DST", "copy files; ':' marks board paths (cp main.py :)", NULL},
+    {"cp", cmd_cp, "[-rf] SRC... DST", "copy files; ':' marks board paths (cp main.py :)", NULL},
     {"cat", cmd_cat, "REMOTE...", "print board files", NULL},
     {"ls", cmd_ls, "[-lrRa] [DIR]", "list a board directory (-r/-R: recursive)", NULL},
     {"tree", cmd_tree, "[-s] [DIR]", "show a board directory tree (-s: with sizes)", NULL},
-    {"rm", cmd_rm, "[-rf] PATH...", "remove board files (trees with -r; -f: missing is fine)",
-     NULL},
+    {"rm", cmd_rm, "[-rfv] PATH...",
+     "remove board files (trees with -r; -f: missing is fine; -v: say each)", NULL},
     {"edit", cmd_edit, ":FILE", "edit a board file in $EDITOR; put back if it changed", NULL},
     {"touch", cmd_touch, "FILE...", "create empty board files (existing ones stay)", NULL},
     {"mkdir", cmd_mkdir, "[-p] DIR...", "create board directories", NULL},
@@ -145,6 +145,9 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < NCOMMANDS; i++) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
+    fprintf(f, "\nmpremote's habits: mqboard alone (on a terminal) is repl; fs CMD is CMD (fs ls,\n"
+               "fs cp, fs cat, ...); fs hashfile and hashfile are sha256sum; soft-reset is\n"
+               "reset --soft; cp -f, rm -v; ':' marks board paths; a lone '+' chains commands.\n");
     fprintf(f, "\nSettings: $XDG_CONFIG_HOME/mqboard/config (key = value, [NAME] profiles), then\n"
                "MQBOARD_SERVER, MQBOARD_PORT, MQBOARD_PREFIX, MQBOARD_TIMEOUT, MQBOARD_USERNAME,\n"
                "MQBOARD_PASSWORD, MQBOARD_PSK_IDENTITY, MQBOARD_PSK, MQBOARD_BOARD, then options.\n"
@@ -186,17 +189,29 @@ static void strip_board_marks(const char *cmd, int argc, char **argv) {
     }
 }
 
+// mpremote's spellings, for fingers that know it (after the user's own aliases): `fs` before a
+// file command, `fs hashfile`, `soft-reset`.
+static const char *const mpremote_names[][2] = {
+    {"soft-reset", "reset --soft"},
+    {"hashfile", "sha256sum"},
+};
+
 static const char *alias_of(const struct tool_opts *o, const char *name) {
     for (int i = 0; i < o->naliases; i++) {
         if (strcmp(o->alias_name[i], name) == 0) {
             return o->alias_value[i];
         }
     }
+    for (size_t i = 0; i < sizeof(mpremote_names) / sizeof(mpremote_names[0]); i++) {
+        if (strcmp(mpremote_names[i][0], name) == 0) {
+            return mpremote_names[i][1];
+        }
+    }
     return NULL;
 }
 
 static bool known(const struct tool_opts *o, const char *name) {
-    return find_command(name) != NULL || alias_of(o, name) != NULL;
+    return find_command(name) != NULL || alias_of(o, name) != NULL || strcmp(name, "fs") == 0;
 }
 
 enum {
@@ -277,6 +292,15 @@ static void hint_misplaced_option(int argc, char **argv) {
 // Runs one command (argv[0] its name, or an alias whose words, split as the shell would but
 // without running anything, take its place before the rest of the arguments).
 static int run_one(struct tool *t, int argc, char **argv) {
+    if (strcmp(argv[0], "fs") == 0) { // mpremote's `fs ls`, `fs cp`, ...: the command itself
+        if (argc < 2 || !known(&t->opts, argv[1]) || strcmp(argv[1], "fs") == 0) {
+            fprintf(stderr, "usage: mqboard fs ls|cat|cp|rm|mkdir|rmdir|touch|tree|"
+                            "sha256sum|hashfile ...\n");
+            return EXIT_USAGE;
+        }
+        argc--;
+        argv++;
+    }
     const char *alias = alias_of(&t->opts, argv[0]);
     wordexp_t w;
     char **av = argv;
@@ -828,7 +852,12 @@ int main(int argc, char **argv) {
     if (first < 0) {
         return EXIT_USAGE;
     }
-    if (first >= argc) {
+    static char *repl_argv[] = {"mqboard", "repl", NULL};
+    if (first >= argc && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+        argc = 2; // no command on a terminal: a repl, as mpremote starts one
+        argv = repl_argv;
+        first = 1;
+    } else if (first >= argc) {
         usage(stderr);
         return EXIT_USAGE;
     }

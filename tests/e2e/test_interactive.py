@@ -367,3 +367,36 @@ def test_mount_fifo_and_a_racing_symlink_swap(board, local, tmp_path):
         stop_swap.write_text("")
         swapper.wait(timeout=10)
     assert "SECRET" not in r.stdout, r.stdout
+
+
+def test_mpremote_habits(board, tmp_path):
+    """Issue 20: what a MicroPython user's fingers type, from mpremote."""
+    (board.root / "a.txt").write_text("alpha\n")
+    assert "a.txt" in board.out("fs", "ls", "/")
+    assert board.out("fs", "cat", "/a.txt") == "alpha\n"
+    sha = board.out("sha256sum", "/a.txt")
+    assert board.out("fs", "hashfile", "/a.txt") == sha == board.out("hashfile", "/a.txt")
+    local = tmp_path / "b.txt"
+    local.write_text("beta\n")
+    board.mqb("fs", "cp", "-f", str(local), ":b.txt")
+    assert (board.root / "b.txt").read_text() == "beta\n"
+    assert board.out("rm", "-v", "/b.txt") == "removed '/b.txt'\n"
+    boot = board.status()["boot_id"]
+    assert board.out("soft-reset", "+", "eval", "1+1") == "2\n"  # waits until it is back
+    assert board.status()["boot_id"] != boot and board.status()["reset_cause"] == "soft"
+    assert board.mqb("fs", "bogus", check=False).returncode == 2
+    assert "soft-reset is" in board.out("--help")
+    # mqboard alone on a terminal is a repl, as mpremote.
+    t = Pty(board.mqb_args(), tmp_path)
+    try:
+        t.expect(b">>> ")
+        t.send(b"6 * 7\r")
+        t.expect(b"42")
+        t.expect(b">>> ")
+        t.send(b"\x04")
+        assert t.wait() == 0
+    finally:
+        t.close()
+    r = subprocess.run(board.mqb_args(), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=30)
+    assert r.returncode == 2  # not on a terminal: the usage, no repl reading a pipe
