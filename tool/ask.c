@@ -72,13 +72,17 @@ void ask_stdin_ready(struct session *s) {
 // O_NOFOLLOW (no symlink is followed at all). Writes open the last name with O_NOFOLLOW and
 // O_NONBLOCK and accept only regular files (a FIFO never blocks mqboard).
 
-// Opens rel (relative, no "..": checked by the caller) beneath dirfd.
-static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
+// Opens rel (relative, no "..": checked by the caller) beneath dirfd. unsafe (mount -l, as
+// mpremote's --unsafe-links): symlinks may lead out of the directory.
+static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode, bool unsafe) {
     struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
                            .mode = (flags & O_CREAT) ? mode : 0,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+                           .resolve = RESOLVE_NO_MAGICLINKS | (unsafe ? 0 : RESOLVE_BENEATH)};
     if (rel[0] == '\0') {
         rel = ".";
+    }
+    if (unsafe) {
+        return openat(dirfd, rel, flags | O_CLOEXEC, mode);
     }
     long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
     if (fd >= 0 || errno != ENOSYS) {
@@ -126,14 +130,14 @@ static int relative(const char *path, char *buf, size_t cap, const char **rel) {
 }
 
 // The parent directory of rel (opened beneath the mount) and rel's last name; an errno.
-static int open_parent(int root, char *rel, int *dirfd, const char **name) {
+static int open_parent(int root, char *rel, int *dirfd, const char **name, bool unsafe) {
     if (rel[0] == '\0') {
         return EPERM; // the mounted directory itself is never removed or replaced
     }
     char *slash = strrchr(rel, '/');
     if (slash != NULL) {
         *slash = '\0';
-        *dirfd = open_beneath(root, rel, O_PATH | O_DIRECTORY, 0);
+        *dirfd = open_beneath(root, rel, O_PATH | O_DIRECTORY, 0, unsafe);
         *slash = '/';
         *name = slash + 1;
     } else {
@@ -176,7 +180,7 @@ static void serve_list(struct session *s, const char *to, unsigned long n, int f
     while ((e = readdir(d)) != NULL) {
         int f = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0
                     ? -1
-                    : open_beneath(dirfd(d), e->d_name, O_PATH, 0);
+                    : open_beneath(dirfd(d), e->d_name, O_PATH, 0, s->mount_unsafe);
         bool ok = f >= 0 && fstat(f, &st) == 0;
         if (f >= 0) {
             close(f);
@@ -209,7 +213,7 @@ static void serve_find(struct session *s, const char *to, unsigned long n, int r
     struct stat st;
     for (size_t i = 0; i < 2; i++) {
         snprintf(cand, sizeof(cand), "%s%s", rel, kinds[i][0]);
-        int fd = open_beneath(root, cand + strspn(cand, "/"), O_PATH, 0);
+        int fd = open_beneath(root, cand + strspn(cand, "/"), O_PATH, 0, s->mount_unsafe);
         bool found = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
         if (fd >= 0) {
             close(fd);
@@ -267,7 +271,7 @@ static int serve_change(struct session *s, int root, const char *op, char *rel, 
                         const uint8_t *data, size_t len) {
     int dirfd;
     const char *name;
-    int err = open_parent(root, rel, &dirfd, &name);
+    int err = open_parent(root, rel, &dirfd, &name, s->mount_unsafe);
     if (err != 0) {
         return err;
     }
@@ -288,14 +292,13 @@ static int serve_change(struct session *s, int root, const char *op, char *rel, 
         const char *dst_name = NULL;
         err =
             to_path == NULL ? EINVAL : relative(to_path, buf, sizeof(buf), (const char **)&to_rel);
-        err = err != 0 ? err : open_parent(root, to_rel, &dst_dir, &dst_name);
+        err = err != 0 ? err : open_parent(root, to_rel, &dst_dir, &dst_name, s->mount_unsafe);
         err = err != 0 ? err : renameat(dirfd, name, dst_dir, dst_name) == 0 ? 0 : errno;
         if (dst_dir >= 0) {
             close(dst_dir);
         }
     }
     close(dirfd);
-    (void)s;
     return err;
 }
 
@@ -332,7 +335,7 @@ static void serve_file(struct session *s, const char *to, unsigned long n, const
                               op[0] == 's'   ? O_PATH
                               : op[0] == 'l' ? O_RDONLY | O_DIRECTORY
                                              : O_RDONLY | O_NONBLOCK,
-                              0);
+                              0, s->mount_unsafe);
         err = fd < 0 ? (errno == EXDEV || errno == ELOOP ? EACCES : errno) : 0;
         if (fd >= 0 && op[0] == 's') {
             answer_stat(s, to, n, fd);

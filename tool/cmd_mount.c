@@ -12,11 +12,13 @@
 #include "tool.h"
 
 int cmd_mount(struct tool *t, int argc, char **argv) {
-    bool rw = false;
+    bool rw = false, unsafe = false;
     const char *dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-w") == 0 || strcmp(argv[i], "--rw") == 0) {
             rw = true;
+        } else if (strcmp(argv[i], "-l") == 0 || strcmp(argv[i], "--unsafe-links") == 0) {
+            unsafe = true;
         } else if (dir == NULL && argv[i][0] != '-') {
             dir = argv[i];
         } else {
@@ -25,7 +27,8 @@ int cmd_mount(struct tool *t, int argc, char **argv) {
         }
     }
     if (dir == NULL || argc == 0) {
-        fprintf(stderr, "usage: mqboard mount [--rw] LOCALDIR [+ COMMAND...]\n");
+        fprintf(stderr,
+                "usage: mqboard mount [--rw] [-l|--unsafe-links] LOCALDIR [+ COMMAND...]\n");
         return EXIT_USAGE;
     }
     struct session *s = &t->session;
@@ -56,12 +59,13 @@ int cmd_mount(struct tool *t, int argc, char **argv) {
     if (code == EXIT_OK) {
         s->mount_root = strdup(real);
         s->mount_rw = rw;
+        s->mount_unsafe = unsafe;
         snprintf(s->mount_id, sizeof(s->mount_id), "%s", s->id);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         s->mount_lease_at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + t->opts.lease / 3.0;
-        fprintf(stderr, "Local directory %s is mounted at /remote (%s)\n", real,
-                rw ? "writable" : "read-only");
+        fprintf(stderr, "Local directory %s is mounted at /remote (%s%s)\n", real,
+                rw ? "writable" : "read-only", unsafe ? "; symlinks may lead out of it" : "");
     }
     session_end(s);
     return code;

@@ -54,7 +54,8 @@ static const char mount_details[] =
     "mqboard leaves (or 15 s after it vanished). Needs our agent (mqrepld).\n"
     "--rw trusts the board with LOCALDIR: it can write any file there, such as .git/hooks/*\n"
     "or a .bashrc-like file that runs later on this machine. Mount a directory that holds\n"
-    "nothing that runs here. Only regular files are written (never a FIFO or a device).\n";
+    "nothing that runs here. Only regular files are written (never a FIFO or a device).\n"
+    "-l (--unsafe-links, as mpremote's): symlinks in LOCALDIR may lead out of it.\n";
 
 static const struct command commands[] = {
     {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result",
@@ -88,7 +89,7 @@ static const struct command commands[] = {
     {"rtc", cmd_rtc, "[--set]", "the board's clock; --set sets it to this host's time", NULL},
     {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)", NULL},
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
-    {"mount", cmd_mount, "[--rw] LOCALDIR",
+    {"mount", cmd_mount, "[--rw] [-l] LOCALDIR",
      "the board sees LOCALDIR as /remote (import looks there first) for the chained commands, "
      "or a repl",
      mount_details},

@@ -146,6 +146,7 @@ struct session {
     // mount: the directory served as the board's /remote (its realpath, malloc'd; NULL when
     // none), writable, the mount's id on the board, and when its lease is renewed next.
     char *mount_root;
+    bool mount_unsafe; // mount -l: symlinks may lead out of the directory
     bool mount_rw;
     char mount_id[ID_LEN];
     double mount_lease_at;

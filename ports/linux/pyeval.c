@@ -359,6 +359,16 @@ static PyObject *mqb_mount(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(m);
 }
 
+static PyObject *mqb_mount_id(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    char id[MQB_ID_MAX + 1];
+    if (ask_mounted(the_pe->cfg.ask, id, sizeof(id)) < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_FromString(id);
+}
+
 static PyObject *mqb_root(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -418,6 +428,7 @@ static PyMethodDef mqb_methods[] = {
     {"sources", mqb_sources, METH_NOARGS, "The embedded modules' sources."},
     {"ask", mqb_ask, METH_VARARGS, "ask(target, question, timeout, max): the host's answer."},
     {"mount", mqb_mount, METH_NOARGS, "None, or whether /remote is writable."},
+    {"mount_id", mqb_mount_id, METH_NOARGS, "None, or the id of the mount that serves /remote."},
     {NULL, NULL, 0, NULL},
 };
 

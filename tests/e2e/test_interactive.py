@@ -400,3 +400,27 @@ def test_mpremote_habits(board, tmp_path):
     r = subprocess.run(board.mqb_args(), stdin=subprocess.DEVNULL, capture_output=True,
                        timeout=30)
     assert r.returncode == 2  # not on a terminal: the usage, no repl reading a pipe
+
+
+def test_mount_edit_run_loop(board, local):
+    """Issue 20: after editing hello.py, `mqboard mount src + exec 'import hello'` printed
+    nothing: the module stayed imported. A new mount forgets modules of an earlier one."""
+    (local / "hello.py").write_text("print('first')\n")
+    assert board.out("mount", str(local), "+", "exec", "import hello") == "first\n"
+    (local / "hello.py").write_text("print('second')\n")
+    assert board.out("mount", str(local), "+", "exec", "import hello") == "second\n"
+    # Within one mount, imported is imported (as anywhere in Python).
+    r = board.mqb("mount", str(local), "+", "exec", "import hello", "+", "exec", "import hello",
+                  text=True)
+    assert r.stdout == "second\n"
+
+
+def test_mount_unsafe_links(board, local):
+    """mpremote's `mount -l`: symlinks that lead out of the directory are followed when asked
+    for; without it they are refused. A board still cannot name '..'."""
+    r = board.mqb("mount", "-l", str(local), "+", "exec",
+                  "print(open('/remote/out-link').read().strip())", text=True)
+    assert r.stdout == "outside\n" and "symlinks may lead out" in r.stderr
+    r = board.mqb("mount", "-l", str(local), "+", "exec", "open('/remote/../secret.txt').read()",
+                  check=False, text=True)
+    assert r.returncode == 1

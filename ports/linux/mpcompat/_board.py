@@ -185,6 +185,7 @@ def run(src, g, original=False):
     # Files put since the last eval (a new /lib, say) are importable now: the import system
     # forgets directories it found missing or unchanged.
     importlib.invalidate_caches()
+    _remote.forget_stale_modules()
     try:
         if original:
             r = _run_original(src, g)

@@ -4,6 +4,7 @@
 # serves only beneath the directory it mounted, and refuses writes unless mounted writable.
 import errno
 import io
+import sys
 import json
 import threading
 import importlib.util
@@ -13,6 +14,23 @@ MOUNT = "/remote"
 CHUNK = 32768  # data bytes per read or write question
 TIMEOUT = 10.0  # seconds the host has to answer a file question
 _TO_EVAL, _TO_MOUNT = 0, 1
+
+
+_imported_under = [None]  # the mount whose files the modules from /remote came from
+
+
+def forget_stale_modules():
+    """Called before each eval: when a new mount serves /remote, the modules imported from an
+    earlier one are forgotten, so `mqboard mount src + exec 'import hello'` runs the hello.py
+    just edited (mpremote gets the same by soft-resetting the board)."""
+    mid = _mqb.mount_id()
+    if mid is None or mid == _imported_under[0]:
+        return
+    _imported_under[0] = mid
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and f.startswith(MOUNT + "/"):
+            del sys.modules[name]
 
 
 def is_remote(bpath):
