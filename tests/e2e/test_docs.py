@@ -120,10 +120,33 @@ def test_readme_plain_mqtt_example(docs):
     assert out.strip() == want
 
 
-def test_readme_agent_example(broker, tmp_path):
-    """The README's `mqrepld` line, with this test's broker port and a temporary root."""
+def mqrepld_man_examples():
+    text = (REPO / "dist" / "mqrepld.1").read_text()
+    block = text.split(".SH EXAMPLES", 1)[1].split(".nf", 1)[1].split(".fi", 1)[0]
+    return [line for line in block.strip().splitlines() if line.startswith("mqrepld ")]
+
+
+def test_mqrepld_man_page_names_every_option():
+    """mqrepld(1) exists (issue 20) and documents every option of mqrepld --help."""
+    man = (REPO / "dist" / "mqrepld.1").read_text().replace("\\-", "-")
+    out = subprocess.run([str(BIN / "mqrepld"), "--help"], capture_output=True, text=True,
+                         timeout=30).stdout
+    import re
+    options = set(re.findall(r"--[a-z][a-z-]+", out))
+    assert len(options) > 20
+    assert [o for o in options if o not in man and o != "--no-NAME"] == []
+
+
+@pytest.mark.parametrize("source", ["readme", "man"])
+def test_readme_agent_example(broker, tmp_path, source):
+    """The README's and mqrepld(1)'s `mqrepld` line, with this test's broker port and a
+    temporary root."""
     text = (REPO / "README.md").read_text()
     line = text.split("## Running the agent", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    if source == "man":
+        lines = mqrepld_man_examples()
+        assert len(lines) == 1
+        line = lines[0]
     line = line.strip().replace("--port 1883", f"--port {broker.port}")
     line = line.replace("/srv/board", str(tmp_path / "board"))
     prefix = line.split("--prefix ")[1].split()[0] + "-" + tmp_path.name
