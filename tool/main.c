@@ -87,7 +87,8 @@ static const struct command commands[] = {
     {"reset", cmd_reset, "[--normal|--safe|--soft|--hard] [--no-wait]", "reset the board",
      reset_details},
     {"rtc", cmd_rtc, "[--set]", "the board's clock; --set sets it to this host's time", NULL},
-    {"view", cmd_view, "[-n COUNT]", "follow the board's log (Ctrl-C stops)", NULL},
+    {"view", cmd_view, "[-n COUNT]",
+     "follow the board's log from now on (no backlog); -n: end after COUNT lines", NULL},
     {"status", cmd_status, "", "the board's presence: online/offline, version, mode", NULL},
     {"mount", cmd_mount, "[--rw] [-l] LOCALDIR",
      "the board sees LOCALDIR as /remote (import looks there first) for the chained commands, "
