@@ -229,13 +229,38 @@ static int put_bytes(struct mip *m, const char *name, const struct fetched *f,
 
 static int install(struct mip *m, const char *pkg, const char *version, bool from_remote);
 
+// mpremote's and mip's short forms: github:ORG/REPO[/PATH] and gitlab:ORG/REPO[/PATH] are the
+// raw files of that repository at BRANCH (HEAD when none). malloc'd, or NULL for any other
+// name.
+static char *short_form_url(const char *name, const char *branch) {
+    bool gh = strncmp(name, "github:", 7) == 0, gl = strncmp(name, "gitlab:", 7) == 0;
+    const char *repo = name + 7, *slash = strchr(repo, '/');
+    if ((!gh && !gl) || slash == NULL || slash == repo || slash[1] == '\0' || slash[1] == '/') {
+        return NULL;
+    }
+    const char *rest = strchr(slash + 1, '/'); // the path in the repository, or none
+    int repo_len = rest != NULL ? (int)(rest - repo) : (int)strlen(repo);
+    char *url = NULL;
+    if (asprintf(&url,
+                 gh ? "https://raw.githubusercontent.com/%.*s/%s/%s"
+                    : "https://gitlab.com/%.*s/-/raw/%s/%s",
+                 repo_len, repo, branch != NULL && branch[0] ? branch : "HEAD",
+                 rest != NULL ? rest + 1 : "") < 0) {
+        return NULL;
+    }
+    return url;
+}
+
 // Where a "urls" entry of the package description at `where` is: a URL as it is; a relative
 // entry beside the description (a URL under a URL; under a local directory it must stay
 // beneath that directory, symlinks followed: "../../.ssh/id_rsa" is refused). malloc'd, or
 // NULL (said).
 static char *entry_location(struct mip *m, const char *where, const char *entry) {
-    char *loc = NULL;
+    char *loc = short_form_url(entry, NULL);
     const char *slash = strrchr(where, '/');
+    if (loc != NULL) {
+        return loc;
+    }
     if (is_url(entry)) {
         return strdup(entry);
     }
@@ -323,6 +348,13 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
 }
 
 static int install(struct mip *m, const char *pkg, const char *version, bool from_remote) {
+    char *url = short_form_url(pkg, version);
+    if (url != NULL) { // github:/gitlab: name a URL (the version is the branch)
+        m->user_url |= !from_remote;
+        int code = install(m, url, NULL, from_remote); // counted there, once
+        free(url);
+        return code;
+    }
     if (++m->packages > PACKAGES_MAX) {
         tool_error(m->t, "mip: more than %d packages (a dependency loop?)", PACKAGES_MAX);
         return EXIT_BOARD;

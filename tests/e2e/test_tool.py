@@ -648,3 +648,19 @@ def test_bash_completion_works_without_the_bash_completion_package(tmp_path):
     assert "--no-stdin" in complete("mqboard", "--no-")
     assert complete("mqboard", "put", "hel") == ["hello.py"]
     assert complete("mqboard", "reset", "--s") == ["--safe", "--soft"]
+
+
+def test_mip_github_and_gitlab_short_forms(board):
+    """Issue 20: mip install github:org/repo (and gitlab:) as mpremote and mip take them: the
+    repository's raw files at the branch after '@' (HEAD without). This machine reaches no
+    such host, so the test checks where mqboard went (the fetch's error names the URL)."""
+    cases = {"github:org/repo": "https://raw.githubusercontent.com/org/repo/HEAD/package.json",
+             "github:org/repo/sub/pkg@v2":
+                 "https://raw.githubusercontent.com/org/repo/v2/sub/pkg/package.json",
+             "gitlab:org/repo@main": "https://gitlab.com/org/repo/-/raw/main/package.json",
+             "github:org/repo/x.json": "https://raw.githubusercontent.com/org/repo/HEAD/x.json"}
+    for name, url in cases.items():
+        r = board.mqb("-T", "2", "mip", "install", name, check=False, text=True, timeout=120)
+        assert r.returncode != 0 and f"cannot fetch {url}:" in r.stderr, (name, r.stderr)
+    r = board.mqb("mip", "install", "github:nothing", check=False, text=True)
+    assert r.returncode != 0 and "github:nothing" in r.stderr
