@@ -76,13 +76,29 @@ def test_long_silent_eval_does_not_time_out(board):
     assert board.out("-T", "0.5", "eval", "import time; time.sleep(2); 7") == "7\n"
 
 
+def wait_running(board, timeout=10):
+    """Until the board says it runs an eval (its status of the running query)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = board.mqb("--nonblock", "-T", "2", "eval", "1", check=False, text=True)
+        if r.returncode == 1 and "is busy with" in r.stderr:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_evals_run_in_order(board):
     board.out("eval", "L = []")
     # The first eval takes a while; the ones sent behind it wait their turn, in order.
-    procs = [subprocess.Popen(board.mqb_args("eval", "import time; time.sleep(0.3); L.append(0)"))]
+    procs = [subprocess.Popen(board.mqb_args("eval", "import time; time.sleep(2); L.append(0)"),
+                              stderr=subprocess.PIPE, text=True)]
+    assert wait_running(board)
     for i in range(1, 4):
-        time.sleep(0.05)
-        procs.append(subprocess.Popen(board.mqb_args("eval", f"L.append({i})")))
+        p = subprocess.Popen(board.mqb_args("eval", f"L.append({i})"), stderr=subprocess.PIPE,
+                             text=True)
+        # The event: the board said it queued this one (busy notice) before the next is sent.
+        assert "is busy with" in p.stderr.readline()
+        procs.append(p)
     for p in procs:
         assert p.wait(timeout=20) == 0
     assert board.out("eval", "L") == "[0, 1, 2, 3]\n"
