@@ -369,6 +369,7 @@ int session_begin(struct session *s, const char *cmd) {
     }
     new_id(s, s->id, sizeof(s->id));
     s->went_offline = false;
+    s->resetting = false; // only an announcement during this command counts (not a stale one)
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
     s->ping_id[0] = '\0';
     s->pong = false;
