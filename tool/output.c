@@ -72,9 +72,9 @@ int report_board_error(struct tool *t, const struct reply *r) {
     // One style with mqboard's own errors ("mqboard: rm: ..."), except for the traceback of
     // the user's own code, which is shown as Python prints it.
     const char *cmd = t->command;
-    bool code = cmd != NULL && (strcmp(cmd, "eval") == 0 || strcmp(cmd, "exec") == 0 ||
-                                strcmp(cmd, "run") == 0 || strcmp(cmd, "repl") == 0 ||
-                                strcmp(cmd, "mount") == 0);
+    bool code = cmd != NULL &&
+                (strcmp(cmd, "eval") == 0 || strcmp(cmd, "exec") == 0 || strcmp(cmd, "run") == 0 ||
+                 strcmp(cmd, "repl") == 0 || strcmp(cmd, "mount") == 0);
     if (cmd != NULL && !code) {
         fprintf(t->err, "mqboard: %s: ", cmd);
     }
