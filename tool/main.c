@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <wordexp.h>
 
@@ -380,9 +381,16 @@ static const char *keep(const char *value) {
     return copy;
 }
 
-// A secret from the first line of a file, so that it is not on the command line (ps).
+// A secret from the first line of a file, so that it is not on the command line (ps). A file
+// that other users may read is refused, as ssh refuses such a key.
 static bool read_secret(const char *key, const char *path, const char **out) {
     char line[1024];
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0) {
+        fprintf(stderr, "mqboard: %s: '%s' may be read by other users (mode %04o): chmod 600 it\n",
+                key, path, (unsigned)(st.st_mode & 07777));
+        return false;
+    }
     FILE *f = fopen(path, "r");
     bool ok = f != NULL && fgets(line, sizeof(line), f) != NULL;
     if (f != NULL) {

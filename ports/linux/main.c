@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -296,6 +297,13 @@ static bool read_secret(const char *path, const char **out) {
     FILE *f = path != NULL ? fopen(path, "r") : NULL;
     if (path == NULL) {
         return true;
+    }
+    struct stat st;
+    if (f != NULL && fstat(fileno(f), &st) == 0 && (st.st_mode & 077) != 0) {
+        fprintf(stderr, "mqrepld: '%s' may be read by other users (mode %04o): chmod 600 it\n",
+                path, (unsigned)(st.st_mode & 07777));
+        fclose(f);
+        return false;
     }
     char *line = n < 2 ? kept[n++] : NULL;
     bool ok = f != NULL && line != NULL && fgets(line, sizeof(kept[0]), f) != NULL;

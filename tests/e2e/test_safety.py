@@ -428,6 +428,7 @@ def test_shipped_broker_config_and_acl(tmp_path):
     wait_port(tls)
     (tmp_path / "root").mkdir()
     (tmp_path / "board.key").write_text(key + "\n")
+    (tmp_path / "board.key").chmod(0o600)  # a key others may read is refused (below)
     agent = subprocess.Popen(
         [str(BIN / "mqrepld"), "-p", str(tls), "--prefix", "boards/board1", "--root",
          str(tmp_path / "root"), "--rtc-file", str(tmp_path / "rtc"), "--psk-identity", "board1",
@@ -436,6 +437,16 @@ def test_shipped_broker_config_and_acl(tmp_path):
     admin = [str(BIN / "mqboard"), "-p", str(tls), "--prefix", "boards/board1",
              "--psk-identity", "admin", "--psk-file", str(tmp_path / "board.key")]
     try:
+        # Key files readable by others are refused by both programs, with the fix named.
+        (tmp_path / "open.key").write_text(key + "\n")
+        (tmp_path / "open.key").chmod(0o644)
+        r = subprocess.run(admin[:-1] + [str(tmp_path / "open.key"), "eval", "1"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "chmod 600" in r.stderr and key not in r.stderr
+        r = subprocess.run([str(BIN / "mqrepld"), "--prefix", "x/y", "--psk-identity", "a",
+                            "--psk-file", str(tmp_path / "open.key")], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and "chmod 600" in r.stderr and key not in r.stderr
         end = time.monotonic() + 15
         while time.monotonic() < end:
             r = subprocess.run(admin + ["-T", "1", "eval", "1"], capture_output=True, text=True)
