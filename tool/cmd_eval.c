@@ -289,6 +289,52 @@ char *eval_source(struct tool *t, int argc, char **argv, size_t *len, int *code)
     return src;
 }
 
+// The mark before the result's repr in the output of eval_for_json's program.
+#define RESULT_MARK "\x1eMQBR:"
+
+// --json eval: the expression's value goes to "result" (its repr, a string), what the code
+// printed to "output". The board runs a program that evaluates the source as an expression
+// (or, when it is not one, runs it as statements) and prints the repr behind a mark.
+static int eval_for_json(struct tool *t, const char *src) {
+    char *lit = py_str(src), *prog = NULL;
+    if (asprintf(&prog,
+                 "_mqb_c = None\n"
+                 "try:\n _mqb_c = compile(%s, '<stdin>', 'eval')\n"
+                 "except SyntaxError:\n pass\n"
+                 "try:\n"
+                 " if _mqb_c is None:\n  exec(compile(%s, '<stdin>', 'exec'), globals())\n"
+                 " else:\n"
+                 "  _mqb_r = eval(_mqb_c, globals())\n"
+                 "  if _mqb_r is not None:\n   print('" RESULT_MARK "' + repr(_mqb_r))\n"
+                 "finally:\n"
+                 " globals().pop('_mqb_c', None)\n globals().pop('_mqb_r', None)\n",
+                 lit, lit) < 0) {
+        free(lit);
+        return EXIT_LOCAL;
+    }
+    free(lit);
+    char *out = NULL;
+    size_t out_len = 0;
+    FILE *f = open_memstream(&out, &out_len);
+    int code = run_eval(t, prog, strlen(prog), f);
+    fclose(f);
+    free(prog);
+    char *mark = NULL;
+    for (char *p = out; p != NULL && (p = memmem(p, out_len - (size_t)(p - out), RESULT_MARK,
+                                                 strlen(RESULT_MARK))) != NULL;
+         p++) {
+        mark = p; // the last one: what the code printed comes before it
+    }
+    size_t shown = mark != NULL ? (size_t)(mark - out) : out_len;
+    if (mark != NULL) {
+        char *value = mark + strlen(RESULT_MARK), *nl = memchr(value, '\n', out_len - shown);
+        t->result = cJSON_CreateString(nl != NULL ? (*nl = '\0', value) : value);
+    }
+    fwrite(out, 1, shown, t->out);
+    free(out);
+    return code;
+}
+
 static int eval_like(struct tool *t, int argc, char **argv) {
     size_t len = 0;
     int code = EXIT_OK;
@@ -298,7 +344,9 @@ static int eval_like(struct tool *t, int argc, char **argv) {
         return code;
     }
     t->session.user_code = true;
-    code = run_eval(t, src, len, t->out);
+    code = t->opts.json && strcmp(argv[0], "eval") == 0 && memchr(src, '\0', len) == NULL
+               ? eval_for_json(t, src)
+               : run_eval(t, src, len, t->out);
     t->session.user_code = false;
     free(src);
     return code;

@@ -68,5 +68,14 @@ int cmd_mount(struct tool *t, int argc, char **argv) {
                 rw ? "writable" : "read-only", unsafe ? "; symlinks may lead out of it" : "");
     }
     session_end(s);
+    if (code == EXIT_OK) { // the board works in /remote, as with mpremote's mount
+        FILE *null = fopen("/dev/null", "w");
+        FILE *err = t->err;
+        t->err = null;
+        static const char cd[] = "import uos\ntry:uos.chdir('/remote')\nexcept OSError:pass\n";
+        run_eval(t, cd, sizeof(cd) - 1, null); // an agent that cannot keeps its directory
+        t->err = err;
+        fclose(null);
+    }
     return code;
 }

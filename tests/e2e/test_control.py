@@ -182,7 +182,7 @@ def test_busy_is_said_at_once(board):
         # Waiting (the default) says so at once, and --json carries it.
         r = board.mqb("--json", "eval", "5", text=True)
         doc = json.loads(r.stdout)
-        assert doc["output"] == "5\n" and doc["busy"]["what"].startswith("import time")
+        assert doc["result"] == "5" and doc["busy"]["what"].startswith("import time")
         assert doc["busy"]["seconds"] > 0
     finally:
         stop_tool(p)

@@ -424,3 +424,15 @@ def test_mount_unsafe_links(board, local):
     r = board.mqb("mount", "-l", str(local), "+", "exec", "open('/remote/../secret.txt').read()",
                   check=False, text=True)
     assert r.returncode == 1
+
+
+def test_mount_makes_remote_the_working_directory(board, local):
+    """Issue 20: as with mpremote's mount, relative paths go to the mounted directory while
+    it is mounted; afterwards the board's own directory is the working directory again."""
+    (board.root / "data.txt").write_text("the board's own\n")
+    r = board.mqb("mount", str(local), "+", "exec",
+                  "import os\nprint(os.getcwd())\nprint(open('data.txt').read().strip())\n"
+                  "print('mymod.py' in os.listdir())", text=True)
+    assert r.stdout == "/remote\nlocal data\nTrue\n"
+    assert board.out("exec", "import os\nprint(os.getcwd(), open('data.txt').read().strip())") \
+        == "/ the board's own\n"

@@ -206,7 +206,12 @@ def test_sync_spec(board, tmp_path):
 
 def test_json_output(board):
     doc = json.loads(board.out("--json", "eval", "6*7"))
-    assert doc["ok"] is True and doc["output"] == "42\n" and doc["exit_code"] == 0
+    assert doc["ok"] is True and doc["result"] == "42" and doc["exit_code"] == 0
+    assert doc["output"] == ""  # issue 20: the value is the result, not output
+    doc = json.loads(board.out("--json", "eval", "print('hi', end=''); x = 1"))
+    assert doc["output"] == "hi\n" and doc["result"] is None  # statements: output only
+    doc = json.loads(board.out("--json", "eval", "print('a') or [1, 'b\\n']"))
+    assert doc["output"] == "a\n" and doc["result"] == "[1, 'b\\n']"
     assert doc["error"] is None and doc["elapsed_s"] >= 0
     doc = json.loads(board.mqb("--json", "eval", "1/0", check=False, text=True).stdout)
     assert doc["ok"] is False and doc["exit_code"] == 1 and "ZeroDivisionError" in doc["error"]

@@ -15,7 +15,14 @@ _TMP_DIR = ".mqb-tmp"  # the agent's temporary files (ports/linux/fs.h): hidden,
 sep = "/"
 
 
+_remote_cwd = [None]  # (mount id, board path) while the working directory is in /remote
+
+
 def getcwd():
+    rc = _remote_cwd[0]
+    if rc is not None and _mqb.mount_id() == rc[0]:
+        return rc[1]
+    _remote_cwd[0] = None  # that mount ended: back to the board's own directory
     cwd = _os.getcwd()
     if cwd == _ROOT:
         return "/"
@@ -83,9 +90,16 @@ def board_open(file, mode="r", *args, **kwargs):
 
 
 def chdir(path):
-    if _remote_path(path):
-        raise OSError(_errno.EINVAL, "the working directory cannot be in /remote", path)
+    """A directory of the board, or of a mounted /remote (as mpremote's mount makes /remote the
+    working directory): relative paths then go to the host's files, while it is mounted."""
+    rp = _remote_path(path)
+    if rp:
+        if not _remote.stat(rp)[0] & 0x4000:
+            raise OSError(_errno.ENOTDIR, "not a directory", rp)
+        _remote_cwd[0] = (_mqb.mount_id(), rp)
+        return
     _os.chdir(host_path(path))
+    _remote_cwd[0] = None
 
 
 def _hidden(host_dir, name):
