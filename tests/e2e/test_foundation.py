@@ -259,3 +259,14 @@ def test_environment_variables(board):
 def test_agent_stops_cleanly_on_sigterm(board):
     board.stop(signal.SIGTERM)
     assert board.proc.returncode == 0
+
+
+def test_board_errors_read_as_mqboards_own(board):
+    """Issue 20: `no such file or directory: /x` (the board's) and `mqboard: rm: /x: ...`
+    (mqboard's) looked different; now every command's error names mqboard and the command,
+    and only the user's own code shows its traceback as Python prints it."""
+    for cmd in (["cat", "/nope"], ["get", "/nope"], ["rm", "/nope"], ["sha256sum", "/nope"]):
+        r = board.mqb(*cmd, check=False, text=True)
+        assert r.returncode == 1 and r.stderr.startswith(f"mqboard: {cmd[0]}: "), r.stderr
+    r = board.mqb("exec", "1/0", check=False, text=True)
+    assert r.stderr.startswith("Traceback (most recent call last):")
