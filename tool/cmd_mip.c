@@ -234,8 +234,11 @@ static int install(struct mip *m, const char *pkg, const char *version, bool fro
 // name.
 static char *short_form_url(const char *name, const char *branch) {
     bool gh = strncmp(name, "github:", 7) == 0, gl = strncmp(name, "gitlab:", 7) == 0;
+    if (!gh && !gl) {
+        return NULL; // (before looking past the 7 characters: the name may be shorter)
+    }
     const char *repo = name + 7, *slash = strchr(repo, '/');
-    if ((!gh && !gl) || slash == NULL || slash == repo || slash[1] == '\0' || slash[1] == '/') {
+    if (slash == NULL || slash == repo || slash[1] == '\0' || slash[1] == '/') {
         return NULL;
     }
     const char *rest = strchr(slash + 1, '/'); // the path in the repository, or none
