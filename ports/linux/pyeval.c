@@ -769,9 +769,25 @@ bool pyeval_busy(struct pyeval *pe, struct pyeval_busy *b) {
     return busy || b->queued > 0;
 }
 
+// True when a reset the eval asked for waits among the events (mu held).
+static bool reset_pending(const struct pyeval *pe) {
+    for (const struct event_node *n = pe->ev_head; n != NULL; n = n->next) {
+        if (n->ev.kind == PYEVAL_RESET) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool pyeval_take(struct pyeval *pe, size_t max, size_t min, struct pyeval_chunk *out) {
     bool took = false;
     pthread_mutex_lock(&pe->mu);
+    if (pe->running && pe->done && reset_pending(pe)) {
+        // The eval asked for a reset and ended: the loop announces the reset (its event)
+        // before this eval's last reply leaves (docs/protocol.md, "resetting").
+        pthread_mutex_unlock(&pe->mu);
+        return false;
+    }
     // A JSON job's output is taken whole, once it is done.
     if (pe->running && pe->cur->json && !pe->done) {
         min = SIZE_MAX;
