@@ -31,7 +31,7 @@ struct sim {
     char prefix[64];
     int outstanding;
     bool ready;
-    EVP_MD_CTX *hash[MQB_MAX_XFERS];
+    EVP_MD_CTX *hash[MQB_HASH_SLOTS];
     char eval[EVAL_MAX + 1];
     size_t eval_len;
 };
@@ -209,7 +209,7 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
 
 static int sim_start(struct sim *s, const char *base, int i, int port) {
     snprintf(s->prefix, sizeof(s->prefix), "%s/s%04d", base, i);
-    for (unsigned k = 0; k < MQB_MAX_XFERS; k++) {
+    for (unsigned k = 0; k < MQB_HASH_SLOTS; k++) {
         s->hash[k] = EVP_MD_CTX_new();
     }
     if (mqb_engine_init(&s->e, &sim_platform, s, s->prefix, "fleetsim 0.1.0") != MQB_OK ||

@@ -88,15 +88,79 @@ static struct mqb_xfer *xfer_alloc(struct mqb_engine *e, enum mqb_xfer_kind kind
     return NULL;
 }
 
+void mqb_engine_set_auth(struct mqb_engine *e, struct mqb_auth *auth) {
+    e->auth = auth;
+}
+
+bool mqb_engine_signing(const struct mqb_engine *e) {
+    return e->auth != NULL && e->auth->nkeys > 0 && e->plat->sig_verify != NULL &&
+           e->plat->sig_sign != NULL;
+}
+
+// The chain of id's reply stream (allocated when alloc; the oldest is dropped when all are
+// taken), NULL when none.
+static struct mqb_chain *chain_of(struct mqb_engine *e, const char *id, bool alloc) {
+    struct mqb_chain *free_one = NULL, *oldest = &e->chains[0];
+    for (unsigned i = 0; i < MQB_AUTH_CHAINS; i++) {
+        struct mqb_chain *c = &e->chains[i];
+        if (c->used && strcmp(c->id, id) == 0) {
+            return c;
+        }
+        free_one = !c->used ? c : free_one;
+        oldest = c->age < oldest->age ? c : oldest;
+    }
+    if (!alloc) {
+        return NULL;
+    }
+    struct mqb_chain *c = free_one != NULL ? free_one : oldest;
+    c->used = true;
+    c->age = ++e->chain_age;
+    strcpy(c->id, id);
+    e->plat->hash_init(e->ctx, MQB_MAX_XFERS + (unsigned)(c - e->chains));
+    return c;
+}
+
+// What happens to a reply besides being published: chained into the signature of the next
+// signed reply of its id, signed (a final reply), or neither (a get's data, which the signed
+// hash of its last message covers).
+enum reply_role { ROLE_CHAIN, ROLE_SIGN, ROLE_NONE };
+
+// Publishes e->buf[0 .. len) on e->topic; hlen bytes of it are the header. When the engine
+// signs, applies role (for id).
+static enum mqb_err send_buf(struct mqb_engine *e, const char *id, size_t hlen, size_t len,
+                             enum reply_role role) {
+    if (!mqb_engine_signing(e) || e->plain || role == ROLE_NONE) {
+        return e->plat->publish(e->ctx, e->topic, e->buf, len);
+    }
+    struct mqb_chain *c = chain_of(e, id, role == ROLE_CHAIN);
+    unsigned slot = c != NULL ? MQB_MAX_XFERS + (unsigned)(c - e->chains) : 0;
+    if (role == ROLE_CHAIN) {
+        e->plat->hash_update(e->ctx, slot, e->buf + hlen, len - hlen);
+        return e->plat->publish(e->ctx, e->topic, e->buf, len);
+    }
+    uint8_t chain[MQB_SHA256_LEN] = {0};
+    if (c != NULL) {
+        e->plat->hash_final(e->ctx, slot, chain);
+        c->used = false;
+    }
+    size_t hl = mqb_auth_reply_head(e->head, sizeof(e->head), e->topic, e->buf, hlen, chain);
+    if (hl == 0 ||
+        e->plat->sig_sign(e->ctx, e->head, hl, e->buf + hlen, len - hlen, e->buf + len) != MQB_OK) {
+        return MQB_ERR_IO;
+    }
+    memcpy(e->buf + len + MQB_SIG_LEN, MQB_AUTH_MAGIC, 4);
+    return e->plat->publish(e->ctx, e->topic, e->buf, len + MQB_AUTH_TRAILER_LEN);
+}
+
 // Publishes e->buf[2 .. 2+len) with header (seq, last) on reply/out of id.
 static enum mqb_err publish_buf(struct mqb_engine *e, const char *id, uint16_t seq, bool last,
-                                size_t len) {
+                                size_t len, enum reply_role role) {
     enum mqb_err err = mqb_topic_reply(e->topic, sizeof(e->topic), e->prefix, false, id);
     if (err != MQB_OK) {
         return err;
     }
     mqb_hdr_encode(e->buf, seq, last);
-    return e->plat->publish(e->ctx, e->topic, e->buf, MQB_HDR_LEN + len);
+    return send_buf(e, id, MQB_HDR_LEN, MQB_HDR_LEN + len, role);
 }
 
 enum mqb_err mqb_engine_reply_out(struct mqb_engine *e, const char *id, uint16_t seq, bool last,
@@ -107,7 +171,7 @@ enum mqb_err mqb_engine_reply_out(struct mqb_engine *e, const char *id, uint16_t
     if (len > 0) {
         memmove(e->buf + MQB_HDR_LEN, data, len);
     }
-    return publish_buf(e, id, seq, last, len);
+    return publish_buf(e, id, seq, last, len, last ? ROLE_SIGN : ROLE_CHAIN);
 }
 
 enum mqb_err mqb_engine_reply_err(struct mqb_engine *e, const char *id, const char *text,
@@ -119,7 +183,18 @@ enum mqb_err mqb_engine_reply_err(struct mqb_engine *e, const char *id, const ch
     if (len > MQB_CHUNK_MAX) {
         len = MQB_CHUNK_MAX;
     }
-    return e->plat->publish(e->ctx, e->topic, (const uint8_t *)text, len);
+    memmove(e->buf, text, len);
+    return send_buf(e, id, 0, len, ROLE_SIGN);
+}
+
+enum mqb_err mqb_engine_publish_signed(struct mqb_engine *e, const char *topic,
+                                       const uint8_t *payload, size_t len, size_t hlen) {
+    if (len > MQB_HDR_LEN + MQB_CHUNK_MAX || hlen > len || strlen(topic) >= sizeof(e->topic)) {
+        return MQB_ERR_TOOBIG;
+    }
+    strcpy(e->topic, topic);
+    memmove(e->buf, payload, len);
+    return send_buf(e, "", hlen, len, ROLE_SIGN);
 }
 
 static void reply_text(struct mqb_engine *e, const char *id, const char *text) {
@@ -375,7 +450,7 @@ static enum mqb_err on_get(struct mqb_engine *e, enum mqb_xfer_kind kind, const 
         struct mqb__strbuf sb;
         mqb__strbuf_init(&sb, (char *)e->buf + MQB_HDR_LEN, 24);
         mqb__strbuf_add_u64(&sb, size);
-        err = publish_buf(e, id, 0, false, sb.len);
+        err = publish_buf(e, id, 0, false, sb.len, ROLE_NONE);
         if (err != MQB_OK) {
             xfer_fail(e, x, err);
             return err;
@@ -418,8 +493,8 @@ static enum mqb_err on_caps(struct mqb_engine *e, const char *id) {
     mqb__strbuf_add_u64(&sb, MQB_WINDOW);
     mqb__strbuf_add(&sb, ",\"xfers\":");
     mqb__strbuf_add_u64(&sb, MQB_MAX_XFERS);
-    mqb__strbuf_add(&sb, "}");
-    reply_text(e, id, text);
+    mqb__strbuf_add(&sb, mqb_engine_signing(e) ? ",\"signed\":true}" : "}");
+    reply_text(e, id, text); // unsigned (asked without a signature, by any tool)
     return MQB_OK;
 }
 
@@ -446,8 +521,44 @@ static enum mqb_err on_other(struct mqb_engine *e, const char *cmd, const char *
     return err;
 }
 
-enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uint8_t *payload,
-                              size_t len, bool dup, uint64_t now_ms) {
+// Checks the signature block at *data and steps past it (MQB_OK), or says why not.
+static enum mqb_err auth_check(struct mqb_engine *e, const char *topic, const uint8_t *payload,
+                               const uint8_t **data, size_t *dlen) {
+    struct mqb_auth_block b;
+    unsigned key;
+    if (mqb_auth_block_decode(*data, *dlen, &b) != MQB_OK) {
+        return MQB_ERR_AUTH;
+    }
+    enum mqb_err err = mqb_auth_precheck(e->auth, &b, &key);
+    if (err != MQB_OK) {
+        return err;
+    }
+    const uint8_t *d = *data + MQB_AUTH_BLOCK_LEN;
+    size_t n = *dlen - MQB_AUTH_BLOCK_LEN;
+    size_t hl = mqb_auth_cmd_head(e->head, sizeof(e->head), topic, payload, &b);
+    if (hl == 0 ||
+        e->plat->sig_verify(e->ctx, e->auth->keys[key].pub, e->head, hl, d, n, b.sig) != MQB_OK) {
+        return MQB_ERR_AUTH_SIG;
+    }
+    mqb_auth_record(e->auth, key, b.counter);
+    *data = d;
+    *dlen = n;
+    return MQB_OK;
+}
+
+// Refuses an unsigned or badly signed message, unsigned (its sender may be a tool that does
+// not know signatures): a transfer it belongs to fails.
+static void refuse(struct mqb_engine *e, const char *id, enum mqb_err err) {
+    struct mqb_xfer *x = xfer_find(e, id);
+    if (x != NULL) {
+        xfer_fail(e, x, err);
+    } else {
+        reply_error(e, id, err, NULL);
+    }
+}
+
+static enum mqb_err input(struct mqb_engine *e, const char *topic, const uint8_t *payload,
+                          size_t len, bool dup, uint64_t now_ms) {
     struct mqb_topic t;
     enum mqb_err perr = mqb_topic_parse(e->prefix, topic, strlen(topic), &t);
     if ((perr != MQB_OK && perr != MQB_ERR_TOOBIG) || t.kind != MQB_TOPIC_CMD) {
@@ -472,11 +583,19 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
         reply_error(e, id, MQB_ERR_MALFORMED, "missing the 2-byte header");
         return MQB_ERR_MALFORMED;
     }
+    const uint8_t *data = payload + MQB_HDR_LEN;
+    size_t dlen = len - MQB_HDR_LEN;
+    if (mqb_engine_signing(e) && mqb_auth_required(cmd, &h)) {
+        enum mqb_err aerr = auth_check(e, topic, payload, &data, &dlen);
+        if (aerr != MQB_OK) {
+            refuse(e, id, aerr);
+            return aerr;
+        }
+        e->plain = false; // a signed command: its replies are signed
+    }
     if (mqb_hdr_is_single(&h)) {
         h.seq = 0; // a command in one message, as a single reply is written
     }
-    const uint8_t *data = payload + MQB_HDR_LEN;
-    size_t dlen = len - MQB_HDR_LEN;
     if (dlen > MQB_CHUNK_MAX) {
         struct mqb_xfer *x = xfer_find(e, id);
         if (x != NULL) {
@@ -505,6 +624,16 @@ enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uin
         return on_caps(e, id);
     }
     return on_other(e, cmd, id, tail, data, dlen);
+}
+
+enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uint8_t *payload,
+                              size_t len, bool dup, uint64_t now_ms) {
+    // Replies go unsigned until the message proved to be a signed command (then they answer
+    // it): what anyone can send gets nothing signed back.
+    e->plain = true;
+    enum mqb_err err = input(e, topic, payload, len, dup, now_ms);
+    e->plain = false;
+    return err;
 }
 
 // Builds and publishes the next message of a get stream. Returns false when the stream ended
@@ -536,7 +665,8 @@ static bool get_step(struct mqb_engine *e, struct mqb_xfer *x) {
             n = sb.len;
         }
     }
-    err = publish_buf(e, x->id, (uint16_t)(x->sent & MQB_SEQ_MASK), last, n);
+    err = publish_buf(e, x->id, (uint16_t)(x->sent & MQB_SEQ_MASK), last, n,
+                      last ? ROLE_SIGN : ROLE_NONE);
     if (err != MQB_OK) {
         // A message the platform could not publish would be a silent hole in the file: the
         // stream fails instead, and the host is told (if that can be published).

@@ -58,6 +58,21 @@ static const char mount_details[] =
     "nothing that runs here. Only regular files are written (never a FIFO or a device).\n"
     "-l (--unsafe-links, as mpremote's): symlinks in LOCALDIR may lead out of it.\n";
 
+static const char key_details[] =
+    "A board started with keys (mqrepld --keys DIR) obeys only commands signed by a key in its\n"
+    "authorized_keys, and signs its status and replies with a key of its own. mqboard signs\n"
+    "with CONFIG/id_mqb (--key FILE, MQBOARD_KEY, key = FILE) when the board's status asks for\n"
+    "it, and records each board's key the first time it sees it (CONFIG/known_boards, as ssh's\n"
+    "known_hosts); a board that later shows another key is refused. CONFIG is\n"
+    "$XDG_CONFIG_HOME/mqboard or ~/.config/mqboard.\n"
+    "  mqboard key generate              make CONFIG/id_mqb (mode 0600) and id_mqb.pub\n"
+    "  mqboard key show                  the public key line and its fingerprint\n"
+    "  mqboard key list                  the boards' keys recorded here\n"
+    "  mqboard trust add colleague.pub   the board also obeys that key\n"
+    "  mqboard trust remove SHA256:...   revoke a key (never the last one)\n"
+    "A board without keys takes its first one on the board itself: copy id_mqb.pub to its\n"
+    "DIR/authorized_keys (docs/security.md).\n";
+
 static const struct command commands[] = {
     {"eval", cmd_eval, "EXPR|-", "evaluate Python on the board; shows output and result",
      eval_details},
@@ -100,6 +115,10 @@ static const struct command commands[] = {
     {"boards", cmd_boards, "[--probe] [PATTERN]",
      "every board with a status on the broker (any prefix depth; MQTT pattern or glob)", NULL},
     {"ping", cmd_ping, "[-c COUNT]", "time round trips of small evals (min/median/p99/max)", NULL},
+    {"key", cmd_key, "generate|show [FILE] | list",
+     "your signing key (default CONFIG/id_mqb), and the boards' keys known here", key_details},
+    {"trust", cmd_trust, "list | add KEY.pub | remove SHA256:FPR",
+     "the keys the board obeys (signed by a key it already obeys)", key_details},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -124,6 +143,7 @@ static void usage(FILE *f) {
            "      --psk-identity ID   TLS-PSK identity\n"
            "      --psk HEXKEY        TLS-PSK key (visible in ps: prefer --psk-file, MQBOARD_PSK)\n"
            "      --psk-file FILE     read the TLS-PSK key from the first line of FILE\n"
+           "      --key FILE          sign commands with this key (default CONFIG/id_mqb)\n"
            "      --nonblock          fail at once (exit 1) when the board is busy with another\n"
            "                          command, instead of waiting for it\n"
            "      --no-follow         eval/exec/run: start the code and leave it running on\n"
@@ -224,6 +244,7 @@ enum {
     OPT_PSK_ID,
     OPT_PSK,
     OPT_PSK_FILE,
+    OPT_KEY,
     OPT_PASSWORD_FILE,
     OPT_TIMEOUT_RUN,
     OPT_CHUNK,
@@ -253,6 +274,7 @@ static const struct option long_opts[] = {
     {"psk-identity", required_argument, NULL, OPT_PSK_ID},
     {"psk", required_argument, NULL, OPT_PSK},
     {"psk-file", required_argument, NULL, OPT_PSK_FILE},
+    {"key", required_argument, NULL, OPT_KEY},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
     {"no-follow", no_argument, NULL, OPT_NO_FOLLOW},
@@ -447,6 +469,8 @@ static bool set_opt(struct tool_opts *o, const char *key, const char *value, con
         o->psk_identity = keep(value);
     } else if (strcmp(key, "psk") == 0) {
         o->psk = keep(value);
+    } else if (strcmp(key, "key") == 0) {
+        o->key = keep(value);
     } else {
         fprintf(stderr, "mqboard: %s: unknown setting '%s'\n", from, key);
         return false;
@@ -542,6 +566,7 @@ static bool load_env(struct tool_opts *o) {
         {"MQBOARD_PSK", "psk"},
         {"MQBOARD_PASSWORD_FILE", "password-file"},
         {"MQBOARD_PSK_FILE", "psk-file"},
+        {"MQBOARD_KEY", "key"},
     };
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
         const char *v = getenv(vars[i][0]);
@@ -627,6 +652,7 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         case OPT_PSK_ID: ok = set_opt(o, "psk-identity", optarg, "option"); break;
         case OPT_PSK: ok = set_opt(o, "psk", optarg, "option"); break;
         case OPT_PSK_FILE: ok = set_opt(o, "psk-file", optarg, "option"); break;
+        case OPT_KEY: ok = set_opt(o, "key", optarg, "option"); break;
         case OPT_PASSWORD_FILE: ok = set_opt(o, "password-file", optarg, "option"); break;
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
@@ -873,6 +899,9 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[first], "help") == 0) {
         return help(argc - first, argv + first);
+    }
+    if (strcmp(argv[first], "key") == 0) { // local: no board, no broker
+        return cmd_key(&t, argc - first, argv + first);
     }
     // Commands chained with a lone '+' that is followed by a command name (mpremote's habit):
     // `mqboard put main.py : + exec 'import main' + ls`. They run in order over one

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "parse.h"
 
+#include <ctype.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,35 @@ void parse_status(const uint8_t *data, size_t len, struct board_status *st) {
             snprintf(st->boot_id, sizeof(st->boot_id), "%s", bi->valuestring);
         }
     }
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(j, "key");
+    st->key[0] = '\0';
+    if (cJSON_IsString(key) && strlen(key->valuestring) < sizeof(st->key)) {
+        snprintf(st->key, sizeof(st->key), "%s", key->valuestring);
+    }
+    st->signed_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "signed"));
     cJSON_Delete(j);
+}
+
+bool parse_status_sig(const uint8_t *data, size_t len, size_t *body_len, char sig_b64[96]) {
+    static const char member[] = ",\"sig\":\"";
+    const size_t mlen = sizeof(member) - 1, blen = 88; // base64 of 64 bytes
+    if (len < mlen + blen + 2 || memcmp(data + len - 2, "\"}", 2) != 0) {
+        return false;
+    }
+    size_t at = len - 2 - blen - mlen;
+    if (memcmp(data + at, member, mlen) != 0) {
+        return false;
+    }
+    for (size_t i = 0; i < blen; i++) {
+        char c = (char)data[at + mlen + i];
+        if (!(isalnum((unsigned char)c) || c == '+' || c == '/' || c == '=')) {
+            return false;
+        }
+    }
+    memcpy(sig_b64, data + at + mlen, blen);
+    sig_b64[blen] = '\0';
+    *body_len = at;
+    return true;
 }
 
 bool parse_entry(const char *line, struct rentry *e) {

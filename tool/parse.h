@@ -28,8 +28,15 @@ struct board_status {
     int slot;         // the running A/B slot, -1 when absent
     int pending;      // 1: the running image is not yet confirmed; 0 confirmed; -1 absent
     bool resetting;   // offline because it resets ("resetting": true): it comes back
+    char key[96];     // the board's public key (base64 of the point), "" when absent
+    bool signed_only; // it obeys signed commands only ("signed": true)
 };
 void parse_status(const uint8_t *data, size_t len, struct board_status *st);
+
+// A signed status ends with ,"sig":"BASE64"} (docs/protocol.md): *body_len is where that
+// member begins (the signed text is data[0..body_len) followed by "}"), sig_b64 its value.
+// False when the status carries no well-formed signature member at its end.
+bool parse_status_sig(const uint8_t *data, size_t len, size_t *body_len, char sig_b64[96]);
 
 // One line of a listing program's output: [path, is_dir, size, sha]. Returns false for a
 // malformed line. path is malloc'd on success.

@@ -21,6 +21,8 @@ struct msg_node {
     struct msg_node *next;
 };
 
+static int publish_raw(struct session *s, const char *topic, const void *payload, size_t len);
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -54,6 +56,10 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
 static void take_status(struct session *s, const char *payload, size_t len) {
     struct board_status st;
     parse_status((const uint8_t *)payload, len, &st);
+    s->status_refused = !keys_take_status(s, (const uint8_t *)payload, len, &st);
+    if (s->status_refused) {
+        return; // not the board's own (signed by the key recorded for it): ignored
+    }
     s->went_offline |= s->online == 1 && st.online == 0;
     if (st.resetting && !s->resetting) { // it announced a reset: the boot that ends
         snprintf(s->reset_from, sizeof(s->reset_from), "%s", st.boot_id);
@@ -330,6 +336,7 @@ void session_close(struct session *s) {
     mosquitto_destroy(s->mosq);
     s->mosq = NULL;
     mosquitto_lib_cleanup();
+    keys_free(s);
 }
 
 // A fresh command id, with the deadline by which the board must start it (--expire).
@@ -368,6 +375,7 @@ int session_begin(struct session *s, const char *cmd) {
         }
     }
     new_id(s, s->id, sizeof(s->id));
+    keys_begin(s, cmd);
     s->went_offline = false;
     s->resetting = false; // only an announcement during this command counts (not a stale one)
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
@@ -377,6 +385,18 @@ int session_begin(struct session *s, const char *cmd) {
 }
 
 int session_publish(struct session *s, const char *topic, const void *payload, size_t len) {
+    uint8_t *signed_msg = NULL;
+    int k = keys_sign(s, topic, payload, len, &signed_msg, &len);
+    if (k < 0) {
+        return MOSQ_ERR_AUTH;
+    }
+    int rc = publish_raw(s, topic, k > 0 ? signed_msg : payload, len);
+    free(signed_msg);
+    return rc;
+}
+
+// Publishes a command message as it is (QoS 1, with the MQTT 5 expiry).
+static int publish_raw(struct session *s, const char *topic, const void *payload, size_t len) {
     if (s->mqtt311 || s->o->expire <= 0) {
         return mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
     }
@@ -392,6 +412,9 @@ int session_publish(struct session *s, const char *topic, const void *payload, s
 
 static int publish(struct session *s, const char *topic, const uint8_t *payload, size_t len) {
     int rc = session_publish(s, topic, payload, len);
+    if (rc == MOSQ_ERR_AUTH) {
+        return EXIT_BOARD; // no key to sign with (said)
+    }
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(s->err, "mqboard: cannot send to the broker: %s\n", mosquitto_strerror(rc));
         return EXIT_CONN;
@@ -510,8 +533,10 @@ static void renew_mount(struct session *s) {
 static void take_ask(struct session *s, const struct mqb_topic *t, const struct msg_node *n) {
     char to[MQB_ID_MAX + 1];
     snprintf(to, sizeof(to), "%.*s", (int)t->id.len, t->id.ptr);
-    if (strcmp(to, s->id) == 0 || (s->mount_root != NULL && strcmp(to, s->mount_id) == 0)) {
-        ask_serve(s, to, n->payload, n->len);
+    size_t len = n->len;
+    if ((strcmp(to, s->id) == 0 || (s->mount_root != NULL && strcmp(to, s->mount_id) == 0)) &&
+        keys_check_reply(s, n->topic, t, n->payload, &len, false)) {
+        ask_serve(s, to, n->payload, len);
     }
 }
 
@@ -583,7 +608,11 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
         }
         if (mqb_topic_parse(s->o->prefix, n->topic, strlen(n->topic), t) == MQB_OK &&
             t->kind != MQB_TOPIC_CMD) {
-            if (t->kind == MQB_TOPIC_REPLY_ASK) {
+            bool ours = id_is(&t->id, s->id), ping = id_is(&t->id, s->ping_id);
+            if ((ours || ping) && t->kind != MQB_TOPIC_REPLY_ASK &&
+                !keys_check_reply(s, n->topic, t, n->payload, &n->len, ours)) {
+                // dropped: not signed by the board
+            } else if (t->kind == MQB_TOPIC_REPLY_ASK) {
                 take_ask(s, t, n);
             } else if (id_is(&t->id, s->id) && t->kind == MQB_TOPIC_REPLY_RESET) {
                 if (!s->resetting) { // our eval asked for a reset: the boot that ends

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "mqb/auth.h"
 #include "mqb/wire.h"
 #include "parse.h"
 
@@ -69,6 +70,7 @@ struct tool_opts {
     const char *cafile;
     const char *psk_identity;
     const char *psk;
+    const char *key; // the operator's private key (--key; default CONFIG/id_mqb)
     // Shortcuts from the config file (`alias.NAME = COMMAND ARGS...`), as mpremote's
     // config.py commands.
 #define ALIASES_MAX 32
@@ -159,6 +161,22 @@ struct session {
     size_t stdin_len;
     char stdin_to[ID_LEN];
     bool stdin_eof;
+    // Trust (keys.c): the operator's key, loaded when a board wants signed commands; the
+    // board's key, from a status signed by the key recorded for it (known_boards); the hash
+    // of the current command's reply data since its last signed reply.
+    void *op_key; // EVP_PKEY *
+    uint8_t op_id[MQB_KEYID_LEN];
+    uint64_t counter;    // of the last signed message (nanoseconds, strictly increasing)
+    bool key_failed;     // the key could not be loaded (said once)
+    bool board_key_ok;   // its status was signed by its recorded key
+    bool board_signed;   // ... and says it obeys signed commands only
+    bool status_refused; // the last status was not signed by the board's key: ignored
+    uint8_t board_pub[MQB_PUBKEY_LEN];
+    uint8_t boot_bin[MQB_BOOTID_LEN];
+    void *chain; // EVP_MD_CTX *
+    bool chained;
+    uint16_t chain_seq;
+    bool forged_said;
 };
 
 struct tool {
@@ -268,6 +286,26 @@ int report_board_error(struct tool *t, const struct reply *r);
 
 // s with control characters (terminal escapes) shown as \n, \x1b, ...: text from a board is
 // never printed raw. malloc'd.
+// keys.c: signed commands and replies (docs/security.md).
+// Takes a status (the retained one, or a new one): false when it must be ignored (not signed
+// by the key recorded for this board, or a key changed); records a new board's key.
+bool keys_take_status(struct session *s, const uint8_t *p, size_t len,
+                      const struct board_status *st);
+// Signs a command message when the board wants it: *out (malloc'd) replaces payload. 1
+// signed, 0 nothing to sign, -1 cannot (said).
+int keys_sign(struct session *s, const char *topic, const uint8_t *payload, size_t len,
+              uint8_t **out, size_t *olen);
+// Checks a reply to the current command (chain: it is one of its reply/out messages, in
+// order): false when it must be dropped; a signed reply loses its trailer (*len).
+bool keys_check_reply(struct session *s, const char *topic, const struct mqb_topic *t,
+                      const uint8_t *p, size_t *len, bool current);
+void keys_begin(struct session *s, const char *cmd);
+// What the board's status says about its keys, in words (for status).
+void keys_describe(const struct session *s, char *out, size_t cap);
+void keys_free(struct session *s);
+int cmd_key(struct tool *t, int argc, char **argv);
+int cmd_trust(struct tool *t, int argc, char **argv);
+
 char *tool_escape(const char *s);
 // One line of a board's output in a fan-out: "PREFIX: line\n", both escaped as above (the
 // prefix may come from a board's status topic, the line may hold any byte, NUL included).

@@ -9,12 +9,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mqb/auth.h"
 #include "mqb/config.h"
 #include "mqb/err.h"
 #include "mqb/wire.h"
 
 #define MQB_SHA256_LEN 32
 #define MQB_PROTO_VERSION 2
+
+// Signed reply streams followed at once (their chain hashes); a further one is dropped and
+// its signed reply fails the host's check.
+#ifndef MQB_AUTH_CHAINS
+#define MQB_AUTH_CHAINS 4
+#endif
+// SHA-256 slots the platform provides: one per transfer, one per reply chain.
+#define MQB_HASH_SLOTS (MQB_MAX_XFERS + MQB_AUTH_CHAINS)
 
 // What the engine needs from the platform. Every hook takes the ctx given to
 // mqb_engine_init first and returns MQB_OK or an error; inputs are borrowed for the call.
@@ -34,7 +43,7 @@ struct mqb_platform {
     // Closes a handle. For a write handle, commit=true renames the temporary file over the
     // target; commit=false removes it and leaves the target untouched.
     enum mqb_err (*file_close)(void *ctx, int fh, bool commit);
-    // SHA-256 contexts, one per transfer slot (0 .. MQB_MAX_XFERS-1).
+    // SHA-256 contexts, slots 0 .. MQB_HASH_SLOTS-1.
     enum mqb_err (*hash_init)(void *ctx, unsigned slot);
     enum mqb_err (*hash_update)(void *ctx, unsigned slot, const uint8_t *data, size_t len);
     enum mqb_err (*hash_final)(void *ctx, unsigned slot, uint8_t out[MQB_SHA256_LEN]);
@@ -53,6 +62,13 @@ struct mqb_platform {
     // Returns MQB_ERR_UNSUPPORTED for a command the platform does not know either.
     enum mqb_err (*command)(void *ctx, const char *cmd, const char *id, const char *tail,
                             const uint8_t *data, size_t len);
+    // Optional (NULL: no signatures): ECDSA P-256 over the SHA-256 of head then data.
+    // sig_verify returns MQB_OK only when sig is pub's; sig_sign signs with the board's key.
+    enum mqb_err (*sig_verify)(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                               size_t hlen, const uint8_t *data, size_t dlen,
+                               const uint8_t sig[MQB_SIG_LEN]);
+    enum mqb_err (*sig_sign)(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,
+                             size_t dlen, uint8_t sig[MQB_SIG_LEN]);
 };
 
 enum mqb_xfer_kind {
@@ -81,21 +97,48 @@ struct mqb_xfer {
     uint64_t last_ms;               // time of the last activity, for the idle timeout
 };
 
+// A signed command's reply stream whose data is being hashed (docs/protocol.md).
+struct mqb_chain {
+    bool used;
+    char id[MQB_ID_MAX + 1];
+    uint32_t age;
+};
+
 struct mqb_engine {
     const struct mqb_platform *plat;
     void *ctx;
+    struct mqb_auth *auth; // borrowed; NULL or no keys: commands need no signature
+    bool plain;            // the reply being sent goes unsigned (caps, refusals)
+    struct mqb_chain chains[MQB_AUTH_CHAINS];
+    uint32_t chain_age;
+    uint8_t head[MQB_AUTH_HEAD_MAX];
     char prefix[MQB_PREFIX_MAX + 1];
     const char *agent; // borrowed: name and version for caps
     bool startup;      // still ignoring MQTT-duplicate commands (see docs/protocol.md)
     struct mqb_xfer xfers[MQB_MAX_XFERS];
     char topic[MQB_TOPIC_MAX];
-    uint8_t buf[MQB_HDR_LEN + MQB_CHUNK_MAX];
+    uint8_t buf[MQB_HDR_LEN + MQB_CHUNK_MAX + MQB_AUTH_TRAILER_LEN];
 };
 
 // Initializes e; prefix is copied; agent (name and version for caps, e.g. "mqrepld 0.1.0")
 // is borrowed and must outlive e. Returns MQB_ERR_TOOBIG when prefix exceeds MQB_PREFIX_MAX.
 enum mqb_err mqb_engine_init(struct mqb_engine *e, const struct mqb_platform *plat, void *ctx,
                              const char *prefix, const char *agent);
+
+// Makes the engine check commands against auth (borrowed, owned by the port) and sign its
+// replies: when auth has keys, a command message without a valid signature of one of them,
+// for this boot, with a counter not yet used, is refused (mqb_auth_required says which
+// messages); NULL turns it off.
+void mqb_engine_set_auth(struct mqb_engine *e, struct mqb_auth *auth);
+
+// True when commands must be signed (and replies are).
+bool mqb_engine_signing(const struct mqb_engine *e);
+
+// Publishes payload on topic (a question on reply/ask, ...), with a signature trailer when
+// the engine signs; hlen is the length of its header (0 or MQB_HDR_LEN). len at most
+// MQB_HDR_LEN + MQB_CHUNK_MAX.
+enum mqb_err mqb_engine_publish_signed(struct mqb_engine *e, const char *topic,
+                                       const uint8_t *payload, size_t len, size_t hlen);
 
 // Aborts every open transfer (temporary files are discarded).
 void mqb_engine_deinit(struct mqb_engine *e);

@@ -25,7 +25,12 @@
     X(TIMEDOUT, "transfer abandoned: nothing from the host for a minute")                          \
     X(STATE, "unexpected message for this transfer")                                               \
     X(NOTREG, "not a regular file")                                                                \
-    X(PENDING, "the running image is not yet confirmed: try again once it is marked valid")
+    X(PENDING, "the running image is not yet confirmed: try again once it is marked valid")        \
+    X(AUTH, "not authorized: the board accepts only signed commands")                              \
+    X(AUTH_KEY, "not authorized: the key is not in the board's authorized keys")                   \
+    X(AUTH_BOOT, "not authorized: signed for another boot of the board (stale or replayed)")       \
+    X(AUTH_REPLAY, "not authorized: this signed command was already used (replayed)")              \
+    X(AUTH_SIG, "not authorized: bad signature")
 
 enum mqb_err {
 #define MQB_ERR_ENUM(name, str) MQB_ERR_##name,

@@ -14,6 +14,7 @@
 #include "mqb/engine.h"
 #include "mqb/wdt.h"
 #include "pyeval.h"
+#include "trust.h"
 
 #define MQREPLD_VERSION "0.1.0"
 
@@ -61,6 +62,7 @@ struct agent_config {
     const char *hw_watchdog; // a Linux watchdog device to pet while fed
     bool syslog;             // also log to syslog
     bool original;           // answer as the original mqrepl.py does (no extensions, status)
+    const char *keys;        // the board's key and the operators' keys it obeys (trust.c)
 };
 
 // A/B firmware slots (slots.c).
@@ -78,8 +80,9 @@ struct agent {
     struct mqb_engine engine;
     struct board_fs fs;
     struct pyeval *pe;
-    struct ask ask; // questions of the board's Python to its host, and the mount
-    EVP_MD_CTX *hash[MQB_MAX_XFERS];
+    struct ask ask;     // questions of the board's Python to its host, and the mount
+    struct trust trust; // the board's key, the keys it obeys (empty dir: none)
+    EVP_MD_CTX *hash[MQB_HASH_SLOTS];
     struct eval_input *inputs; // multi-message eval input being collected
     int outstanding;           // QoS 1 publishes not yet acknowledged by the broker
     bool connected;

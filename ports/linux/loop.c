@@ -547,7 +547,7 @@ static void send_asks(struct agent *a) {
         a->out_due_ms = 1; // due now
         drain_eval(a, agent_now_ms());
         snprintf(topic, sizeof(topic), "%s/mqb/reply/ask/%s", a->cfg->prefix, to);
-        mqtt_publish(a, topic, payload, len, 1, false);
+        mqb_engine_publish_signed(&a->engine, topic, payload, len, MQB_HDR_LEN);
         free(payload);
     }
 }
@@ -642,6 +642,9 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
                 rtc_read(cfg->rtc_file, mem, sizeof(mem)) > 0 ? CAUSE_RESTART : CAUSE_PWRON);
     unsetenv("MQREPLD_RESET_CAUSE");
     random_hex(a->boot_id, sizeof(a->boot_id));
+    if (cfg->keys != NULL && !cfg->original && trust_open(&a->trust, cfg->keys, a->boot_id) != 0) {
+        return -1;
+    }
     char feed_id[17];
     random_hex(feed_id, sizeof(feed_id));
     snprintf(a->feed_topic, sizeof(a->feed_topic), "%s/mqb/cmd/eval/F%s/", cfg->prefix, feed_id);
@@ -678,7 +681,8 @@ static int agent_setup(struct agent *a, const struct agent_config *cfg) {
         fprintf(stderr, "mqrepld: prefix too long (at most %d bytes)\n", MQB_PREFIX_MAX);
         return -1;
     }
-    for (unsigned i = 0; i < MQB_MAX_XFERS; i++) {
+    mqb_engine_set_auth(&a->engine, &a->trust.auth);
+    for (unsigned i = 0; i < MQB_HASH_SLOTS; i++) {
         a->hash[i] = EVP_MD_CTX_new();
     }
     if (pipe2(a->wake, O_NONBLOCK | O_CLOEXEC) != 0) {

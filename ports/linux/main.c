@@ -65,6 +65,8 @@ static const struct setting settings[] = {
     {"slots", STR, F(slots), 0, 0, 0, "A/B firmware slot directory (run as launcher)"},
     {"hw-watchdog", STR, F(hw_watchdog), 0, 0, 0, "Linux watchdog device to pet while fed"},
     {"syslog", BOOL, F(syslog), 0, 0, 0, "also log to syslog"},
+    {"keys", STR, F(keys), 0, 0, 0,
+     "directory of the board's key and the keys it obeys (authorized_keys; docs/security.md)"},
     {"original", BOOL, F(original), 0, 0, 0,
      "answer exactly as a board running the original mqrepl.py (tests)"},
 };
@@ -374,7 +376,7 @@ int main(int argc, char **argv) {
     }
     if (!make_absolute("root", &cfg.root) || !make_absolute("rtc-file", &cfg.rtc_file) ||
         !make_absolute("slots", &cfg.slots) || !make_absolute("cafile", &cfg.cafile) ||
-        !make_absolute("hw-watchdog", &cfg.hw_watchdog)) {
+        !make_absolute("hw-watchdog", &cfg.hw_watchdog) || !make_absolute("keys", &cfg.keys)) {
         return 2;
     }
     if (cfg.prefix == NULL || cfg.prefix[0] == '\0') {

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../../sigkey/sigkey.h"
 #include "agent.h"
 
 // The broker does not deliver bigger packets to the agent (MQTT 5): a flood of huge
@@ -18,6 +19,10 @@
 #define MAX_PACKET (256 * 1024)
 
 void agent_on_message(struct agent *a, const struct mosquitto_message *m);
+
+static void status_topic(struct agent *a, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s/mqb/status", a->cfg->prefix);
+}
 
 static char *status_json(struct agent *a, bool online) {
     static const char *causes[] = {"",          "power-on", "hard",   "watchdog",
@@ -39,13 +44,21 @@ static char *status_json(struct agent *a, bool online) {
         bool pending = !mqb_ota_may_write(&a->slots.st, (uint8_t)a->slots.running);
         cJSON_AddStringToObject(j, "image", pending ? "pending" : "valid");
     }
+    if (a->trust.board != NULL) { // its key, and whether it obeys signed commands only
+        char b64[4 * ((MQB_PUBKEY_LEN + 2) / 3) + 1], topic[MQB_PREFIX_MAX + 16];
+        sigkey_b64(a->trust.pub, MQB_PUBKEY_LEN, b64);
+        cJSON_AddStringToObject(j, "key", b64);
+        cJSON_AddBoolToObject(j, "signed", a->trust.auth.nkeys > 0);
+        char *s = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        status_topic(a, topic, sizeof(topic));
+        char *signed_s = trust_sign_status(&a->trust, topic, s);
+        free(s);
+        return signed_s;
+    }
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
-}
-
-static void status_topic(struct agent *a, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/mqb/status", a->cfg->prefix);
 }
 
 void mqtt_publish_status(struct agent *a, bool online) {

@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../../sigkey/sigkey.h"
 #include "agent.h"
 
 // Messages published but not yet acknowledged by the broker beyond which streams wait.
@@ -166,6 +167,26 @@ static void cmd_ans(struct agent *a, const char *id, const char *tail, const uin
     unsigned long n = strtoul(tail, &end, 10);
     if (tail[0] == '\0' || *end != '\0' || !ask_answer(&a->ask, id, n, data, len)) {
         agent_log(a, 'D', "ans %s/%s: no such question (late, or not ours)", id, tail);
+    }
+}
+
+// trust: lists or changes the keys the board obeys (a signed command, so only a key it
+// already obeys can; a board without keys takes its first one locally: docs/security.md).
+static void cmd_trust(struct agent *a, const char *id, const uint8_t *data, size_t len) {
+    char out[MQB_AUTH_KEYS_MAX * (SIGKEY_FPR_LEN + 1) + 256];
+    if (!mqb_engine_signing(&a->engine)) {
+        reply_err_text(a, id,
+                       a->trust.board == NULL
+                           ? "not supported: mqrepld runs without --keys"
+                           : "not authorized: a board without authorized keys takes its first "
+                             "key on the board itself (its --keys directory's authorized_keys)");
+        return;
+    }
+    if (trust_command(&a->trust, (const char *)data, len, out, sizeof(out))) {
+        agent_log(a, 'W', "trust: %s", out);
+        reply_text(a, id, out);
+    } else {
+        reply_err_text(a, id, out);
     }
 }
 
@@ -328,7 +349,26 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
         cmd_mount(a, id, data, len);
         return MQB_OK;
     }
+    if (strcmp(cmd, "trust") == 0) {
+        cmd_trust(a, id, data, len);
+        return MQB_OK;
+    }
     return MQB_ERR_UNSUPPORTED;
+}
+
+static enum mqb_err p_sig_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                                 size_t hlen, const uint8_t *data, size_t dlen,
+                                 const uint8_t sig[MQB_SIG_LEN]) {
+    (void)ctx;
+    return sigkey_verify(pub, head, hlen, data, dlen, sig) ? MQB_OK : MQB_ERR_AUTH_SIG;
+}
+
+static enum mqb_err p_sig_sign(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,
+                               size_t dlen, uint8_t sig[MQB_SIG_LEN]) {
+    struct agent *a = ctx;
+    return a->trust.board != NULL && sigkey_sign(a->trust.board, head, hlen, data, dlen, sig) == 0
+               ? MQB_OK
+               : MQB_ERR_IO;
 }
 
 const struct mqb_platform agent_platform = {
@@ -347,4 +387,6 @@ const struct mqb_platform agent_platform = {
     .ota_open = p_ota_open,
     .ota_close = p_ota_close,
     .command = p_command,
+    .sig_verify = p_sig_verify,
+    .sig_sign = p_sig_sign,
 };

@@ -100,18 +100,18 @@ static enum mqb_err p_close(void *ctx, int fh, bool commit) {
 }
 static enum mqb_err p_hash_init(void *ctx, unsigned slot) {
     (void)ctx;
-    return slot < MQB_MAX_XFERS ? MQB_OK : MQB_ERR_STATE;
+    return slot < MQB_HASH_SLOTS ? MQB_OK : MQB_ERR_STATE;
 }
 static enum mqb_err p_hash_update(void *ctx, unsigned slot, const uint8_t *d, size_t len) {
     (void)ctx;
     (void)d;
     (void)len;
-    return slot < MQB_MAX_XFERS ? MQB_OK : MQB_ERR_STATE;
+    return slot < MQB_HASH_SLOTS ? MQB_OK : MQB_ERR_STATE;
 }
 static enum mqb_err p_hash_final(void *ctx, unsigned slot, uint8_t out[MQB_SHA256_LEN]) {
     (void)ctx;
     memset(out, 0, MQB_SHA256_LEN);
-    return slot < MQB_MAX_XFERS ? MQB_OK : MQB_ERR_STATE;
+    return slot < MQB_HASH_SLOTS ? MQB_OK : MQB_ERR_STATE;
 }
 static enum mqb_err p_eval(void *ctx, const char *id, const uint8_t *src, size_t len, bool first,
                            bool last) {

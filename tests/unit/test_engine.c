@@ -31,7 +31,7 @@ struct fake {
     } pubs[MAX_PUBS];
     int npubs;
     size_t room;
-    uint8_t hash[MQB_MAX_XFERS][MQB_SHA256_LEN];
+    uint8_t hash[MQB_HASH_SLOTS][MQB_SHA256_LEN];
     int evals;
     char eval_src[256];
     bool eval_last;

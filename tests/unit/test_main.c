@@ -6,5 +6,6 @@ int main(void) {
     failed += run_wire_tests();
     failed += run_engine_tests();
     failed += run_boot_tests();
+    failed += run_auth_tests();
     return failed == 0 ? 0 : 1;
 }

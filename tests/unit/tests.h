@@ -12,5 +12,6 @@
 int run_wire_tests(void);
 int run_engine_tests(void);
 int run_boot_tests(void);
+int run_auth_tests(void);
 
 #endif

@@ -5,7 +5,7 @@ get_filename_component(MQB_ROOT ${CMAKE_CURRENT_LIST_DIR}/../../.. ABSOLUTE)
 target_sources(usermod_mqb INTERFACE
   ${CMAKE_CURRENT_LIST_DIR}/modmqb.c
   ${MQB_ROOT}/core/err.c ${MQB_ROOT}/core/strbuf.c ${MQB_ROOT}/core/wire.c
-  ${MQB_ROOT}/core/engine.c ${MQB_ROOT}/core/wdt.c ${MQB_ROOT}/core/boot.c)
+  ${MQB_ROOT}/core/engine.c ${MQB_ROOT}/core/wdt.c ${MQB_ROOT}/core/boot.c ${MQB_ROOT}/core/auth.c)
 target_include_directories(usermod_mqb INTERFACE ${MQB_ROOT}/include)
 target_compile_definitions(usermod_mqb INTERFACE MQB_CHUNK_MAX=4096 MQB_MAX_XFERS=2
   MQB_PATH_MAX=128 MQB_WINDOW=4)

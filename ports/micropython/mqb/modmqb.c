@@ -32,7 +32,7 @@ typedef struct {
     char agent[48];
     mp_obj_t plat;
     mp_obj_t files[FILES_MAX];
-    mp_obj_t hashes[MQB_MAX_XFERS];
+    mp_obj_t hashes[MQB_HASH_SLOTS];
     mp_obj_t out[OUT_MAX]; // (topic, payload) tuples, oldest first
     size_t out_n;
     mp_obj_t events[EVENTS_MAX]; // ("eval", id, src) or (cmd, id, tail, data)
@@ -399,7 +399,7 @@ static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t
     for (int i = 0; i < FILES_MAX; i++) {
         self->files[i] = MP_OBJ_NULL;
     }
-    for (int i = 0; i < MQB_MAX_XFERS; i++) {
+    for (int i = 0; i < MQB_HASH_SLOTS; i++) {
         self->hashes[i] = mp_const_none;
     }
     if (mqb_engine_init(&self->engine, &platform, self, prefix, self->agent) != MQB_OK) {

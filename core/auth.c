@@ -1,0 +1,148 @@
+// Signed commands and replies: the message rule, the block, the signed heads, the key table
+// and the replay window (include/mqb/auth.h; docs/protocol.md "Signed commands").
+#include "mqb/auth.h"
+
+#include <string.h>
+
+bool mqb_auth_required(const char *cmd, const struct mqb_hdr *h) {
+    if (strcmp(cmd, "ack") == 0 || strcmp(cmd, "caps") == 0) {
+        return false; // flow control and what the board can do: nothing to protect
+    }
+    bool edge = mqb_hdr_is_single(h) || h->seq == 0;
+    if (strcmp(cmd, "ota") == 0) {
+        return edge; // the rest is covered by the signed hash in the topic
+    }
+    if (strcmp(cmd, "xput") == 0) {
+        return edge || h->last; // ... by the signed hash in the last message
+    }
+    return true;
+}
+
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+void mqb_auth_block_encode(uint8_t out[MQB_AUTH_BLOCK_LEN], const struct mqb_auth_block *b) {
+    memcpy(out, MQB_AUTH_MAGIC, 4);
+    memcpy(out + 4, b->keyid, MQB_KEYID_LEN);
+    memcpy(out + 12, b->boot_id, MQB_BOOTID_LEN);
+    put_u64(out + 20, b->counter);
+    memcpy(out + 28, b->sig, MQB_SIG_LEN);
+}
+
+enum mqb_err mqb_auth_block_decode(const uint8_t *data, size_t len, struct mqb_auth_block *b) {
+    if (len < MQB_AUTH_BLOCK_LEN || memcmp(data, MQB_AUTH_MAGIC, 4) != 0) {
+        return MQB_ERR_MALFORMED;
+    }
+    memcpy(b->keyid, data + 4, MQB_KEYID_LEN);
+    memcpy(b->boot_id, data + 12, MQB_BOOTID_LEN);
+    b->counter = get_u64(data + 20);
+    memcpy(b->sig, data + 28, MQB_SIG_LEN);
+    return MQB_OK;
+}
+
+// Appends n bytes at *len when they fit; sets *len past cap otherwise.
+static void add(uint8_t *out, size_t cap, size_t *len, const void *p, size_t n) {
+    if (*len + n <= cap) {
+        memcpy(out + *len, p, n);
+    }
+    *len += n;
+}
+
+static size_t head_start(uint8_t *out, size_t cap, const char *domain, const char *topic) {
+    size_t len = 0;
+    add(out, cap, &len, domain, strlen(domain) + 1);
+    add(out, cap, &len, topic, strlen(topic) + 1);
+    return len;
+}
+
+size_t mqb_auth_cmd_head(uint8_t *out, size_t cap, const char *topic,
+                         const uint8_t hdr[MQB_HDR_LEN], const struct mqb_auth_block *b) {
+    uint8_t counter[8];
+    put_u64(counter, b->counter);
+    size_t len = head_start(out, cap, "mqb-cmd-1", topic);
+    add(out, cap, &len, hdr, MQB_HDR_LEN);
+    add(out, cap, &len, b->keyid, MQB_KEYID_LEN);
+    add(out, cap, &len, b->boot_id, MQB_BOOTID_LEN);
+    add(out, cap, &len, counter, sizeof(counter));
+    return len <= cap ? len : 0;
+}
+
+size_t mqb_auth_reply_head(uint8_t *out, size_t cap, const char *topic, const uint8_t *hdr,
+                           size_t hlen, const uint8_t chain[32]) {
+    size_t len = head_start(out, cap, "mqb-reply-1", topic);
+    add(out, cap, &len, hdr, hlen);
+    add(out, cap, &len, chain, 32);
+    return len <= cap ? len : 0;
+}
+
+enum mqb_err mqb_auth_add_key(struct mqb_auth *a, const uint8_t id[MQB_KEYID_LEN],
+                              const uint8_t pub[MQB_PUBKEY_LEN]) {
+    for (unsigned i = 0; i < a->nkeys; i++) {
+        if (memcmp(a->keys[i].pub, pub, MQB_PUBKEY_LEN) == 0) {
+            return MQB_OK;
+        }
+    }
+    if (a->nkeys == MQB_AUTH_KEYS_MAX) {
+        return MQB_ERR_NOSPACE;
+    }
+    struct mqb_auth_key *k = &a->keys[a->nkeys++];
+    memset(k, 0, sizeof(*k));
+    memcpy(k->id, id, MQB_KEYID_LEN);
+    memcpy(k->pub, pub, MQB_PUBKEY_LEN);
+    return MQB_OK;
+}
+
+enum mqb_err mqb_auth_precheck(const struct mqb_auth *a, const struct mqb_auth_block *b,
+                               unsigned *key) {
+    unsigned i = 0;
+    while (i < a->nkeys && memcmp(a->keys[i].id, b->keyid, MQB_KEYID_LEN) != 0) {
+        i++;
+    }
+    if (i == a->nkeys) {
+        return MQB_ERR_AUTH_KEY;
+    }
+    if (memcmp(b->boot_id, a->boot_id, MQB_BOOTID_LEN) != 0) {
+        return MQB_ERR_AUTH_BOOT;
+    }
+    const struct mqb_auth_key *k = &a->keys[i];
+    if (b->counter <= k->floor) {
+        return MQB_ERR_AUTH_REPLAY;
+    }
+    for (unsigned j = 0; j < k->nseen; j++) {
+        if (k->seen[j] == b->counter) {
+            return MQB_ERR_AUTH_REPLAY;
+        }
+    }
+    *key = i;
+    return MQB_OK;
+}
+
+void mqb_auth_record(struct mqb_auth *a, unsigned key, uint64_t counter) {
+    struct mqb_auth_key *k = &a->keys[key];
+    if (k->nseen < MQB_AUTH_WINDOW) {
+        k->seen[k->nseen++] = counter;
+        return;
+    }
+    unsigned min = 0;
+    for (unsigned j = 1; j < k->nseen; j++) {
+        min = k->seen[j] < k->seen[min] ? j : min;
+    }
+    if (counter < k->seen[min]) {
+        k->floor = counter; // older than everything kept: used up at once
+        return;
+    }
+    k->floor = k->seen[min];
+    k->seen[min] = counter;
+}

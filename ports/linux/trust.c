@@ -1,0 +1,255 @@
+// mqrepld's keys: the board key, the authorized keys and the trust command (trust.h).
+#define _GNU_SOURCE
+#include "trust.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../sigkey/sigkey.h"
+
+#define BOARD_KEY "board_key"
+#define AUTHORIZED "authorized_keys"
+
+static void path_of(const struct trust *t, const char *name, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s", t->dir, name);
+}
+
+static int board_key(struct trust *t) {
+    char path[4200], err[512];
+    path_of(t, BOARD_KEY, path, sizeof(path));
+    if (access(path, F_OK) != 0) { // first start: the key is made here and stays here
+        EVP_PKEY *k = sigkey_generate();
+        if (k == NULL || sigkey_save(k, path, err, sizeof(err)) != 0) {
+            fprintf(stderr, "mqrepld: board key: %s\n", k == NULL ? "cannot generate" : err);
+            EVP_PKEY_free(k);
+            return -1;
+        }
+        EVP_PKEY_free(k);
+    }
+    t->board = sigkey_load(path, err, sizeof(err));
+    if (t->board == NULL || sigkey_public(t->board, t->pub) != 0) {
+        fprintf(stderr, "mqrepld: board key: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+// Reads authorized_keys into t->auth (keys only; the replay windows start empty).
+static int read_authorized(struct trust *t) {
+    char path[4200], line[SIGKEY_LINE_MAX];
+    path_of(t, AUTHORIZED, path, sizeof(path));
+    FILE *f = fopen(path, "re");
+    struct stat st;
+    t->auth.nkeys = 0;
+    if (f == NULL) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    if (fstat(fileno(f), &st) != 0 || (st.st_mode & 022) != 0) {
+        fprintf(stderr, "mqrepld: '%s' may be changed by other users (mode %04o): chmod 644 it\n",
+                path, (unsigned)(st.st_mode & 07777));
+        fclose(f);
+        return -1;
+    }
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        uint8_t pub[MQB_PUBKEY_LEN], id[MQB_KEYID_LEN];
+        n++;
+        if (line[strspn(line, " \t\r\n")] == '\0' || line[strspn(line, " \t")] == '#') {
+            continue;
+        }
+        if (sigkey_parse(line, pub) != 0) {
+            fprintf(stderr, "mqrepld: %s:%d: not a key line (mqb-p256 BASE64 comment)\n", path, n);
+            continue;
+        }
+        sigkey_id(pub, id);
+        if (mqb_auth_add_key(&t->auth, id, pub) != MQB_OK) {
+            fprintf(stderr, "mqrepld: %s: more than %d keys, the rest ignored\n", path,
+                    MQB_AUTH_KEYS_MAX);
+            break;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+int trust_open(struct trust *t, const char *dir, const char *boot_id) {
+    memset(t, 0, sizeof(*t));
+    snprintf(t->dir, sizeof(t->dir), "%s", dir);
+    for (unsigned i = 0; i < MQB_BOOTID_LEN; i++) {
+        unsigned v = 0;
+        sscanf(boot_id + 2 * i, "%2x", &v);
+        t->auth.boot_id[i] = (uint8_t)v;
+    }
+    struct stat st;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "mqrepld: --keys %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || (st.st_mode & 022) != 0) {
+        fprintf(stderr, "mqrepld: --keys %s: not a directory only its owner may change\n", dir);
+        return -1;
+    }
+    if (board_key(t) != 0 || read_authorized(t) != 0) {
+        return -1;
+    }
+    if (t->auth.nkeys == 0) {
+        fprintf(stderr,
+                "mqrepld: no authorized keys in %s/" AUTHORIZED ": anyone who can publish "
+                "on the broker controls this board (docs/security.md)\n",
+                dir);
+    }
+    return 0;
+}
+
+void trust_close(struct trust *t) {
+    EVP_PKEY_free(t->board);
+    t->board = NULL;
+}
+
+// Writes the key table to authorized_keys: a temporary file, fsync, rename.
+static bool write_authorized(struct trust *t, char *out, size_t cap) {
+    char path[4200], tmp[4300];
+    path_of(t, AUTHORIZED, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    bool ok = f != NULL;
+    for (unsigned i = 0; ok && i < t->auth.nkeys; i++) {
+        char line[SIGKEY_LINE_MAX];
+        ok = sigkey_line(t->auth.keys[i].pub, NULL, line, sizeof(line)) == 0 &&
+             fprintf(f, "%s\n", line) > 0;
+    }
+    ok = f != NULL && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = (f != NULL ? fclose(f) == 0 : (fd >= 0 && close(fd) == 0)) && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) {
+        snprintf(out, cap, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    return ok;
+}
+
+static void list_keys(const struct trust *t, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < t->auth.nkeys && n < cap; i++) {
+        char fpr[SIGKEY_FPR_LEN];
+        sigkey_fingerprint(t->auth.keys[i].pub, fpr);
+        n += (size_t)snprintf(out + n, cap - n, "%s\n", fpr);
+    }
+}
+
+// The key named by arg (a fingerprint or a key line); -1 when none.
+static int find_key(const struct trust *t, const char *arg) {
+    uint8_t pub[MQB_PUBKEY_LEN];
+    bool line = sigkey_parse(arg, pub) == 0;
+    for (unsigned i = 0; i < t->auth.nkeys; i++) {
+        char fpr[SIGKEY_FPR_LEN];
+        sigkey_fingerprint(t->auth.keys[i].pub, fpr);
+        if ((line && memcmp(pub, t->auth.keys[i].pub, MQB_PUBKEY_LEN) == 0) ||
+            strcmp(arg, fpr) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static bool trust_add(struct trust *t, const char *arg, char *out, size_t cap) {
+    uint8_t pub[MQB_PUBKEY_LEN], id[MQB_KEYID_LEN];
+    char fpr[SIGKEY_FPR_LEN];
+    if (sigkey_parse(arg, pub) != 0) {
+        snprintf(out, cap, "not a public key: %.60s", arg);
+        return false;
+    }
+    sigkey_id(pub, id);
+    sigkey_fingerprint(pub, fpr);
+    if (find_key(t, fpr) >= 0) {
+        snprintf(out, cap, "already authorized: %s", fpr);
+        return true;
+    }
+    if (mqb_auth_add_key(&t->auth, id, pub) != MQB_OK) {
+        snprintf(out, cap, "at most %d authorized keys: remove one first", MQB_AUTH_KEYS_MAX);
+        return false;
+    }
+    if (!write_authorized(t, out, cap)) {
+        t->auth.nkeys--;
+        return false;
+    }
+    snprintf(out, cap, "authorized: %s", fpr);
+    return true;
+}
+
+static bool trust_remove(struct trust *t, const char *arg, char *out, size_t cap) {
+    int i = find_key(t, arg);
+    if (i < 0) {
+        snprintf(out, cap, "no such authorized key: %.60s", arg);
+        return false;
+    }
+    if (t->auth.nkeys == 1) {
+        snprintf(out, cap,
+                 "refusing to remove the last authorized key: the board would obey "
+                 "anyone (add another key first)");
+        return false;
+    }
+    struct mqb_auth_key gone = t->auth.keys[i];
+    memmove(&t->auth.keys[i], &t->auth.keys[i + 1],
+            (t->auth.nkeys - (unsigned)i - 1) * sizeof(t->auth.keys[0]));
+    t->auth.nkeys--;
+    if (!write_authorized(t, out, cap)) {
+        memmove(&t->auth.keys[i + 1], &t->auth.keys[i],
+                (t->auth.nkeys - (unsigned)i) * sizeof(t->auth.keys[0]));
+        t->auth.keys[i] = gone;
+        t->auth.nkeys++;
+        return false;
+    }
+    char fpr[SIGKEY_FPR_LEN];
+    sigkey_fingerprint(gone.pub, fpr);
+    snprintf(out, cap, "removed: %s", fpr);
+    return true;
+}
+
+bool trust_command(struct trust *t, const char *data, size_t len, char *out, size_t cap) {
+    char buf[SIGKEY_LINE_MAX];
+    if (len >= sizeof(buf)) {
+        snprintf(out, cap, "trust: argument too long");
+        return false;
+    }
+    memcpy(buf, data, len);
+    buf[len] = '\0';
+    char *arg = strchr(buf, ' ');
+    if (arg != NULL) {
+        *arg++ = '\0';
+    }
+    if (strcmp(buf, "list") == 0) {
+        list_keys(t, out, cap);
+        return true;
+    }
+    if (strcmp(buf, "add") == 0 && arg != NULL) {
+        return trust_add(t, arg, out, cap);
+    }
+    if (strcmp(buf, "remove") == 0 && arg != NULL) {
+        return trust_remove(t, arg, out, cap);
+    }
+    snprintf(out, cap, "trust: expected list, add KEY or remove FINGERPRINT");
+    return false;
+}
+
+char *trust_sign_status(struct trust *t, const char *topic, const char *json) {
+    size_t len = strlen(json);
+    uint8_t head[MQB_AUTH_HEAD_MAX], sig[MQB_SIG_LEN], zero[32] = {0};
+    char b64[4 * ((MQB_SIG_LEN + 2) / 3) + 1];
+    size_t hl = mqb_auth_reply_head(head, sizeof(head), topic, NULL, 0, zero);
+    if (hl == 0 || len < 2 || json[len - 1] != '}' ||
+        sigkey_sign(t->board, head, hl, (const uint8_t *)json, len, sig) != 0) {
+        return strdup(json);
+    }
+    sigkey_b64(sig, sizeof(sig), b64);
+    char *out = malloc(len + sizeof(b64) + 16);
+    sprintf(out, "%.*s,\"sig\":\"%s\"}", (int)(len - 1), json, b64);
+    return out;
+}

@@ -1,0 +1,265 @@
+"""Trust end to end (issue 19): a board started with keys obeys only commands signed by a key
+it authorized, for its current boot, once; it signs its status and replies, and mqboard
+checks them against the key it recorded for the board. Each test is an attack by someone
+who can publish and subscribe anything on the broker, and fails without its check."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from conftest import BIN, Board, stop
+
+
+class Operator:
+    """An operator: a config directory (key, known_boards) of its own."""
+
+    def __init__(self, tmp, name="op"):
+        self.cfg = tmp / name
+        self.cfg.mkdir()
+        self.env = dict(os.environ, XDG_CONFIG_HOME=str(self.cfg))
+        r = self.run_mqb("key", "generate")
+        assert r.returncode == 0, r.stderr
+        self.pub = self.cfg / "mqboard" / "id_mqb.pub"
+
+    def run_mqb(self, *args, timeout=60):
+        return subprocess.run([str(BIN / "mqboard"), *args], capture_output=True, text=True,
+                              timeout=timeout, env=self.env)
+
+    def mqb(self, board, *args, check=True):
+        r = self.run_mqb("-p", str(board.broker.port), "--prefix", board.prefix, *args)
+        if check:
+            assert r.returncode == 0, (args, r.returncode, r.stderr)
+        return r
+
+
+def keyed_board(broker, tmp, *ops, wait=True):
+    keys = tmp / "keys"
+    keys.mkdir(mode=0o700)
+    lines = "".join(op.pub.read_text() for op in ops)
+    if lines:
+        (keys / "authorized_keys").write_text(lines)
+    return Board(broker, tmp, "--keys", str(keys), "--wdt-timeout", "0", wait=wait)
+
+
+def wait_for(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Wire:
+    """A client on the broker that records and injects whatever it likes."""
+
+    def __init__(self, broker, sub):
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client()
+        self.c.on_message = self._on
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.subscribe(sub, 1)
+        self.c.loop_start()
+        time.sleep(0.3)  # the SUBACK (paho offers no simpler wait here)
+
+    def _on(self, c, u, m):  # paho 1.x callback
+        with self.lock:
+            self.msgs.append((m.topic, bytes(m.payload), m.retain))
+
+    def taken(self, pred=lambda t: True):
+        with self.lock:
+            return [(t, p) for t, p, r in self.msgs if pred(t)]
+
+    def pub(self, topic, payload, retain=False):
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture
+def op(tmp_path):
+    return Operator(tmp_path)
+
+
+@pytest.fixture
+def signed(broker, tmp_path, op):
+    b = keyed_board(broker, tmp_path, op, wait=False)
+    assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0, 15)
+    yield b
+    b.stop()
+
+
+def test_the_operator_works_as_before_and_the_board_key_is_recorded(signed, op, tmp_path):
+    assert op.mqb(signed, "eval", "6*7").stdout == "42\n"
+    assert op.mqb(signed, "exec", "for i in range(3): print(i)").stdout == "0\n1\n2\n"
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(300_000))
+    op.mqb(signed, "put", str(src), "/big.bin")
+    assert (signed.root / "big.bin").read_bytes() == src.read_bytes()
+    op.mqb(signed, "get", "/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert "big.bin" in op.mqb(signed, "ls").stdout
+    st = op.mqb(signed, "status").stdout
+    assert "obeys signed commands only" in st and "key SHA256:" in st
+    known = (op.cfg / "mqboard" / "known_boards").read_text()
+    assert known.startswith(signed.prefix + " mqb-p256 ")
+    assert signed.prefix in op.run_mqb("key", "list").stdout
+    op.mqb(signed, "reset")  # a new boot: the next command is signed for it
+    assert op.mqb(signed, "eval", "1+1").stdout == "2\n"
+
+
+def test_unsigned_and_unknown_keys_are_refused(signed, op, tmp_path, broker):
+    # The original tool's message (no signature): refused, not run.
+    w = Wire(broker, signed.prefix + "/mqb/reply/#")
+    w.pub(signed.prefix + "/mqb/cmd/eval/abcdefgh", b"\x80\x00open('owned','w').write('x')")
+    assert wait_for(lambda: w.taken(lambda t: t.endswith("/abcdefgh")))
+    assert b"not authorized" in w.taken(lambda t: t.endswith("/abcdefgh"))[0][1]
+    w.close()
+    # Another operator's key, not authorized on this board.
+    other = Operator(tmp_path, "other")
+    r = other.mqb(signed, "exec", "open('owned','w').write('x')", check=False)
+    assert r.returncode == 1 and "not authorized" in r.stderr
+    # No key at all.
+    r = op.mqb(signed, "--key", str(tmp_path / "none"), "eval", "1", check=False)
+    assert r.returncode == 1 and "no key to sign with" in r.stderr
+    assert not (signed.root / "owned").exists()
+
+
+def test_a_recorded_command_cannot_be_replayed(signed, op, broker, tmp_path):
+    w = Wire(broker, signed.prefix + "/mqb/cmd/#")
+    f = tmp_path / "app.py"
+    f.write_text("v = 1\n")
+    op.mqb(signed, "put", str(f), "/app.py")
+    op.mqb(signed, "exec", "open('count','a').write('x')")
+    recorded = w.taken()
+    assert recorded
+    f.write_text("v = 2\n")
+    op.mqb(signed, "put", str(f), "/app.py")
+    # Replayed as recorded, and with the deadline in the id rewritten.
+    r = Wire(broker, signed.prefix + "/mqb/reply/#")
+    for topic, payload in recorded:
+        w.pub(topic, payload)
+        w.pub(topic.replace(topic.split("/")[-1], topic.split("/")[-1][:8] + ".ffffffff")
+              if "/eval/" in topic else topic, payload)
+    assert wait_for(lambda: any(b"already used" in p or b"not authorized" in p
+                                for t, p in r.taken()))
+    op.mqb(signed, "eval", "1")  # the board is fine, and everything before it was handled
+    assert (signed.root / "app.py").read_text() == "v = 2\n"
+    assert (signed.root / "count").read_text() == "x"
+    # After a reset the recording belongs to another boot.
+    op.mqb(signed, "reset")
+    for topic, payload in recorded:
+        w.pub(topic, payload)
+    assert wait_for(lambda: any(b"another boot" in p for t, p in r.taken()))
+    op.mqb(signed, "eval", "1")
+    assert (signed.root / "count").read_text() == "x"
+    w.close()
+    r.close()
+
+
+def test_forged_status_and_replies_are_dropped(signed, op, broker):
+    status_topic = signed.prefix + "/mqb/status"
+    w = Wire(broker, signed.prefix + "/mqb/cmd/#")
+
+    # A reply forged by someone who sees the command: mqboard drops it, takes the board's.
+    def forge():
+        for _ in range(200):
+            for t, p in w.taken(lambda t: "/cmd/eval/" in t):
+                rid = t.split("/")[-1]
+                w.pub(f"{signed.prefix}/mqb/reply/out/{rid}", b"\xff\xff666")
+                return
+            time.sleep(0.01)
+
+    th = threading.Thread(target=forge)
+    th.start()
+    r = op.mqb(signed, "eval", "import time; time.sleep(0.5); 6*7")
+    th.join()
+    assert r.stdout == "42\n" and "did not sign" in r.stderr
+    # A forged status (a rollout's evidence): ignored, said.
+    w.pub(status_topic, b'{"status":"online","boot_id":"0000000000000001","slot":1,'
+          b'"image":"valid"}', retain=True)
+    r = op.mqb(signed, "status", check=False)
+    assert r.returncode == 1 and "not signed by its recorded key" in r.stderr
+    assert "0000000000000001" not in r.stdout
+    w.close()
+    signed.stop()
+    signed.start(wait=False)  # its own status again
+    assert wait_for(lambda: op.mqb(signed, "-T", "1", "eval", "1", check=False).returncode == 0)
+
+
+def test_a_changed_board_key_is_refused_loudly(signed, op, tmp_path):
+    op.mqb(signed, "eval", "1")
+    signed.stop()
+    (tmp_path / "keys" / "board_key").unlink()  # another board (or an impostor) at the prefix
+    signed.start(wait=False)
+    time.sleep(0.5)
+    r = op.mqb(signed, "-T", "2", "eval", "1", check=False)
+    assert r.returncode != 0 and "WARNING" in r.stderr and "not the key recorded" in r.stderr
+
+
+def test_trust_add_and_remove(signed, op, tmp_path):
+    colleague = Operator(tmp_path, "colleague")
+    assert colleague.mqb(signed, "eval", "1", check=False).returncode == 1
+    out = op.mqb(signed, "trust", "add", str(colleague.pub)).stdout
+    assert out.startswith("authorized: SHA256:")
+    assert colleague.mqb(signed, "eval", "2").stdout == "2\n"
+    fprs = op.mqb(signed, "trust", "list").stdout.split()
+    assert len(fprs) == 2
+    cfpr = colleague.run_mqb("key", "show").stdout.split()[0]
+    assert cfpr in fprs
+    # Revoked: the stolen laptop's key no longer works, and the change survives a restart.
+    op.mqb(signed, "trust", "remove", cfpr)
+    assert colleague.mqb(signed, "eval", "3", check=False).returncode == 1
+    signed.stop()
+    signed.start(wait=False)
+    assert wait_for(lambda: op.mqb(signed, "-T", "1", "eval", "1", check=False).returncode == 0)
+    assert colleague.mqb(signed, "eval", "3", check=False).returncode == 1
+    # The last key stays: removing it would open the board to anyone.
+    mine = op.run_mqb("key", "show").stdout.split()[0]
+    r = op.mqb(signed, "trust", "remove", mine, check=False)
+    assert r.returncode == 1 and "last authorized key" in r.stderr
+
+
+def test_a_board_without_keys_takes_none_from_the_broker(broker, tmp_path, op):
+    b = keyed_board(broker, tmp_path)  # its own key, nobody authorized yet
+    try:
+        r = op.mqb(b, "trust", "add", str(op.pub), check=False)
+        assert r.returncode == 1 and "on the board itself" in r.stderr
+        assert not (tmp_path / "keys" / "authorized_keys").exists()
+        assert "insecure" in op.mqb(b, "status").stdout
+        assert op.mqb(b, "eval", "1").stdout == "1\n"  # as today, unsigned
+        assert oct((tmp_path / "keys" / "board_key").stat().st_mode & 0o777) == "0o600"
+    finally:
+        b.stop()
+
+
+def test_key_files_are_checked(tmp_path, op, broker):
+    key = op.cfg / "mqboard" / "id_mqb"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert op.run_mqb("key", "generate").returncode != 0  # never overwritten
+    key.chmod(0o644)
+    r = op.run_mqb("key", "show")
+    assert r.returncode != 0 and "chmod 600" in r.stderr
+    key.chmod(0o600)
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    (keys / "authorized_keys").write_text(op.pub.read_text())
+    (keys / "authorized_keys").chmod(0o666)
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as f:
+        p = subprocess.Popen([str(BIN / "mqrepld"), "-p", str(broker.port), "--prefix", "t/x",
+                              "--root", str(tmp_path), "--keys", str(keys), "--rtc-file",
+                              str(tmp_path / "rtc")], stdout=f, stderr=subprocess.STDOUT)
+        try:
+            assert p.wait(timeout=10) != 0
+        finally:
+            stop(p)
+    assert "may be changed by other users" in log.read_text()
