@@ -188,7 +188,7 @@ int cmd_status(struct tool *t, int argc, char **argv) {
     if (code != EXIT_OK) {
         return code;
     }
-    if (s->status_refused) {
+    if (s->trust.refused) {
         tool_error(t, "status: board '%s' has no status signed by its key (said above)",
                    t->opts.prefix);
         return EXIT_BOARD;
@@ -222,7 +222,7 @@ int cmd_status(struct tool *t, int argc, char **argv) {
         f[5] = tool_escape(t->opts.prefix);
         // The prefix first: which board answered is never in doubt.
         char trust[128];
-        keys_describe(s, trust, sizeof(trust));
+        keys_describe(&s->trust, trust, sizeof(trust));
         fprintf(t->out, "%s: %s  %s  %s mode  booted %s  reset cause: %s%s%s  %s\n", f[5], f[0],
                 f[1], f[2], when, f[3], cJSON_IsString(im) ? "  image: " : "",
                 cJSON_IsString(im) ? f[4] : "", trust);

@@ -31,6 +31,7 @@ struct fboard {
     uint16_t next_seq; // the next reply/out message expected
     double deadline;   // silence allowed until then
     int code;
+    struct board_trust trust; // its key, from its signed status (keys.c)
 };
 
 static double now_s(void) {
@@ -97,6 +98,9 @@ static void take(struct fboard *v, int n, const char *topic, const struct reply 
     if (b != NULL) {
         struct board_status st;
         parse_status(r->data, r->len, &st);
+        if (!keys_take_status(&b->trust, stderr, r->data, r->len, &st)) {
+            return; // not signed by the board's recorded key: not its own
+        }
         b->online = st.online;
         if (b->state == SENT && st.online == 0 && b->len == 0) {
             done(b, EXIT_TIMEOUT, "mqboard: the board is offline"); // a late status, a will
@@ -111,6 +115,13 @@ static void take(struct fboard *v, int n, const char *topic, const struct reply 
     if (b == NULL || strncmp(topic, b->prefix, pl) != 0) {
         return; // not ours: a late reply, another tool's
     }
+    struct mqb_topic tp;
+    struct reply checked = *r;
+    if (mqb_topic_parse(b->prefix, topic, strlen(topic), &tp) != MQB_OK ||
+        !keys_check_reply(&b->trust, stderr, "eval", topic, &tp, r->data, &checked.len, true)) {
+        return; // not the board's reply
+    }
+    r = &checked;
     b->deadline = now_s() + silence;
     if (strncmp(topic + pl, "/mqb/reply/err/", 15) == 0) {
         char *text = strndup((const char *)r->data, r->len);
@@ -179,7 +190,7 @@ static void send_more(struct tool *t, struct fboard *v, int n, int *next, int *a
         if (b->online == 0) {
             done(b, EXIT_TIMEOUT, "mqboard: the board is offline");
         } else if (mqb_topic_cmd(topic, sizeof(topic), b->prefix, "eval", b->id, NULL) != MQB_OK ||
-                   session_publish(s, topic, msg, len) != MOSQ_ERR_SUCCESS) {
+                   session_publish_to(s, &b->trust, topic, msg, len) != MOSQ_ERR_SUCCESS) {
             done(b, EXIT_CONN, "mqboard: cannot send to the broker");
         } else {
             b->state = SENT;
@@ -198,8 +209,11 @@ static void give_up(struct tool *t, struct fboard *v, int n, int code) {
     for (int i = 0; i < n; i++) {
         if (v[i].state == SENT) {
             t->opts.prefix = v[i].prefix;
-            if (code == EXIT_INTERRUPTED) {
+            if (code == EXIT_INTERRUPTED) { // signed for that board, when it wants it
+                struct board_trust mine = t->session.trust;
+                t->session.trust = v[i].trust;
                 session_send_aside(&t->session, "interrupt", v[i].id);
+                t->session.trust = mine;
             }
             done(&v[i], code, code == EXIT_INTERRUPTED ? "KeyboardInterrupt" : "mqboard: gave up");
         } else if (v[i].state == WAITING) {
@@ -283,6 +297,7 @@ int fleet_eval(struct tool *t, const char *const *targets, int n, int argc, char
     cJSON *results = cJSON_CreateObject();
     for (int i = 0; i < n; i++) {
         v[i] = (struct fboard){.prefix = targets[i], .online = -1, .code = EXIT_OK};
+        keys_trust_init(&v[i].trust, targets[i]);
     }
     if (code == EXIT_OK) {
         code = run_all(t, v, n, msg, MQB_HDR_LEN + len, results);
@@ -294,6 +309,9 @@ int fleet_eval(struct tool *t, const char *const *targets, int n, int argc, char
         failed += v[i].state == PRINTED && v[i].code != EXIT_OK && v[i].code != EXIT_TIMEOUT;
     }
     session_close(&t->session);
+    for (int i = 0; i < n; i++) {
+        keys_free(NULL, &v[i].trust);
+    }
     fanout_summary(t, ok, failed, offline, n, results);
     free(v);
     free(msg);

@@ -51,7 +51,7 @@ static bool known_key(const char *prefix, uint8_t pub[MQB_PUBKEY_LEN], char *whe
     return found;
 }
 
-static void record_key(struct session *s, const uint8_t pub[MQB_PUBKEY_LEN]) {
+static void record_key(const struct board_trust *bt, FILE *err, const uint8_t pub[MQB_PUBKEY_LEN]) {
     char path[4096], line[SIGKEY_LINE_MAX], fpr[SIGKEY_FPR_LEN];
     config_path("known_boards", path, sizeof(path));
     char *slash = strrchr(path, '/');
@@ -62,9 +62,9 @@ static void record_key(struct session *s, const uint8_t pub[MQB_PUBKEY_LEN]) {
     sigkey_fingerprint(pub, fpr);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "a") : NULL;
-    bool ok = f != NULL && fprintf(f, "%s %s\n", s->o->prefix, line) > 0;
+    bool ok = f != NULL && fprintf(f, "%s %s\n", bt->prefix, line) > 0;
     ok = f != NULL && fclose(f) == 0 && ok;
-    fprintf(s->err, "mqboard: board '%s' is new here: its key %s %s %s\n", s->o->prefix, fpr,
+    fprintf(err, "mqboard: board '%s' is new here: its key %s %s %s\n", bt->prefix, fpr,
             ok ? "is now recorded in" : "could not be recorded in", path);
 }
 
@@ -78,7 +78,7 @@ static void boot_bytes(const char *hex, uint8_t out[MQB_BOOTID_LEN]) {
 }
 
 // The status's own signature, by the key it names; the signed text is its body and "}".
-static bool status_signed_by(const struct session *s, const uint8_t *p, size_t len,
+static bool status_signed_by(const struct board_trust *bt, const uint8_t *p, size_t len,
                              const uint8_t pub[MQB_PUBKEY_LEN]) {
     size_t body;
     char b64[96];
@@ -90,85 +90,96 @@ static bool status_signed_by(const struct session *s, const uint8_t *p, size_t l
     char *text = malloc(body + 1);
     memcpy(text, p, body);
     text[body] = '}';
-    size_t hl = mqb_auth_reply_head(head, sizeof(head), s->status_topic, NULL, 0, zero);
+    size_t hl = mqb_auth_reply_head(head, sizeof(head), bt->status_topic, NULL, 0, zero);
     bool ok = hl > 0 && sigkey_verify(pub, head, hl, (const uint8_t *)text, body + 1, sig);
     free(text);
     return ok;
 }
 
-bool keys_take_status(struct session *s, const uint8_t *p, size_t len,
+void keys_trust_init(struct board_trust *bt, const char *prefix) {
+    EVP_MD_CTX_free(bt->chain);
+    memset(bt, 0, sizeof(*bt));
+    bt->prefix = prefix;
+    snprintf(bt->status_topic, sizeof(bt->status_topic), "%s/mqb/status", prefix);
+}
+
+bool keys_take_status(struct board_trust *bt, FILE *err, const uint8_t *p, size_t len,
                       const struct board_status *st) {
     uint8_t known[MQB_PUBKEY_LEN], pub[MQB_PUBKEY_LEN];
     char where[4200], fpr[SIGKEY_FPR_LEN], old[SIGKEY_FPR_LEN];
-    bool is_known = known_key(s->o->prefix, known, where, sizeof(where));
+    bool is_known = known_key(bt->prefix, known, where, sizeof(where));
     bool has_key = st->key[0] != '\0' && sigkey_parse(st->key, pub) == 0;
+    bt->refused = false;
     if (!has_key && !is_known) {
-        s->board_key_ok = s->board_signed = false; // a board without keys (as the original)
+        bt->key_ok = bt->signed_only = false; // a board without keys (as the original)
         return true;
     }
-    if (!has_key || !status_signed_by(s, p, len, pub)) {
-        if (!s->forged_said) {
-            fprintf(s->err,
+    bt->refused = true;
+    if (!has_key || !status_signed_by(bt, p, len, pub)) {
+        if (!bt->forged_said) {
+            fprintf(err,
                     "mqboard: board '%s': ignoring a status not signed by %s key "
                     "(someone else publishes on its topics?)\n",
-                    s->o->prefix, is_known ? "its recorded" : "its own");
-            s->forged_said = true;
+                    bt->prefix, is_known ? "its recorded" : "its own");
+            bt->forged_said = true;
         }
         return false;
     }
     if (is_known && memcmp(known, pub, MQB_PUBKEY_LEN) != 0) {
         sigkey_fingerprint(pub, fpr);
         sigkey_fingerprint(known, old);
-        fprintf(s->err,
+        fprintf(err,
                 "mqboard: WARNING: board '%s' now presents key %s, not the key recorded for it "
                 "(%s, %s). Someone may be impersonating it. Refused. If the board was really "
                 "re-keyed, delete that line.\n",
-                s->o->prefix, fpr, old, where);
-        s->forged_said = true;
+                bt->prefix, fpr, old, where);
+        bt->forged_said = true;
         return false;
     }
-    if (!is_known && strpbrk(s->o->prefix, "+#*?[") == NULL) {
-        record_key(s, pub);
+    if (!is_known && strpbrk(bt->prefix, "+#*?[") == NULL) {
+        record_key(bt, err, pub);
     }
-    memcpy(s->board_pub, pub, MQB_PUBKEY_LEN);
-    boot_bytes(st->boot_id, s->boot_bin);
-    s->board_key_ok = true;
-    s->board_signed = st->signed_only;
+    memcpy(bt->pub, pub, MQB_PUBKEY_LEN);
+    boot_bytes(st->boot_id, bt->boot);
+    bt->key_ok = true;
+    bt->signed_only = st->signed_only;
+    bt->refused = false;
     return true;
 }
 
 // Loads the operator's key (once).
-static int load_op_key(struct session *s) {
+static int load_key(struct signer *sg, const struct tool_opts *o, FILE *err_to,
+                    const char *prefix) {
     char path[4096], err[512];
     uint8_t pub[MQB_PUBKEY_LEN];
-    if (s->op_key != NULL) {
+    if (sg->key != NULL) {
         return 0;
     }
-    if (s->key_failed) {
+    if (sg->failed) {
         return -1;
     }
-    key_path(s->o, path, sizeof(path));
-    s->op_key = sigkey_load(path, err, sizeof(err));
-    if (s->op_key == NULL) {
-        fprintf(s->err,
+    key_path(o, path, sizeof(path));
+    sg->key = sigkey_load(path, err, sizeof(err));
+    if (sg->key == NULL) {
+        fprintf(err_to,
                 "mqboard: board '%s' obeys signed commands only, and there is no key to sign "
                 "with: %s (make one with `mqboard key generate`, then have the board trust "
                 "it)\n",
-                s->o->prefix, err);
-        s->key_failed = true;
+                prefix, err);
+        sg->failed = true;
         return -1;
     }
-    sigkey_public(s->op_key, pub);
-    sigkey_id(pub, s->op_id);
+    sigkey_public(sg->key, pub);
+    sigkey_id(pub, sg->id);
     return 0;
 }
 
-int keys_sign(struct session *s, const char *topic, const uint8_t *payload, size_t len,
-              uint8_t **out, size_t *olen) {
+int keys_sign(struct signer *sg, const struct tool_opts *o, FILE *err, const struct board_trust *bt,
+              const char *topic, const uint8_t *payload, size_t len, uint8_t **out, size_t *olen) {
     struct mqb_topic t;
     struct mqb_hdr h;
-    if (!s->board_signed || len < MQB_HDR_LEN ||
-        mqb_topic_parse(s->o->prefix, topic, strlen(topic), &t) != MQB_OK ||
+    if (!bt->key_ok || !bt->signed_only || len < MQB_HDR_LEN ||
+        mqb_topic_parse(bt->prefix, topic, strlen(topic), &t) != MQB_OK ||
         t.kind != MQB_TOPIC_CMD || mqb_hdr_decode(payload, len, &h) != MQB_OK) {
         return 0;
     }
@@ -177,21 +188,21 @@ int keys_sign(struct session *s, const char *topic, const uint8_t *payload, size
     if (!mqb_auth_required(cmd, &h)) {
         return 0;
     }
-    if (load_op_key(s) != 0) {
+    if (load_key(sg, o, err, bt->prefix) != 0) {
         return -1;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    s->counter = now > s->counter ? now : s->counter + 1;
-    struct mqb_auth_block b = {.counter = s->counter};
-    memcpy(b.keyid, s->op_id, MQB_KEYID_LEN);
-    memcpy(b.boot_id, s->boot_bin, MQB_BOOTID_LEN);
+    sg->counter = now > sg->counter ? now : sg->counter + 1;
+    struct mqb_auth_block b = {.counter = sg->counter};
+    memcpy(b.keyid, sg->id, MQB_KEYID_LEN);
+    memcpy(b.boot_id, bt->boot, MQB_BOOTID_LEN);
     uint8_t head[MQB_AUTH_HEAD_MAX];
     size_t hl = mqb_auth_cmd_head(head, sizeof(head), topic, payload, &b);
     if (hl == 0 ||
-        sigkey_sign(s->op_key, head, hl, payload + MQB_HDR_LEN, len - MQB_HDR_LEN, b.sig) != 0) {
-        fprintf(s->err, "mqboard: cannot sign the command\n");
+        sigkey_sign(sg->key, head, hl, payload + MQB_HDR_LEN, len - MQB_HDR_LEN, b.sig) != 0) {
+        fprintf(err, "mqboard: cannot sign the command\n");
         return -1;
     }
     *olen = len + MQB_AUTH_BLOCK_LEN;
@@ -202,53 +213,53 @@ int keys_sign(struct session *s, const char *topic, const uint8_t *payload, size
     return 1;
 }
 
-void keys_describe(const struct session *s, char *out, size_t cap) {
+void keys_describe(const struct board_trust *bt, char *out, size_t cap) {
     char fpr[SIGKEY_FPR_LEN];
-    if (!s->board_key_ok) {
+    if (!bt->key_ok) {
         snprintf(out, cap, "no keys: anyone who can publish on the broker controls it");
         return;
     }
-    sigkey_fingerprint(s->board_pub, fpr);
+    sigkey_fingerprint(bt->pub, fpr);
     snprintf(out, cap, "key %s%s", fpr,
-             s->board_signed ? ", obeys signed commands only"
+             bt->signed_only ? ", obeys signed commands only"
                              : ", obeys unsigned commands (no authorized keys): insecure");
 }
 
-void keys_begin(struct session *s, const char *cmd) {
-    (void)cmd;
-    s->chained = false;
-    s->chain_seq = 0;
+void keys_begin(struct board_trust *bt) {
+    bt->chained = false;
+    bt->chain_seq = 0;
 }
 
-void keys_free(struct session *s) {
-    EVP_PKEY_free(s->op_key);
-    EVP_MD_CTX_free(s->chain);
-    s->op_key = NULL;
-    s->chain = NULL;
+void keys_free(struct signer *sg, struct board_trust *bt) {
+    if (sg != NULL) {
+        EVP_PKEY_free(sg->key);
+        sg->key = NULL;
+    }
+    EVP_MD_CTX_free(bt->chain);
+    bt->chain = NULL;
 }
 
 // Verifies the trailer of a signed reply (its header: hlen bytes) against the chain so far.
-static bool trailer_ok(struct session *s, const char *topic, const uint8_t *p, size_t len,
+static bool trailer_ok(struct board_trust *bt, const char *topic, const uint8_t *p, size_t len,
                        size_t hlen, bool with_chain) {
     uint8_t chain[32] = {0}, head[MQB_AUTH_HEAD_MAX];
     if (len < hlen + MQB_AUTH_TRAILER_LEN || memcmp(p + len - 4, MQB_AUTH_MAGIC, 4) != 0) {
         return false;
     }
-    if (with_chain && s->chained) {
-        EVP_DigestFinal_ex(s->chain, chain, NULL);
+    if (with_chain && bt->chained) {
+        EVP_DigestFinal_ex(bt->chain, chain, NULL);
     }
     if (with_chain) {
-        s->chained = false;
+        bt->chained = false;
     }
     size_t hl = mqb_auth_reply_head(head, sizeof(head), topic, p, hlen, chain);
-    return hl > 0 &&
-           sigkey_verify(s->board_pub, head, hl, p + hlen, len - hlen - MQB_AUTH_TRAILER_LEN,
-                         p + len - MQB_AUTH_TRAILER_LEN);
+    return hl > 0 && sigkey_verify(bt->pub, head, hl, p + hlen, len - hlen - MQB_AUTH_TRAILER_LEN,
+                                   p + len - MQB_AUTH_TRAILER_LEN);
 }
 
-bool keys_check_reply(struct session *s, const char *topic, const struct mqb_topic *t,
-                      const uint8_t *p, size_t *len, bool current) {
-    if (!s->board_signed || !s->board_key_ok || strcmp(s->cmd, "caps") == 0 ||
+bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const char *topic,
+                      const struct mqb_topic *t, const uint8_t *p, size_t *len, bool current) {
+    if (!bt->signed_only || !bt->key_ok || strcmp(cmd, "caps") == 0 ||
         t->kind == MQB_TOPIC_REPLY_BUSY || t->kind == MQB_TOPIC_REPLY_RESET) {
         return true; // unsigned by design: a notice, or what any tool may ask
     }
@@ -259,31 +270,31 @@ bool keys_check_reply(struct session *s, const char *topic, const struct mqb_top
     }
     bool final = !out || h.last || mqb_hdr_is_single(&h);
     if (!final) { // a reply/out message of a stream: its data goes into the chain
-        if (current && strcmp(s->cmd, "xget") != 0 && (h.seq & MQB_SEQ_MASK) == s->chain_seq) {
-            if (s->chain == NULL) {
-                s->chain = EVP_MD_CTX_new();
+        if (current && strcmp(cmd, "xget") != 0 && (h.seq & MQB_SEQ_MASK) == bt->chain_seq) {
+            if (bt->chain == NULL) {
+                bt->chain = EVP_MD_CTX_new();
             }
-            if (!s->chained) {
-                EVP_DigestInit_ex(s->chain, EVP_sha256(), NULL);
-                s->chained = true;
+            if (!bt->chained) {
+                EVP_DigestInit_ex(bt->chain, EVP_sha256(), NULL);
+                bt->chained = true;
             }
-            EVP_DigestUpdate(s->chain, p + MQB_HDR_LEN, *len - MQB_HDR_LEN);
-            s->chain_seq = (uint16_t)((s->chain_seq + 1) & MQB_SEQ_MASK);
+            EVP_DigestUpdate(bt->chain, p + MQB_HDR_LEN, *len - MQB_HDR_LEN);
+            bt->chain_seq = (uint16_t)((bt->chain_seq + 1) & MQB_SEQ_MASK);
         }
         return true;
     }
     size_t hlen = out ? MQB_HDR_LEN : 0;
-    bool ok = trailer_ok(s, topic, p, *len, hlen, current && t->kind != MQB_TOPIC_REPLY_ASK);
+    bool ok = trailer_ok(bt, topic, p, *len, hlen, current && t->kind != MQB_TOPIC_REPLY_ASK);
     if (!ok && t->kind == MQB_TOPIC_REPLY_ERR) {
         // The board refuses what it could not verify without a signature (its sender may be
         // a tool that knows none). An error can only make the command fail, never succeed.
         return true;
     }
     if (!ok) {
-        fprintf(s->err,
+        fprintf(err,
                 "mqboard: board '%s': dropped a reply it did not sign (someone else "
                 "publishes on its topics?)\n",
-                s->o->prefix);
+                bt->prefix);
         return false;
     }
     *len -= MQB_AUTH_TRAILER_LEN;
@@ -408,7 +419,7 @@ int cmd_trust(struct tool *t, int argc, char **argv) {
     struct session *s = &t->session;
     int code = session_connect(t);
     code = code == EXIT_OK ? session_present(s) : code;
-    if (code == EXIT_OK && !s->board_key_ok) {
+    if (code == EXIT_OK && !s->trust.key_ok) {
         tool_error(t,
                    "trust: board '%s' has no key of its own (mqrepld without --keys, or an "
                    "original board): it cannot check signatures",

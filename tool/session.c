@@ -56,8 +56,7 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
 static void take_status(struct session *s, const char *payload, size_t len) {
     struct board_status st;
     parse_status((const uint8_t *)payload, len, &st);
-    s->status_refused = !keys_take_status(s, (const uint8_t *)payload, len, &st);
-    if (s->status_refused) {
+    if (!keys_take_status(&s->trust, s->err, (const uint8_t *)payload, len, &st)) {
         return; // not the board's own (signed by the key recorded for it): ignored
     }
     s->went_offline |= s->online == 1 && st.online == 0;
@@ -296,6 +295,7 @@ int session_connect(struct tool *t) {
     // knows whether the board is online, offline or has never said.
     snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", t->opts.prefix);
     snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", t->opts.prefix);
+    keys_trust_init(&s->trust, t->opts.prefix);
     s->online = -1;
     double t0 = now_s();
     int code = connect_subscribed(t, subscribe_board, NULL);
@@ -336,7 +336,7 @@ void session_close(struct session *s) {
     mosquitto_destroy(s->mosq);
     s->mosq = NULL;
     mosquitto_lib_cleanup();
-    keys_free(s);
+    keys_free(&s->signer, &s->trust);
 }
 
 // A fresh command id, with the deadline by which the board must start it (--expire).
@@ -375,7 +375,7 @@ int session_begin(struct session *s, const char *cmd) {
         }
     }
     new_id(s, s->id, sizeof(s->id));
-    keys_begin(s, cmd);
+    keys_begin(&s->trust);
     s->went_offline = false;
     s->resetting = false; // only an announcement during this command counts (not a stale one)
     snprintf(s->cmd, sizeof(s->cmd), "%s", cmd);
@@ -385,8 +385,13 @@ int session_begin(struct session *s, const char *cmd) {
 }
 
 int session_publish(struct session *s, const char *topic, const void *payload, size_t len) {
+    return session_publish_to(s, &s->trust, topic, payload, len);
+}
+
+int session_publish_to(struct session *s, const struct board_trust *bt, const char *topic,
+                       const void *payload, size_t len) {
     uint8_t *signed_msg = NULL;
-    int k = keys_sign(s, topic, payload, len, &signed_msg, &len);
+    int k = keys_sign(&s->signer, s->o, s->err, bt, topic, payload, len, &signed_msg, &len);
     if (k < 0) {
         return MOSQ_ERR_AUTH;
     }
@@ -535,7 +540,7 @@ static void take_ask(struct session *s, const struct mqb_topic *t, const struct 
     snprintf(to, sizeof(to), "%.*s", (int)t->id.len, t->id.ptr);
     size_t len = n->len;
     if ((strcmp(to, s->id) == 0 || (s->mount_root != NULL && strcmp(to, s->mount_id) == 0)) &&
-        keys_check_reply(s, n->topic, t, n->payload, &len, false)) {
+        keys_check_reply(&s->trust, s->err, s->cmd, n->topic, t, n->payload, &len, false)) {
         ask_serve(s, to, n->payload, len);
     }
 }
@@ -610,7 +615,8 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
             t->kind != MQB_TOPIC_CMD) {
             bool ours = id_is(&t->id, s->id), ping = id_is(&t->id, s->ping_id);
             if ((ours || ping) && t->kind != MQB_TOPIC_REPLY_ASK &&
-                !keys_check_reply(s, n->topic, t, n->payload, &n->len, ours)) {
+                !keys_check_reply(&s->trust, s->err, s->cmd, n->topic, t, n->payload, &n->len,
+                                  ours)) {
                 // dropped: not signed by the board
             } else if (t->kind == MQB_TOPIC_REPLY_ASK) {
                 take_ask(s, t, n);

@@ -103,6 +103,31 @@ struct reply {
 
 struct msg_node;
 
+// The operator's key, loaded when a board first wants a signed command (keys.c).
+struct signer {
+    void *key; // EVP_PKEY *
+    uint8_t id[MQB_KEYID_LEN];
+    uint64_t counter; // of the last signed message (nanoseconds, strictly increasing)
+    bool failed;      // the key could not be loaded (said once)
+};
+
+// One board's key as its signed status shows it, checked against the key recorded for it
+// (known_boards), and the hash of the current command's reply data since its last signed
+// reply (keys.c).
+struct board_trust {
+    const char *prefix; // borrowed
+    char status_topic[MQB_PREFIX_MAX + 16];
+    bool key_ok;      // its status was signed by its recorded key
+    bool signed_only; // ... and says it obeys signed commands only
+    bool refused;     // the last status was not: ignored
+    bool forged_said;
+    uint8_t pub[MQB_PUBKEY_LEN];
+    uint8_t boot[MQB_BOOTID_LEN];
+    void *chain; // EVP_MD_CTX *
+    bool chained;
+    uint16_t chain_seq;
+};
+
 struct session {
     const struct tool_opts *o;
     FILE *err; // where the session's error messages go (the tool's err)
@@ -161,22 +186,8 @@ struct session {
     size_t stdin_len;
     char stdin_to[ID_LEN];
     bool stdin_eof;
-    // Trust (keys.c): the operator's key, loaded when a board wants signed commands; the
-    // board's key, from a status signed by the key recorded for it (known_boards); the hash
-    // of the current command's reply data since its last signed reply.
-    void *op_key; // EVP_PKEY *
-    uint8_t op_id[MQB_KEYID_LEN];
-    uint64_t counter;    // of the last signed message (nanoseconds, strictly increasing)
-    bool key_failed;     // the key could not be loaded (said once)
-    bool board_key_ok;   // its status was signed by its recorded key
-    bool board_signed;   // ... and says it obeys signed commands only
-    bool status_refused; // the last status was not signed by the board's key: ignored
-    uint8_t board_pub[MQB_PUBKEY_LEN];
-    uint8_t boot_bin[MQB_BOOTID_LEN];
-    void *chain; // EVP_MD_CTX *
-    bool chained;
-    uint16_t chain_seq;
-    bool forged_said;
+    struct signer signer;     // the operator's key (keys.c)
+    struct board_trust trust; // what the board's signed status says (keys.c)
 };
 
 struct tool {
@@ -217,6 +228,9 @@ void session_new_id(const struct session *s, char *id, size_t cap);
 int session_begin(struct session *s, const char *cmd);
 // Publishes one message at QoS 1 (with MQTT 5, expiring after --expire). A mosquitto rc.
 int session_publish(struct session *s, const char *topic, const void *payload, size_t len);
+// The same, signed for bt's board when it wants signed commands (fleets: many boards).
+int session_publish_to(struct session *s, const struct board_trust *bt, const char *topic,
+                       const void *payload, size_t len);
 // Publishes one command message (2-byte header + data) for the current command.
 int session_send(struct session *s, const char *tail, uint16_t seq, bool last, const uint8_t *data,
                  size_t len);
@@ -287,22 +301,23 @@ int report_board_error(struct tool *t, const struct reply *r);
 // s with control characters (terminal escapes) shown as \n, \x1b, ...: text from a board is
 // never printed raw. malloc'd.
 // keys.c: signed commands and replies (docs/security.md).
+void keys_trust_init(struct board_trust *bt, const char *prefix);
 // Takes a status (the retained one, or a new one): false when it must be ignored (not signed
 // by the key recorded for this board, or a key changed); records a new board's key.
-bool keys_take_status(struct session *s, const uint8_t *p, size_t len,
+bool keys_take_status(struct board_trust *bt, FILE *err, const uint8_t *p, size_t len,
                       const struct board_status *st);
-// Signs a command message when the board wants it: *out (malloc'd) replaces payload. 1
-// signed, 0 nothing to sign, -1 cannot (said).
-int keys_sign(struct session *s, const char *topic, const uint8_t *payload, size_t len,
-              uint8_t **out, size_t *olen);
-// Checks a reply to the current command (chain: it is one of its reply/out messages, in
-// order): false when it must be dropped; a signed reply loses its trailer (*len).
-bool keys_check_reply(struct session *s, const char *topic, const struct mqb_topic *t,
-                      const uint8_t *p, size_t *len, bool current);
-void keys_begin(struct session *s, const char *cmd);
+// Signs a command message to bt's board when it wants it: *out (malloc'd) replaces payload.
+// 1 signed, 0 nothing to sign, -1 cannot (said on err).
+int keys_sign(struct signer *sg, const struct tool_opts *o, FILE *err, const struct board_trust *bt,
+              const char *topic, const uint8_t *payload, size_t len, uint8_t **out, size_t *olen);
+// Checks a reply to command cmd (current: one of its reply/out messages, in order, which go
+// into the chain): false when it must be dropped; a signed reply loses its trailer (*len).
+bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const char *topic,
+                      const struct mqb_topic *t, const uint8_t *p, size_t *len, bool current);
+void keys_begin(struct board_trust *bt);
+void keys_free(struct signer *sg, struct board_trust *bt);
 // What the board's status says about its keys, in words (for status).
-void keys_describe(const struct session *s, char *out, size_t cap);
-void keys_free(struct session *s);
+void keys_describe(const struct board_trust *bt, char *out, size_t cap);
 int cmd_key(struct tool *t, int argc, char **argv);
 int cmd_trust(struct tool *t, int argc, char **argv);
 

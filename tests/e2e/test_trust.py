@@ -263,3 +263,33 @@ def test_key_files_are_checked(tmp_path, op, broker):
         finally:
             stop(p)
     assert "may be changed by other users" in log.read_text()
+
+
+def test_fleets_sign_for_each_board(broker, tmp_path, op):
+    boards = []
+    try:
+        for i in range(2):
+            d = tmp_path / f"b{i}"
+            d.mkdir()
+            b = keyed_board(broker, d, op, wait=False)
+            boards.append(b)
+            assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0)
+        (op.cfg / "mqboard" / "config").write_text(
+            f"port = {broker.port}\n[group g]\nmembers = "
+            + " ".join(b.prefix for b in boards) + "\n")
+        r = op.run_mqb("-b", "g", "eval", "6*7")  # one connection, a signature per board
+        assert r.returncode == 0, r.stderr
+        assert all(f"{b.prefix}: 42" in r.stdout for b in boards)
+        r = op.run_mqb("-b", "g", "exec", "open('f','w').write('x')", "+", "ls")  # a process each
+        assert r.returncode == 0, r.stderr
+        assert all((b.root / "f").read_text() == "x" for b in boards)
+        # A colleague's key, authorized on neither: nothing runs anywhere.
+        other = Operator(tmp_path, "other")
+        (other.cfg / "mqboard" / "config").write_text(
+            (op.cfg / "mqboard" / "config").read_text())
+        r = other.run_mqb("-b", "g", "exec", "open('g','w').write('x')")
+        assert r.returncode == 1 and "not authorized" in r.stdout + r.stderr
+        assert not any((b.root / "g").exists() for b in boards)
+    finally:
+        for b in boards:
+            b.stop()
