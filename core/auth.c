@@ -87,6 +87,16 @@ size_t mqb_auth_reply_head(uint8_t *out, size_t cap, const char *topic, const ui
     return len <= cap ? len : 0;
 }
 
+size_t mqb_auth_image_head(uint8_t *out, size_t cap, const uint8_t sha256[32], uint64_t version) {
+    uint8_t v[8];
+    put_u64(v, version);
+    size_t len = 0;
+    add(out, cap, &len, "mqb-image-1", 12);
+    add(out, cap, &len, sha256, 32);
+    add(out, cap, &len, v, sizeof(v));
+    return len <= cap ? len : 0;
+}
+
 enum mqb_err mqb_auth_add_key(struct mqb_auth *a, const uint8_t id[MQB_KEYID_LEN],
                               const uint8_t pub[MQB_PUBKEY_LEN]) {
     for (unsigned i = 0; i < a->nkeys; i++) {

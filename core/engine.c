@@ -285,8 +285,10 @@ static enum mqb_err put_first(struct mqb_engine *e, struct mqb_xfer *x, const ui
                 xfer_fail(e, &e->xfers[i], MQB_ERR_BUSY);
             }
         }
-        // The image's SHA-256 is the topic tail.
-        if (!mqb__parse_hex(x->path, strlen(x->path), x->sha256, MQB_SHA256_LEN)) {
+        // The image's SHA-256 begins the topic tail (a release signature may follow).
+        size_t n = strlen(x->path);
+        if (n < SHA256_HEX_LEN || (n > SHA256_HEX_LEN && x->path[SHA256_HEX_LEN] != '/') ||
+            !mqb__parse_hex(x->path, SHA256_HEX_LEN, x->sha256, MQB_SHA256_LEN)) {
             return MQB_ERR_MALFORMED;
         }
         enum mqb_err err = e->plat->hash_init(e->ctx, slot_of(e, x));
@@ -316,6 +318,12 @@ static enum mqb_err put_last(struct mqb_engine *e, struct mqb_xfer *x) {
         }
         if (memcmp(got, x->sha256, MQB_SHA256_LEN) != 0) {
             return MQB_ERR_HASH;
+        }
+    }
+    if (x->kind == MQB_XFER_OTA && e->plat->ota_check != NULL) {
+        enum mqb_err err = e->plat->ota_check(e->ctx, x->sha256, x->path + SHA256_HEX_LEN);
+        if (err != MQB_OK) {
+            return err; // the caller discards the image
         }
     }
     int fh = x->fh;

@@ -325,12 +325,14 @@ static int confirm_update(struct tool *t, const struct board_seen *before, doubl
 }
 
 int cmd_ota(struct tool *t, int argc, char **argv) {
-    bool confirm = t->opts.canary > 0;
+    bool confirm = t->opts.canary > 0, downgrade = false;
     double wait_s = 120;
     const char *image = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--confirm") == 0) {
             confirm = true;
+        } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
+            downgrade = true;
         } else if (strcmp(argv[i], "--wait") == 0 && i + 1 < argc) {
             char *end;
             wait_s = strtod(argv[++i], &end);
@@ -343,7 +345,8 @@ int cmd_ota(struct tool *t, int argc, char **argv) {
         }
     }
     if (image == NULL || argc == 0) {
-        fprintf(stderr, "usage: mqboard ota [--confirm] [--wait SECONDS] IMAGE\n");
+        fprintf(stderr,
+                "usage: mqboard ota [--confirm] [--wait SECONDS] [--allow-downgrade] IMAGE\n");
         return EXIT_USAGE;
     }
     FILE *f;
@@ -355,6 +358,10 @@ int cmd_ota(struct tool *t, int argc, char **argv) {
         return code;
     }
     code = file_sha256(f, sha);
+    char tail[SHA256_HEX + 256];
+    if (code == EXIT_OK) {
+        code = keys_image_tail(image, sha, downgrade, tail, sizeof(tail));
+    }
     if (code == EXIT_OK) {
         code = session_connect(t);
     }
@@ -372,7 +379,7 @@ int cmd_ota(struct tool *t, int argc, char **argv) {
         code = session_caps(&t->session, &caps);
     }
     if (code == EXIT_OK) {
-        code = stream_up(t, f, size, "ota", sha, &caps, "ota", NULL);
+        code = stream_up(t, f, size, "ota", tail, &caps, "ota", NULL);
     }
     fclose(f);
     if (code == EXIT_OK && confirm) {

@@ -368,6 +368,71 @@ static int key_list(void) {
     return EXIT_OK;
 }
 
+int keys_image_tail(const char *image, const char *sha_hex, bool downgrade, char *out, size_t cap) {
+    char path[4200], line[512], hex[2 * MQB_SIG_LEN + 2];
+    unsigned long long version;
+    snprintf(path, sizeof(path), "%s.sig", image);
+    FILE *f = fopen(path, "re");
+    snprintf(out, cap, "%s", sha_hex);
+    if (f == NULL) {
+        return EXIT_OK; // unsigned: a board with release keys refuses it (and says so)
+    }
+    bool ok = fgets(line, sizeof(line), f) != NULL &&
+              sscanf(line, "mqb-image-1 %llu %129s", &version, hex) == 2 && strlen(hex) == 128;
+    fclose(f);
+    if (!ok) {
+        fprintf(stderr, "mqboard: ota: '%s' is not a release signature (mqboard key sign)\n", path);
+        return EXIT_LOCAL;
+    }
+    snprintf(out, cap, "%s/%llu/%s%s", sha_hex, version, hex, downgrade ? "/downgrade" : "");
+    return EXIT_OK;
+}
+
+// key sign IMAGE VERSION: the release signature of a firmware image, into IMAGE.sig.
+static int key_sign(const char *keyfile, const char *image, const char *ver) {
+    char err[512], path[4200], *end;
+    unsigned long long version = strtoull(ver, &end, 10);
+    if (*end != '\0' || ver[0] == '\0' || ver[0] == '-') {
+        fprintf(stderr, "mqboard: key sign: VERSION is a whole number, not '%s'\n", ver);
+        return EXIT_USAGE;
+    }
+    EVP_PKEY *k = sigkey_load(keyfile, err, sizeof(err));
+    if (k == NULL) {
+        fprintf(stderr, "mqboard: key sign: %s\n", err);
+        return EXIT_LOCAL;
+    }
+    uint8_t md[32], head[64], sig[MQB_SIG_LEN], buf[65536];
+    FILE *f = fopen(image, "rb");
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    size_t n;
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    while (f != NULL && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        EVP_DigestUpdate(c, buf, n);
+    }
+    EVP_DigestFinal_ex(c, md, NULL);
+    EVP_MD_CTX_free(c);
+    bool ok = f != NULL && !ferror(f);
+    if (f != NULL) {
+        fclose(f);
+    }
+    size_t hl = mqb_auth_image_head(head, sizeof(head), md, version);
+    ok = ok && sigkey_sign(k, head, hl, NULL, 0, sig) == 0;
+    EVP_PKEY_free(k);
+    snprintf(path, sizeof(path), "%s.sig", image);
+    FILE *out = ok ? fopen(path, "w") : NULL;
+    ok = out != NULL && fprintf(out, "mqb-image-1 %llu ", version) > 0;
+    for (size_t i = 0; ok && i < MQB_SIG_LEN; i++) {
+        ok = fprintf(out, "%02x", sig[i]) > 0;
+    }
+    ok = out != NULL && fprintf(out, "\n") > 0 && fclose(out) == 0 && ok;
+    if (!ok) {
+        fprintf(stderr, "mqboard: key sign: cannot read '%s' or write '%s'\n", image, path);
+        return EXIT_LOCAL;
+    }
+    printf("%s: version %llu, signed\n", path, version);
+    return EXIT_OK;
+}
+
 int cmd_key(struct tool *t, int argc, char **argv) {
     char path[4096];
     key_path(&t->opts, path, sizeof(path));
@@ -384,9 +449,14 @@ int cmd_key(struct tool *t, int argc, char **argv) {
     if (argc == 2 && strcmp(sub, "list") == 0) {
         return key_list();
     }
+    if (argc == 4 && strcmp(sub, "sign") == 0) {
+        key_path(&t->opts, path, sizeof(path));
+        return key_sign(path, argv[2], argv[3]);
+    }
     fprintf(stderr,
             "usage: mqboard key generate|show [FILE]  (default %s)\n"
-            "       mqboard key list                 (the boards' keys known here)\n",
+            "       mqboard key list                 (the boards' keys known here)\n"
+            "       mqboard [--key RELEASEKEY] key sign IMAGE VERSION   (writes IMAGE.sig)\n",
             path);
     return EXIT_USAGE;
 }

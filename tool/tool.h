@@ -318,6 +318,9 @@ void keys_begin(struct board_trust *bt);
 void keys_free(struct signer *sg, struct board_trust *bt);
 // What the board's status says about its keys, in words (for status).
 void keys_describe(const struct board_trust *bt, char *out, size_t cap);
+// The ota topic's tail for image: its hash, and its release signature (IMAGE.sig, made by
+// `mqboard key sign`) when there is one; EXIT_OK or EXIT_LOCAL (said).
+int keys_image_tail(const char *image, const char *sha_hex, bool downgrade, char *out, size_t cap);
 int cmd_key(struct tool *t, int argc, char **argv);
 int cmd_trust(struct tool *t, int argc, char **argv);
 

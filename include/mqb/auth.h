@@ -82,6 +82,10 @@ size_t mqb_auth_cmd_head(uint8_t *out, size_t cap, const char *topic,
 size_t mqb_auth_reply_head(uint8_t *out, size_t cap, const char *topic, const uint8_t *hdr,
                            size_t hlen, const uint8_t chain[32]);
 
+// The bytes a release signature of a firmware image covers: "mqb-image-1\0", the image's
+// SHA-256, its version (8 bytes, big-endian). Returns the length (0 when cap is too small).
+size_t mqb_auth_image_head(uint8_t *out, size_t cap, const uint8_t sha256[32], uint64_t version);
+
 // Adds an authorized key (its id computed by the port). MQB_ERR_NOSPACE when the table is
 // full; adding a key already there changes nothing.
 enum mqb_err mqb_auth_add_key(struct mqb_auth *a, const uint8_t id[MQB_KEYID_LEN],

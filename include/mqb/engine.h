@@ -58,6 +58,10 @@ struct mqb_platform {
     // boot next, commit=false discards it and leaves the boot choice as it was.
     enum mqb_err (*ota_open)(void *ctx, int *fh);
     enum mqb_err (*ota_close)(void *ctx, int fh, bool commit);
+    // Optional (may be NULL): decides whether a received image (its SHA-256 checked) may be
+    // installed, before ota_close(commit=true); extra is what follows the hash in the topic
+    // ("" or "/VERSION/SIGNATURE[/downgrade]": the release signature, docs/protocol.md).
+    enum mqb_err (*ota_check)(void *ctx, const uint8_t sha256[MQB_SHA256_LEN], const char *extra);
     // Optional (may be NULL): commands the engine does not know (interrupt, reset, ...).
     // Returns MQB_ERR_UNSUPPORTED for a command the platform does not know either.
     enum mqb_err (*command)(void *ctx, const char *cmd, const char *id, const char *tail,

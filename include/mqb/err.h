@@ -30,7 +30,10 @@
     X(AUTH_KEY, "not authorized: the key is not in the board's authorized keys")                   \
     X(AUTH_BOOT, "not authorized: signed for another boot of the board (stale or replayed)")       \
     X(AUTH_REPLAY, "not authorized: this signed command was already used (replayed)")              \
-    X(AUTH_SIG, "not authorized: bad signature")
+    X(AUTH_SIG, "not authorized: bad signature")                                                   \
+    X(IMAGE_UNSIGNED, "image refused: not signed by a release key the board trusts")               \
+    X(IMAGE_SIG, "image refused: bad release signature")                                           \
+    X(DOWNGRADE, "image refused: its version is below the board's (ota --allow-downgrade)")
 
 enum mqb_err {
 #define MQB_ERR_ENUM(name, str) MQB_ERR_##name,

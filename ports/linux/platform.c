@@ -326,6 +326,16 @@ static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
     return MQB_OK;
 }
 
+static enum mqb_err p_ota_check(void *ctx, const uint8_t sha256[MQB_SHA256_LEN],
+                                const char *extra) {
+    struct agent *a = ctx;
+    enum mqb_err err = trust_image(&a->trust, sha256, extra);
+    if (err != MQB_OK) {
+        agent_log(a, 'E', "OTA: %s", mqb_strerror(err));
+    }
+    return err;
+}
+
 static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
                               const uint8_t *data, size_t len) {
     struct agent *a = ctx;
@@ -386,6 +396,7 @@ const struct mqb_platform agent_platform = {
     .eval_abort = p_eval_abort,
     .ota_open = p_ota_open,
     .ota_close = p_ota_close,
+    .ota_check = p_ota_check,
     .command = p_command,
     .sig_verify = p_sig_verify,
     .sig_sign = p_sig_sign,

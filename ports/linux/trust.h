@@ -26,6 +26,12 @@ void trust_close(struct trust *t);
 // reply text (the list, or what changed) into out; false when refused (out says why).
 bool trust_command(struct trust *t, const char *data, size_t len, char *out, size_t cap);
 
+// Whether a received image (sha256 checked) may be installed: with release keys in
+// DIR/release_keys, only an image signed by one (extra: "/VERSION/SIGHEX[/downgrade]"), and
+// not below the version recorded in DIR/image_version unless "downgrade"; the version is
+// then recorded. Without release keys any image goes, as before.
+enum mqb_err trust_image(struct trust *t, const uint8_t sha256[32], const char *extra);
+
 // Signs the status JSON text: returns a malloc'd copy with "sig" as its last member.
 char *trust_sign_status(struct trust *t, const char *topic, const char *json);
 

@@ -293,3 +293,51 @@ def test_fleets_sign_for_each_board(broker, tmp_path, op):
     finally:
         for b in boards:
             b.stop()
+
+
+def test_firmware_must_carry_a_release_signature(broker, tmp_path, op):
+    release = Operator(tmp_path, "release")  # the build server's key, not the operator's
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    (keys / "authorized_keys").write_text(op.pub.read_text())
+    (keys / "release_keys").write_text(release.pub.read_text())
+    b = Board(broker, tmp_path, "--keys", str(keys), "--wdt-timeout", "0", "--slots",
+              str(tmp_path / "slots"), wait=False)
+    try:
+        assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0)
+        image = tmp_path / "image"
+        image.write_bytes(b"#!/bin/sh\nexit 1\n" + os.urandom(5000))
+        slot1 = tmp_path / "slots" / "slot1"
+        before = slot1.read_bytes() if slot1.exists() else None
+
+        def ota(*args):
+            return op.mqb(b, "ota", *args, str(image), check=False)
+
+        r = ota()
+        assert r.returncode == 1 and "not signed by a release key" in r.stderr
+        # Signed by the operator's key (not a release key): refused.
+        assert op.run_mqb("key", "sign", str(image), "5").returncode == 0
+        r = ota()
+        assert r.returncode == 1 and "bad release signature" in r.stderr
+        # The release key's signature, with its version changed afterwards: refused.
+        sign = release.run_mqb("key", "sign", str(image), "5")
+        assert sign.returncode == 0, sign.stderr
+        sig = (tmp_path / "image.sig").read_text()
+        (tmp_path / "image.sig").write_text(sig.replace(" 5 ", " 6 "))
+        r = ota()
+        assert r.returncode == 1 and "bad release signature" in r.stderr
+        assert (slot1.read_bytes() if slot1.exists() else None) == before
+        (tmp_path / "image.sig").write_text(sig)
+        r = ota()
+        assert r.returncode == 0, r.stderr
+        assert slot1.read_bytes() == image.read_bytes()
+        assert (keys / "image_version").read_text().strip() == "5"
+        # A lower version is a downgrade: refused unless asked for (a signed command).
+        release.run_mqb("key", "sign", str(image), "4")
+        r = ota()
+        assert r.returncode == 1 and "below the board's" in r.stderr
+        r = ota("--allow-downgrade")
+        assert r.returncode == 0, r.stderr
+        assert (keys / "image_version").read_text().strip() == "4"
+    finally:
+        b.stop()
