@@ -64,7 +64,8 @@ class Broker:
 
 
 class Agent:
-    def __init__(self, tmp, broker, name, *extra):
+    def __init__(self, tmp, broker, name, *extra, env=None):
+        self.env = env
         self.root = tmp / f"root-{name}"
         self.root.mkdir(exist_ok=True)
         self.prefix = f"bench/{name}"
@@ -84,7 +85,7 @@ class Agent:
         return [str(BIN / "mqboard"), "-q", "-p", str(self.port), "--prefix", self.prefix, *a]
 
     def mqb(self, *a):
-        return subprocess.run(self.args(*a), capture_output=True, text=True)
+        return subprocess.run(self.args(*a), capture_output=True, text=True, env=self.env)
 
     def peak_rss_kb(self):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -93,10 +94,10 @@ class Agent:
         return 0
 
 
-def timed(argv):
+def timed(argv, env=None):
     """Runs a command; returns (seconds, peak RSS of the process in kB)."""
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(p.pid, 0)
     secs = time.monotonic() - t0
     if status != 0:
@@ -220,6 +221,48 @@ def bench_ota(tmp, broker, size_mb, runs, rows):
     stop(a.proc)
 
 
+def bench_signed(tmp, broker, plain, size, count, runs, rows):
+    """Signed commands against the same agent build without keys, in the same run."""
+    cfg = tmp / "signed-cfg"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(cfg))
+    subprocess.run([str(BIN / "mqboard"), "key", "generate"], env=env, check=True,
+                   capture_output=True)
+    keys = tmp / "signed-keys"
+    keys.mkdir(mode=0o700)
+    (keys / "authorized_keys").write_text((cfg / "mqboard" / "id_mqb.pub").read_text())
+    agent = Agent(tmp, broker, "signed", "--wdt-timeout", "0", "--keys", str(keys), env=env)
+    try:
+        pings = [json.loads(a.mqb("--json", "ping", "-c", str(count)).stdout)["result"]
+                 ["median_ms"] for a in (agent, plain)]
+        rows.append((f"eval round trip, {count} evals (median)", f"{pings[0]:.3f} ms",
+                     f"{pings[1]:.3f} ms", f"+{pings[0] - pings[1]:.3f} ms",
+                     f"mqboard ping -c {count}"))
+        signed, unsigned = [], []
+        for _ in range(max(5, count // 20)):
+            signed.append(timed(agent.args("eval", "1+1"), env)[0] * 1000)
+            unsigned.append(timed(plain.args("eval", "1+1"))[0] * 1000)
+        rows.append(("`mqboard eval 1+1`, whole process", fmt(signed, " ms"),
+                     fmt(unsigned, " ms"),
+                     f"+{statistics.median(signed) - statistics.median(unsigned):.2f} ms",
+                     "mqboard eval 1+1"))
+        data = tmp / f"signed-{size}"
+        data.write_bytes(os.urandom(int(size * MB)))
+        for what in ("put", "get"):
+            ts = {True: [], False: []}
+            for _ in range(runs):
+                for signed_run, a, e in ((True, agent, env), (False, plain, None)):
+                    argv = (a.args("put", str(data), "bench-signed.bin") if what == "put" else
+                            a.args("get", "bench-signed.bin", str(tmp / "signed-back.bin")))
+                    ts[signed_run].append(timed(argv, e)[0])
+            s_mbs = [size / t for t in ts[True]]
+            u_mbs = [size / t for t in ts[False]]
+            rows.append((f"{what} {size:g} MB", fmt(s_mbs, " MB/s"), fmt(u_mbs, " MB/s"),
+                         f"{statistics.median(s_mbs) / statistics.median(u_mbs):.2f}",
+                         f"mqboard {what} ..."))
+    finally:
+        stop(agent.proc)
+
+
 def machine():
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -258,6 +301,10 @@ def main():
                 bench_memory(tmp, broker, [0.1, 0.2] if q else [1, 100], rows)
                 bench_scaling(tmp, broker, agent, [1, 2] if q else [1, 4, 16],
                               [1, 2] if q else [1, 10, 50], 10 if q else 200, rows)
+                if nodelay:
+                    signed_rows = []
+                    bench_signed(tmp, broker, agent, 0.2 if q else 100, 20 if q else 1000,
+                                 runs, signed_rows)
                 stop(agent.proc)
             finally:
                 stop(broker.proc)
@@ -265,6 +312,9 @@ def main():
             print(f"done: broker {'nodelay' if nodelay else 'default'}", file=sys.stderr)
             for r in rows:
                 print(" | ".join(r), file=sys.stderr)
+    sections.append(("signed commands (`mqrepld --keys`) against the same agent without keys, "
+                     "broker with set_tcp_nodelay true", signed_rows,
+                     "| what | signed | unsigned | signed/unsigned | command |"))
     write(out, sections, q)
     print(out)
 
@@ -281,9 +331,9 @@ def write(out, sections, quick):
         "acknowledgements every 8, run alternately with ours. Transfers are whole `mqboard` "
         "processes (connect, caps, transfer, hash check), so small files pay the start-up.",
         ""]
-    for title, rows in sections:
-        lines += [f"## Broker: {title}", "",
-                  "| what | ours | raw broker | ours/raw | command |",
+    for title, rows, *header in sections:
+        lines += [f"## Broker: {title}" if not header else f"## {title[0].upper()}{title[1:]}",
+                  "", header[0] if header else "| what | ours | raw broker | ours/raw | command |",
                   "|---|---|---|---|---|"]
         lines += [f"| {' | '.join(r)} |" for r in rows]
         lines.append("")

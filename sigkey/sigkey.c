@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/core_names.h>
+#include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
@@ -53,7 +54,18 @@ EVP_PKEY *sigkey_load(const char *path, char *err, size_t errlen) {
         fclose(f);
         return NULL;
     }
-    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    // A decoder for exactly this format: OpenSSL's generic PEM reader tries every decoder
+    // it has, which costs a command's start-up milliseconds.
+    EVP_PKEY *k = NULL;
+    OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(&k, "PEM", "PrivateKeyInfo", "EC",
+                                                         OSSL_KEYMGMT_SELECT_KEYPAIR, NULL, NULL);
+    BIO *bio = BIO_new_fp(f, BIO_NOCLOSE);
+    if (dc == NULL || bio == NULL || OSSL_DECODER_from_bio(dc, bio) != 1) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    BIO_free(bio);
+    OSSL_DECODER_CTX_free(dc);
     fclose(f);
     uint8_t pub[MQB_PUBKEY_LEN];
     if (k == NULL || sigkey_public(k, pub) != 0) {
@@ -80,7 +92,7 @@ int sigkey_public(EVP_PKEY *k, uint8_t pub[MQB_PUBKEY_LEN]) {
     return 0;
 }
 
-static EVP_PKEY *from_public(const uint8_t pub[MQB_PUBKEY_LEN]) {
+EVP_PKEY *sigkey_from_public(const uint8_t pub[MQB_PUBKEY_LEN]) {
     OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
@@ -125,7 +137,7 @@ int sigkey_parse(const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
         return -1;
     }
     memcpy(pub, buf, MQB_PUBKEY_LEN);
-    EVP_PKEY *k = from_public(pub); // on the curve?
+    EVP_PKEY *k = sigkey_from_public(pub); // on the curve?
     EVP_PKEY_free(k);
     return k != NULL && pub[0] == 0x04 ? 0 : -1;
 }
@@ -166,9 +178,8 @@ int sigkey_sign(EVP_PKEY *k, const uint8_t *head, size_t hlen, const uint8_t *da
     return rc;
 }
 
-bool sigkey_verify(const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head, size_t hlen,
-                   const uint8_t *data, size_t dlen, const uint8_t sig[MQB_SIG_LEN]) {
-    EVP_PKEY *k = from_public(pub);
+bool sigkey_verify_key(EVP_PKEY *k, const uint8_t *head, size_t hlen, const uint8_t *data,
+                       size_t dlen, const uint8_t sig[MQB_SIG_LEN]) {
     ECDSA_SIG *s = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(sig, 32, NULL), *sv = BN_bin2bn(sig + 32, 32, NULL);
     unsigned char *der = NULL;
@@ -188,6 +199,13 @@ bool sigkey_verify(const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head, size_
     BN_free(r);
     BN_free(sv);
     ECDSA_SIG_free(s);
+    return ok;
+}
+
+bool sigkey_verify(const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head, size_t hlen,
+                   const uint8_t *data, size_t dlen, const uint8_t sig[MQB_SIG_LEN]) {
+    EVP_PKEY *k = sigkey_from_public(pub);
+    bool ok = sigkey_verify_key(k, head, hlen, data, dlen, sig);
     EVP_PKEY_free(k);
     return ok;
 }

@@ -45,7 +45,14 @@ void sigkey_id(const uint8_t pub[MQB_PUBKEY_LEN], uint8_t id[MQB_KEYID_LEN]);
 int sigkey_sign(EVP_PKEY *k, const uint8_t *head, size_t hlen, const uint8_t *data, size_t dlen,
                 uint8_t sig[MQB_SIG_LEN]);
 
-// Verifies a raw signature of SHA-256(head || data) by pub. true when valid.
+// A public key parsed once for many verifications (NULL when pub is not a P-256 point).
+EVP_PKEY *sigkey_from_public(const uint8_t pub[MQB_PUBKEY_LEN]);
+
+// Verifies a raw signature of SHA-256(head || data) by k. true when valid.
+bool sigkey_verify_key(EVP_PKEY *k, const uint8_t *head, size_t hlen, const uint8_t *data,
+                       size_t dlen, const uint8_t sig[MQB_SIG_LEN]);
+
+// The same with the point (parsed for this one call).
 bool sigkey_verify(const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head, size_t hlen,
                    const uint8_t *data, size_t dlen, const uint8_t sig[MQB_SIG_LEN]);
 

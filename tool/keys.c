@@ -91,13 +91,20 @@ static bool status_signed_by(const struct board_trust *bt, const uint8_t *p, siz
     memcpy(text, p, body);
     text[body] = '}';
     size_t hl = mqb_auth_reply_head(head, sizeof(head), bt->status_topic, NULL, 0, zero);
-    bool ok = hl > 0 && sigkey_verify(pub, head, hl, (const uint8_t *)text, body + 1, sig);
+    EVP_PKEY *k = bt->pkey != NULL && memcmp(bt->pub, pub, MQB_PUBKEY_LEN) == 0
+                      ? bt->pkey
+                      : sigkey_from_public(pub);
+    bool ok = hl > 0 && sigkey_verify_key(k, head, hl, (const uint8_t *)text, body + 1, sig);
+    if (k != bt->pkey) {
+        EVP_PKEY_free(k);
+    }
     free(text);
     return ok;
 }
 
 void keys_trust_init(struct board_trust *bt, const char *prefix) {
     EVP_MD_CTX_free(bt->chain);
+    EVP_PKEY_free(bt->pkey);
     memset(bt, 0, sizeof(*bt));
     bt->prefix = prefix;
     snprintf(bt->status_topic, sizeof(bt->status_topic), "%s/mqb/status", prefix);
@@ -139,6 +146,10 @@ bool keys_take_status(struct board_trust *bt, FILE *err, const uint8_t *p, size_
     if (!is_known && strpbrk(bt->prefix, "+#*?[") == NULL) {
         record_key(bt, err, pub);
     }
+    if (bt->pkey == NULL || memcmp(bt->pub, pub, MQB_PUBKEY_LEN) != 0) {
+        EVP_PKEY_free(bt->pkey);
+        bt->pkey = sigkey_from_public(pub);
+    }
     memcpy(bt->pub, pub, MQB_PUBKEY_LEN);
     boot_bytes(st->boot_id, bt->boot);
     bt->key_ok = true;
@@ -150,22 +161,20 @@ bool keys_take_status(struct board_trust *bt, FILE *err, const uint8_t *p, size_
 // Loads the operator's key (once).
 static int load_key(struct signer *sg, const struct tool_opts *o, FILE *err_to,
                     const char *prefix) {
-    char path[4096], err[512];
+    char path[4096];
     uint8_t pub[MQB_PUBKEY_LEN];
-    if (sg->key != NULL) {
-        return 0;
+    if (sg->key == NULL && !sg->failed) {
+        key_path(o, path, sizeof(path));
+        sg->key = sigkey_load(path, sg->error, sizeof(sg->error));
     }
-    if (sg->failed) {
-        return -1;
-    }
-    key_path(o, path, sizeof(path));
-    sg->key = sigkey_load(path, err, sizeof(err));
     if (sg->key == NULL) {
-        fprintf(err_to,
-                "mqboard: board '%s' obeys signed commands only, and there is no key to sign "
-                "with: %s (make one with `mqboard key generate`, then have the board trust "
-                "it)\n",
-                prefix, err);
+        if (!sg->failed) {
+            fprintf(err_to,
+                    "mqboard: board '%s' obeys signed commands only, and there is no key to sign "
+                    "with: %s (make one with `mqboard key generate`, then have the board trust "
+                    "it)\n",
+                    prefix, sg->error);
+        }
         sg->failed = true;
         return -1;
     }
@@ -236,7 +245,9 @@ void keys_free(struct signer *sg, struct board_trust *bt) {
         sg->key = NULL;
     }
     EVP_MD_CTX_free(bt->chain);
+    EVP_PKEY_free(bt->pkey);
     bt->chain = NULL;
+    bt->pkey = NULL;
 }
 
 // Verifies the trailer of a signed reply (its header: hlen bytes) against the chain so far.
@@ -253,8 +264,9 @@ static bool trailer_ok(struct board_trust *bt, const char *topic, const uint8_t 
         bt->chained = false;
     }
     size_t hl = mqb_auth_reply_head(head, sizeof(head), topic, p, hlen, chain);
-    return hl > 0 && sigkey_verify(bt->pub, head, hl, p + hlen, len - hlen - MQB_AUTH_TRAILER_LEN,
-                                   p + len - MQB_AUTH_TRAILER_LEN);
+    return hl > 0 &&
+           sigkey_verify_key(bt->pkey, head, hl, p + hlen, len - hlen - MQB_AUTH_TRAILER_LEN,
+                             p + len - MQB_AUTH_TRAILER_LEN);
 }
 
 bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const char *topic,
@@ -304,10 +316,11 @@ bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const 
 static int key_generate(const char *path) {
     char err[512], line[SIGKEY_LINE_MAX], pubpath[4200], fpr[SIGKEY_FPR_LEN];
     uint8_t pub[MQB_PUBKEY_LEN];
-    char *dir = strdup(path), *slash = strrchr(dir, '/');
-    if (slash != NULL && slash != dir) {
-        *slash = '\0';
+    char *dir = strdup(path); // its directories, as mkdir -p (mode 0700)
+    for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
         mkdir(dir, 0700);
+        *p = '/';
     }
     free(dir);
     EVP_PKEY *k = sigkey_generate();

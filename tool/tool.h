@@ -109,6 +109,7 @@ struct signer {
     uint8_t id[MQB_KEYID_LEN];
     uint64_t counter; // of the last signed message (nanoseconds, strictly increasing)
     bool failed;      // the key could not be loaded (said once)
+    char error[512];  // why it could not
 };
 
 // One board's key as its signed status shows it, checked against the key recorded for it
@@ -126,6 +127,7 @@ struct board_trust {
     void *chain; // EVP_MD_CTX *
     bool chained;
     uint16_t chain_seq;
+    void *pkey; // EVP_PKEY * of pub, parsed once
 };
 
 struct session {

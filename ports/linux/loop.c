@@ -744,6 +744,7 @@ int agent_run(const struct agent_config *cfg, char **argv) {
     mqb_engine_deinit(&a->engine);
     fs_deinit(&a->fs);
     disconnect(a);
+    trust_close(&a->trust);
     if (a->hw_wdt_fd >= 0) {
         // The magic close: a clean stop disarms the hardware watchdog.
         if (write(a->hw_wdt_fd, "V", 1) < 0) {

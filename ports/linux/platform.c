@@ -369,8 +369,8 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
 static enum mqb_err p_sig_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
                                  size_t hlen, const uint8_t *data, size_t dlen,
                                  const uint8_t sig[MQB_SIG_LEN]) {
-    (void)ctx;
-    return sigkey_verify(pub, head, hlen, data, dlen, sig) ? MQB_OK : MQB_ERR_AUTH_SIG;
+    struct agent *a = ctx;
+    return trust_verify(&a->trust, pub, head, hlen, data, dlen, sig) ? MQB_OK : MQB_ERR_AUTH_SIG;
 }
 
 static enum mqb_err p_sig_sign(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,

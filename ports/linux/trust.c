@@ -77,6 +77,14 @@ static int read_authorized(struct trust *t) {
     return 0;
 }
 
+// Parses the authorized keys for verifying (again after the table changed).
+static void parse_keys(struct trust *t) {
+    for (unsigned i = 0; i < MQB_AUTH_KEYS_MAX; i++) {
+        EVP_PKEY_free(t->parsed[i]);
+        t->parsed[i] = i < t->auth.nkeys ? sigkey_from_public(t->auth.keys[i].pub) : NULL;
+    }
+}
+
 int trust_open(struct trust *t, const char *dir, const char *boot_id) {
     memset(t, 0, sizeof(*t));
     snprintf(t->dir, sizeof(t->dir), "%s", dir);
@@ -97,6 +105,7 @@ int trust_open(struct trust *t, const char *dir, const char *boot_id) {
     if (board_key(t) != 0 || read_authorized(t) != 0) {
         return -1;
     }
+    parse_keys(t);
     if (t->auth.nkeys == 0) {
         fprintf(stderr,
                 "mqrepld: no authorized keys in %s/" AUTHORIZED ": anyone who can publish "
@@ -109,6 +118,18 @@ int trust_open(struct trust *t, const char *dir, const char *boot_id) {
 void trust_close(struct trust *t) {
     EVP_PKEY_free(t->board);
     t->board = NULL;
+    t->auth.nkeys = 0;
+    parse_keys(t);
+}
+
+bool trust_verify(struct trust *t, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                  size_t hlen, const uint8_t *data, size_t dlen, const uint8_t sig[MQB_SIG_LEN]) {
+    for (unsigned i = 0; i < t->auth.nkeys; i++) {
+        if (memcmp(t->auth.keys[i].pub, pub, MQB_PUBKEY_LEN) == 0) {
+            return sigkey_verify_key(t->parsed[i], head, hlen, data, dlen, sig);
+        }
+    }
+    return false;
 }
 
 // Writes the key table to authorized_keys: a temporary file, fsync, rename.
@@ -180,6 +201,7 @@ static bool trust_add(struct trust *t, const char *arg, char *out, size_t cap) {
         t->auth.nkeys--;
         return false;
     }
+    parse_keys(t);
     snprintf(out, cap, "authorized: %s", fpr);
     return true;
 }
@@ -207,6 +229,7 @@ static bool trust_remove(struct trust *t, const char *arg, char *out, size_t cap
         t->auth.nkeys++;
         return false;
     }
+    parse_keys(t);
     char fpr[SIGKEY_FPR_LEN];
     sigkey_fingerprint(gone.pub, fpr);
     snprintf(out, cap, "removed: %s", fpr);

@@ -14,7 +14,8 @@ struct trust {
     char dir[4096];  // --keys; empty: no keys at all (nothing signed, anything obeyed)
     EVP_PKEY *board; // the board's private key
     uint8_t pub[MQB_PUBKEY_LEN];
-    struct mqb_auth auth; // the authorized keys and this boot's replay windows
+    struct mqb_auth auth;                // the authorized keys and this boot's replay windows
+    EVP_PKEY *parsed[MQB_AUTH_KEYS_MAX]; // auth.keys, parsed once for verifying
 };
 
 // Opens (creating at first start) DIR/board_key and reads DIR/authorized_keys. boot_id is
@@ -31,6 +32,10 @@ bool trust_command(struct trust *t, const char *data, size_t len, char *out, siz
 // not below the version recorded in DIR/image_version unless "downgrade"; the version is
 // then recorded. Without release keys any image goes, as before.
 enum mqb_err trust_image(struct trust *t, const uint8_t sha256[32], const char *extra);
+
+// Verifies a command's signature by the authorized key pub (the engine's hook).
+bool trust_verify(struct trust *t, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                  size_t hlen, const uint8_t *data, size_t dlen, const uint8_t sig[MQB_SIG_LEN]);
 
 // Signs the status JSON text: returns a malloc'd copy with "sig" as its last member.
 char *trust_sign_status(struct trust *t, const char *topic, const char *json);
