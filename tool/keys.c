@@ -347,16 +347,24 @@ static int key_generate(const char *path) {
     return EXIT_OK;
 }
 
+// A private key file, or a public one (KEY.pub, as ssh-keygen -l takes both).
 static int key_show(const char *path) {
-    char err[512], line[SIGKEY_LINE_MAX], fpr[SIGKEY_FPR_LEN];
+    char err[512], line[SIGKEY_LINE_MAX] = "", fpr[SIGKEY_FPR_LEN];
     uint8_t pub[MQB_PUBKEY_LEN];
-    EVP_PKEY *k = sigkey_load(path, err, sizeof(err));
-    if (k == NULL) {
+    FILE *f = fopen(path, "re");
+    bool is_pub = f != NULL && fgets(line, sizeof(line), f) != NULL && sigkey_parse(line, pub) == 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    EVP_PKEY *k = is_pub ? NULL : sigkey_load(path, err, sizeof(err));
+    if (!is_pub && k == NULL) {
         fprintf(stderr, "mqboard: key: %s\n", err);
         return EXIT_LOCAL;
     }
-    sigkey_public(k, pub);
-    EVP_PKEY_free(k);
+    if (!is_pub) {
+        sigkey_public(k, pub);
+        EVP_PKEY_free(k);
+    }
     sigkey_line(pub, NULL, line, sizeof(line));
     sigkey_fingerprint(pub, fpr);
     printf("%s\n%s\n", fpr, line);

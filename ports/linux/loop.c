@@ -183,7 +183,8 @@ void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
         feed_arrived(a);
         return;
     }
-    if (a->cfg->plain_repl && strcmp(m->topic, plain) == 0) {
+    // The plain interface carries no signature: a board with authorized keys has none.
+    if (a->cfg->plain_repl && a->trust.auth.nkeys == 0 && strcmp(m->topic, plain) == 0) {
         // The first seed's interface: the payload is Python source, the answer one JSON.
         char id[MQB_ID_MAX + 1];
         snprintf(id, sizeof(id), "repl-in-%u", a->plain_seq++);

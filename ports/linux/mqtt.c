@@ -91,7 +91,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
     char topic[MQB_PREFIX_MAX + 16];
     snprintf(topic, sizeof(topic), "%s/mqb/cmd/#", a->cfg->prefix);
     mosquitto_subscribe(mosq, NULL, topic, 1);
-    if (a->cfg->plain_repl) {
+    if (a->cfg->plain_repl && a->trust.auth.nkeys == 0) { // unsigned: not with keys
         snprintf(topic, sizeof(topic), "%s/repl/in", a->cfg->prefix);
         mosquitto_subscribe(mosq, NULL, topic, 1);
     }

@@ -106,6 +106,9 @@ int trust_open(struct trust *t, const char *dir, const char *boot_id) {
         return -1;
     }
     parse_keys(t);
+    char fpr[SIGKEY_FPR_LEN];
+    sigkey_fingerprint(t->pub, fpr);
+    fprintf(stderr, "mqrepld: board key %s (%s/" BOARD_KEY ")\n", fpr, dir);
     if (t->auth.nkeys == 0) {
         fprintf(stderr,
                 "mqrepld: no authorized keys in %s/" AUTHORIZED ": anyone who can publish "

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -341,3 +342,58 @@ def test_firmware_must_carry_a_release_signature(broker, tmp_path, op):
         assert (keys / "image_version").read_text().strip() == "4"
     finally:
         b.stop()
+
+
+def test_the_plain_interface_is_off_with_keys(signed, op, broker):
+    w = Wire(broker, signed.prefix + "/repl/out")
+    w.pub(signed.prefix + "/repl/in", b"open('owned','w').write('x')")
+    op.mqb(signed, "eval", "1")  # the board handled what came before
+    assert not w.taken() and not (signed.root / "owned").exists()
+    w.close()
+
+
+def readme_block():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("### Only your key commands your boards", 1)[1].split("```sh", 1)[1]
+    return [l for l in block.split("```", 1)[0].splitlines() if l.startswith("mqboard ")]
+
+
+def test_readme_trust_examples(broker, tmp_path):
+    """The README's section, line by line, as written: the first line makes the key the
+    board (started by the test, as on the board itself) then obeys."""
+    cfg = tmp_path / "cfg"
+    work = tmp_path / "work"
+    work.mkdir()
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    colleague = Operator(tmp_path, "colleague")
+    shutil.copy(colleague.pub, work / "colleague.pub")
+    (work / "firmware.bin").write_bytes(b"#!/bin/sh\nexit 0\n")
+    b = None
+    lines = readme_block()
+    assert len(lines) >= 10
+    try:
+        for line in lines:
+            env = dict(os.environ, XDG_CONFIG_HOME=str(cfg), PATH=f"{BIN}:{os.environ['PATH']}",
+                       MQBOARD_PORT=str(broker.port), MQBOARD_PREFIX=b.prefix if b else "x/y")
+            r = subprocess.run(["bash", "-o", "pipefail", "-ec", line], cwd=work, env=env,
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, (line, r.stdout, r.stderr)
+            if line.startswith("mqboard key generate release.key"):
+                shutil.copy(work / "release.key.pub", keys / "release_keys")
+            if b is None:  # the operator's key exists now: the board takes it, locally
+                shutil.copy(cfg / "mqboard" / "id_mqb.pub", keys / "authorized_keys")
+                b = Board(broker, tmp_path, "--keys", str(keys), "--wdt-timeout", "0",
+                          "--slots", str(tmp_path / "slots"), wait=False)
+                assert wait_for(lambda: subprocess.run(
+                    [str(BIN / "mqboard"), "-T", "1", "-p", str(broker.port), "--prefix",
+                     b.prefix, "eval", "1"], env=env, capture_output=True).returncode == 0)
+            if line.startswith("mqboard status"):
+                assert "obeys signed commands only" in r.stdout
+            if line.startswith("mqboard trust list"):
+                assert len(r.stdout.split()) == 2
+        assert (keys / "image_version").read_text().strip() == "7"
+        assert len((keys / "authorized_keys").read_text().splitlines()) == 1
+    finally:
+        if b is not None:
+            b.stop()
