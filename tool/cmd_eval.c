@@ -313,12 +313,14 @@ static int eval_for_json(struct tool *t, const char *src) {
         return EXIT_LOCAL;
     }
     free(lit);
-    char *out = NULL;
-    size_t out_len = 0;
-    FILE *f = open_memstream(&out, &out_len);
+    struct bounded kept;
+    FILE *f = tool_bounded_stream(&kept, JSON_OUT_MAX);
     int code = run_eval(t, prog, strlen(prog), f);
     fclose(f);
     free(prog);
+    char *out = kept.buf;
+    size_t out_len = kept.len;
+    t->out_json.dropped += kept.dropped; // past the bound the result line is lost too
     char *mark = NULL;
     for (char *p = out; p != NULL && (p = memmem(p, out_len - (size_t)(p - out), RESULT_MARK,
                                                  strlen(RESULT_MARK))) != NULL;

@@ -24,6 +24,7 @@ struct child {
     char *buf[2];
     size_t len[2];
     int code;
+    bool cut; // its --json document was over FANOUT_JSON_MAX
 };
 
 // Prints the complete lines in c->buf[i] behind the prefix; with flush, the rest too.
@@ -108,6 +109,10 @@ static void service(struct tool *t, struct child *v, int n, bool json) {
             }
             continue;
         }
+        if (json && i == 0 && c->len[i] + (size_t)r > FANOUT_JSON_MAX) {
+            c->cut = true; // its document is dropped (and said), not kept without bound
+            continue;
+        }
         c->buf[i] = realloc(c->buf[i], c->len[i] + (size_t)r + 1);
         memcpy(c->buf[i] + c->len[i], buf, (size_t)r);
         c->len[i] += (size_t)r;
@@ -161,10 +166,15 @@ int fanout(struct tool *t, const char *const *targets, int n, int (*body)(struct
         offline += v[k].code == EXIT_TIMEOUT;
         failed += v[k].code != EXIT_OK && v[k].code != EXIT_TIMEOUT;
         if (json) {
-            cJSON *doc = v[k].buf[0] != NULL ? cJSON_Parse(v[k].buf[0]) : NULL;
+            cJSON *doc = v[k].buf[0] != NULL && !v[k].cut ? cJSON_Parse(v[k].buf[0]) : NULL;
             if (doc == NULL) {
                 doc = cJSON_CreateObject();
                 cJSON_AddNumberToObject(doc, "exit_code", v[k].code);
+            }
+            if (v[k].cut) {
+                cJSON_AddStringToObject(doc, "error",
+                                        "mqboard: its --json document was over "
+                                        "1 MiB: dropped (run it alone)");
             }
             cJSON_AddItemToObject(results, v[k].prefix, doc);
         }

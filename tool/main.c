@@ -760,19 +760,28 @@ static void print_json(struct tool *t, int code) {
     cJSON_AddStringToObject(j, "command", t->command);
     cJSON_AddBoolToObject(j, "ok", code == EXIT_OK);
     cJSON_AddNumberToObject(j, "exit_code", code);
-    cJSON_AddStringToObject(j, "output", t->out_buf);
-    if (t->err_len > 0) {
-        cJSON_AddStringToObject(j, "error", t->err_buf);
+    char *lit = tool_json_string(t->out_json.buf != NULL ? t->out_json.buf : "", t->out_json.len);
+    cJSON_AddRawToObject(j, "output", lit);
+    free(lit);
+    if (t->out_json.dropped > 0) { // bounded: past JSON_OUT_MAX the output is counted only
+        cJSON_AddNumberToObject(j, "output_dropped_bytes", (double)t->out_json.dropped);
+    }
+    if (t->err_json.len > 0) {
+        lit = tool_json_string(t->err_json.buf, t->err_json.len);
+        cJSON_AddRawToObject(j, "error", lit);
+        free(lit);
     } else {
         cJSON_AddNullToObject(j, "error");
     }
     if (t->result != NULL) {
+        tool_json_clean(t->result);
         cJSON_AddItemToObject(j, "result", t->result);
         t->result = NULL;
     } else {
         cJSON_AddNullToObject(j, "result");
     }
     if (t->session.busy != NULL) { // the board was busy with another command first
+        tool_json_clean(t->session.busy);
         cJSON_AddItemToObject(j, "busy", t->session.busy);
         t->session.busy = NULL;
     }
@@ -782,8 +791,8 @@ static void print_json(struct tool *t, int code) {
     puts(s);
     free(s);
     cJSON_Delete(j);
-    free(t->out_buf);
-    free(t->err_buf);
+    free(t->out_json.buf);
+    free(t->err_json.buf);
 }
 
 // The commands of one invocation (a chain): argv and where each command starts.
@@ -798,8 +807,8 @@ static void open_outputs(struct tool *t) {
     t->out = stdout;
     t->err = stderr;
     if (t->opts.json) {
-        t->out = open_memstream(&t->out_buf, &t->out_len);
-        t->err = open_memstream(&t->err_buf, &t->err_len);
+        t->out = tool_bounded_stream(&t->out_json, JSON_OUT_MAX);
+        t->err = tool_bounded_stream(&t->err_json, JSON_OUT_MAX);
     }
 }
 

@@ -1,6 +1,7 @@
 // mqboard's output: error messages (stderr, or the --json document), sizes for humans, and
 // the progress bar of long transfers.
 #define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,18 +19,30 @@ void tool_error(struct tool *t, const char *fmt, ...) {
     va_end(ap);
 }
 
-// The length of the valid UTF-8 sequence at s (at most len bytes), or 0 when it is not one.
+// The length of the well-formed UTF-8 sequence of a non-ASCII character at s (at most len
+// bytes), or 0: no overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629).
 static size_t utf8_len(const unsigned char *s, size_t len) {
-    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-    if (n == 0 || n > len) {
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+               : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+               : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                              : 0;
+    lo = s[0] == 0xe0 ? 0xa0 : s[0] == 0xf0 ? 0x90 : lo;
+    hi = s[0] == 0xed ? 0x9f : s[0] == 0xf4 ? 0x8f : hi;
+    if (n == 0 || n > len || s[1] < lo || s[1] > hi) {
         return 0;
     }
-    for (size_t i = 1; i < n; i++) {
+    for (size_t i = 2; i < n; i++) {
         if ((s[i] & 0xc0) != 0x80) {
             return 0;
         }
     }
     return n;
+}
+
+// A C1 control (U+0080..U+009F: CSI, OSC, ... for some terminals) in its UTF-8 form.
+static bool is_c1(const unsigned char *s, size_t n) {
+    return n == 2 && s[0] == 0xc2 && s[1] < 0xa0;
 }
 
 // Writes len bytes of s with control characters other than newline and tab, and bytes that
@@ -43,7 +56,7 @@ static void put_escaped(FILE *f, const char *s, size_t len, bool keep_nl) {
             fputc(c, f);
         } else if (c == '\n') {
             fputs("\\n", f);
-        } else if (c < 0x20 || c == 0x7f || n == 0) {
+        } else if (c < 0x20 || c == 0x7f || n == 0 || is_c1(u + i, n)) {
             fprintf(f, "\\x%02x", c);
         } else {
             fwrite(u + i, 1, n, f);
@@ -66,6 +79,91 @@ char *tool_escape(const char *s) {
     put_escaped(f, s, strlen(s), false);
     fclose(f);
     return buf;
+}
+
+char *tool_json_string(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *f = open_memstream(&buf, &blen);
+    fputc('"', f);
+    for (size_t i = 0; i < len; i++) {
+        size_t n = u[i] >= 0x80 ? utf8_len(u + i, len - i) : 1;
+        if (u[i] == '"' || u[i] == '\\') {
+            fprintf(f, "\\%c", u[i]);
+        } else if (u[i] < 0x20 || u[i] == 0x7f) {
+            fprintf(f, "\\u%04x", u[i]); // NUL too: nothing is cut
+        } else if (n == 0) {
+            fputs("\\ufffd", f); // not UTF-8: the replacement character, as Python's "replace"
+        } else {
+            fwrite(u + i, 1, n, f);
+            i += n - 1;
+        }
+    }
+    fputc('"', f);
+    fclose(f);
+    return buf;
+}
+
+// s with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (malloc'd), or
+// NULL when s is well-formed.
+static char *utf8_clean(const char *s) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t len = strlen(s), i = 0;
+    while (i < len && (u[i] < 0x80 || utf8_len(u + i, len - i) > 0)) {
+        i += u[i] < 0x80 ? 1 : utf8_len(u + i, len - i);
+    }
+    if (i == len) {
+        return NULL;
+    }
+    char *out = malloc(3 * len + 1), *o = out;
+    for (i = 0; i < len;) {
+        size_t n = u[i] < 0x80 ? 1 : utf8_len(u + i, len - i);
+        memcpy(o, n > 0 ? s + i : "\xef\xbf\xbd", n > 0 ? n : 3);
+        o += n > 0 ? n : 3;
+        i += n > 0 ? n : 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+void tool_json_clean(cJSON *j) {
+    for (cJSON *c = j; c != NULL; c = c->next) {
+        char *fixed = c->string != NULL ? utf8_clean(c->string) : NULL;
+        if (fixed != NULL) { // a key from a board (boards --json: its prefix)
+            if (!(c->type & cJSON_StringIsConst)) {
+                free(c->string);
+            }
+            c->string = fixed;
+            c->type &= ~cJSON_StringIsConst;
+        }
+        fixed = cJSON_IsString(c) && c->valuestring != NULL ? utf8_clean(c->valuestring) : NULL;
+        if (fixed != NULL) {
+            cJSON_SetValuestring(c, fixed);
+            free(fixed);
+        }
+        tool_json_clean(c->child);
+    }
+}
+
+// A stream that keeps at most cap bytes in memory and counts the rest (--json output).
+static ssize_t bounded_write(void *cookie, const char *p, size_t n) {
+    struct bounded *b = cookie;
+    size_t take = b->len + n > b->cap ? b->cap - b->len : n;
+    if (take > 0) {
+        b->buf = realloc(b->buf, b->len + take + 1);
+        memcpy(b->buf + b->len, p, take);
+        b->len += take;
+        b->buf[b->len] = '\0';
+    }
+    b->dropped += n - take;
+    return (ssize_t)n;
+}
+
+FILE *tool_bounded_stream(struct bounded *b, size_t cap) {
+    *b = (struct bounded){.cap = cap};
+    cookie_io_functions_t io = {.write = bounded_write};
+    return fopencookie(b, "w", io);
 }
 
 int report_board_error(struct tool *t, const struct reply *r) {

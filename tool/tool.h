@@ -45,6 +45,8 @@ enum exit_code {
 // Boards at a time in a fan-out (pdsh's default), and at most.
 #define FANOUT_DEFAULT 32
 #define FANOUT_MAX 256
+// A child's --json document kept by a fan-out at most (as fleet.c keeps 1 MiB of output).
+#define FANOUT_JSON_MAX (1u << 20)
 
 struct tool_opts {
     const char *board;  // -b profile name
@@ -192,17 +194,23 @@ struct session {
     struct board_trust trust; // what the board's signed status says (keys.c)
 };
 
+// An in-memory stream that keeps at most cap bytes and counts what it dropped.
+struct bounded {
+    char *buf; // NUL-terminated (may hold NULs before len)
+    size_t len, cap, dropped;
+};
+// What a --json document keeps of a command's output and of its errors, each.
+#define JSON_OUT_MAX (8u << 20)
+
 struct tool {
     struct tool_opts opts;
     struct session session;
     bool connected;
     const char *command;
-    FILE *out;     // where command output goes: stdout, or a buffer for --json
-    char *out_buf; // the --json buffer (open_memstream)
-    size_t out_len;
-    FILE *err; // where error messages go: stderr, or a buffer for --json
-    char *err_buf;
-    size_t err_len;
+    FILE *out;               // where command output goes: stdout, or a buffer for --json
+    struct bounded out_json; // --json: what commands print, at most JSON_OUT_MAX bytes
+    FILE *err;               // where error messages go: stderr, or a buffer for --json
+    struct bounded err_json;
     void *result; // cJSON of a command's structured result, for --json (owned)
     double started;
 };
@@ -326,6 +334,14 @@ int keys_image_tail(const char *image, const char *sha_hex, bool downgrade, char
 int cmd_key(struct tool *t, int argc, char **argv);
 int cmd_trust(struct tool *t, int argc, char **argv);
 
+// A JSON string literal (quoted) of len bytes: control characters and NUL escaped, bytes
+// that are not UTF-8 replaced by U+FFFD, so strict parsers take the document (malloc'd).
+char *tool_json_string(const char *s, size_t len);
+// Replaces bytes that are not UTF-8 in every string and key of j (text from boards) by
+// U+FFFD.
+struct cJSON;
+void tool_json_clean(struct cJSON *j);
+FILE *tool_bounded_stream(struct bounded *b, size_t cap);
 char *tool_escape(const char *s);
 // One line of a board's output in a fan-out: "PREFIX: line\n", both escaped as above (the
 // prefix may come from a board's status topic, the line may hold any byte, NUL included).

@@ -359,6 +359,46 @@ def test_tool_survives_hostile_replies(broker, tmp_path):
         fake.close()
 
 
+def test_json_is_json_whatever_the_board_sends(broker):
+    """Bytes that are not UTF-8, a NUL and C1 controls from a board: --json stays a document
+    a strict parser takes, nothing is cut at the NUL; the terminal gets C1 escaped."""
+    out = b"a\xff\xfe\x00b \xc2\x9b2J \xed\xa0\x80 \xc0\xaf end"
+
+    def answer(cmd, payload):
+        return [("out", HDR1 + out)] if cmd == "eval" else [("err", b"Command not supported")]
+    fake = FakeBoard(broker, "fake/json", answer)
+    try:
+        for cmd in (["exec", "x=1"], ["eval", "1"]):
+            r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "--prefix",
+                                "fake/json", "-T", "1", "--json", *cmd], capture_output=True)
+            doc = json.loads(r.stdout.decode("utf-8", errors="strict"))  # strict: raises
+            text = doc["output"] + (doc["result"] or "")
+            assert "a\ufffd\ufffd\x00b" in text and text.rstrip().endswith("end"), doc
+        # A status with such bytes: boards --json and status --json are still JSON.
+        pub(broker, "fake/json2/mqb/status", b'{"status":"online","agent":"x\xff\xc2\x9d"}',
+            retain=True)
+        for args in (["--prefix", "fake/json2", "--json", "status"],
+                     ["--json", "boards", "fake/json2"]):
+            r = subprocess.run([str(BIN / "mqboard"), "-p", str(broker.port), "-T", "1", *args],
+                               capture_output=True)
+            json.loads(r.stdout.decode("utf-8", errors="strict"))
+        r = mqb_raw(broker, "fake/json2", "-T", "1", "status")  # C1 OSC escaped on a terminal
+        assert "\x9d" not in r.stdout and "\\xc2\\x9d" in r.stdout, r.stdout
+    finally:
+        fake.close()
+        pub(broker, "fake/json2/mqb/status", b"", retain=True)
+
+
+def test_json_output_is_bounded(board):
+    """100 MiB of output with --json: mqboard keeps 8 MiB of it and says how much it
+    dropped, instead of holding it all (300 MiB took it to 392 MiB)."""
+    r = board.mqb("--json", "exec", "for i in range(100): print('x' * ((1 << 20) - 1))",
+                  timeout=300)
+    doc = json.loads(r.stdout)
+    assert len(doc["output"]) == 8 << 20 and doc["output_dropped_bytes"] == 92 << 20
+    assert doc["peak_rss_kb"] < 64 * 1024
+
+
 @pytest.mark.parametrize("status", [b'{"status":"online","boot_time":1e17}', b"[1]", b"\xff",
                                     b'{"status":"online","agent":"\\u001b[2Jx"}'])
 def test_tool_survives_hostile_status(broker, status):
@@ -547,3 +587,23 @@ def test_stdin_only_for_the_users_own_code(broker, tmp_path, board):
     assert r.stdout == b"eof\n"
     r = board.mqb("exec", "print(input())", input=b"typed\n")
     assert r.stdout == b"typed\n"
+
+
+def test_fanout_json_documents_are_bounded(board, tmp_path):
+    """A process per board (cat): each child's --json document is kept up to 1 MiB; a
+    bigger one is dropped and said, so many boards cannot exhaust mqboard's memory."""
+    (board.root / "big.txt").write_text("y" * (2 << 20))
+    (board.root / "small.txt").write_text("fine")
+    cfg = tmp_path / "cfg" / "mqboard"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"[group g]\nmembers = {board.prefix}\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    for name, cut in (("big.txt", True), ("small.txt", False)):
+        r = subprocess.run([str(BIN / "mqboard"), "-p", str(board.broker.port), "-b", "g",
+                            "--json", "cat", "/" + name], capture_output=True, text=True,
+                           env=env, timeout=60)
+        doc = json.loads(r.stdout)["result"]["boards"][board.prefix]
+        if cut:
+            assert "over 1 MiB: dropped" in doc["error"]
+        else:
+            assert doc["output"] == "fine" and doc["exit_code"] == 0
