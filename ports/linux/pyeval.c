@@ -482,6 +482,11 @@ static void run_job(struct pyeval *pe, struct job *j) {
         result = dup_str(PyTuple_GetItem(res, 0));
         error = dup_str(PyTuple_GetItem(res, 1));
         is_exec = PyObject_IsTrue(PyTuple_GetItem(res, 2)) == 1;
+    } else if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        // The interrupt landed in the runner itself, before its try began (or after it
+        // ended): the eval was interrupted, as the user asked.
+        PyErr_Clear();
+        error = strdup("KeyboardInterrupt\n");
     } else {
         PyErr_Clear();
         error = strdup("internal error: the eval runner failed\n");
