@@ -66,17 +66,36 @@ def summary_ok(r):
     return 0, 0
 
 
+def publish_statuses(port, n):
+    """n retained statuses of boards that are gone (as a large broker keeps them)."""
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client()
+    c.max_inflight_messages_set(1000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for i in range(n):
+        info = c.publish(f"many/s{i:06d}/mqb/status",
+                         '{"status":"offline","agent":"sim","boot_id":"%016x"}' % i, 1,
+                         retain=True)
+        if i % 500 == 499 or i == n - 1:
+            info.wait_for_publish(120)  # the broker took them (bounded in flight)
+    c.loop_stop()
+    c.disconnect()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--real", type=int, default=100)
     ap.add_argument("--sim", type=int, default=900)
     ap.add_argument("--parallel", type=int, default=64)
     ap.add_argument("--rollout", type=int, default=20, help="real boards in the rollout")
+    ap.add_argument("--statuses", type=int, default=100000,
+                    help="retained statuses for the large `boards` row")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
     if a.quick:
-        a.real, a.sim, a.rollout = 3, 20, 3
+        a.real, a.sim, a.rollout, a.statuses = 3, 20, 3, 2000
     a.rollout = min(a.rollout, a.real)
     many_files()
     tmp = Path(tempfile.mkdtemp(prefix="mqb-fleet-"))
@@ -116,6 +135,12 @@ def main():
         found = sum(1 for l in r.stdout.splitlines() if " online " in l)
         rows.append(("`boards` (discovery)", f"{found}/{total} found", f"{secs:.2f} s",
                      "mqboard boards 'fleet/#'"))
+        publish_statuses(port, a.statuses)
+        timed(mqb, "boards", "many/#")  # the broker has them all
+        secs, r = timed(mqb, "boards", "many/#")
+        found = sum(1 for l in r.stdout.splitlines() if l.startswith("many/"))
+        rows.append((f"`boards` over {a.statuses:,} retained statuses", f"{found}/{a.statuses} found",
+                     f"{secs:.2f} s", "mqboard boards 'many/#'"))
         fan = ["--prefix", "fleet/+", "--parallel", str(a.parallel)]
         secs, r = timed(mqb, *fan, "eval", "1+1")
         ok, n = summary_ok(r)

@@ -98,13 +98,26 @@ static void probe(struct tool *t, cJSON *found, const char *pattern) {
     }
 }
 
-// Takes the queued statuses into found (pattern-matched, at most BOARDS_MAX). Returns how
-// many messages it took.
-static int take_statuses(struct session *s, cJSON *found, const char *pattern, int *n) {
+// The statuses seen, in arrival order; sorted once at the end (a board's later status
+// replaces its earlier one), so that 100,000 boards cost n log n, not n squared.
+struct seen {
+    char *prefix;
+    cJSON *status;
+    size_t order;
+};
+
+struct seen_list {
+    struct seen *v;
+    size_t n, cap;
+};
+
+// Takes the queued statuses (pattern-matched, at most BOARDS_MAX). Returns how many
+// messages it took.
+static int take_statuses(struct session *s, struct seen_list *l, const char *pattern) {
     struct reply r;
     const char *topic_seen;
     int taken = 0;
-    while (*n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
+    while (l->n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
         taken++;
         size_t tl = strlen(topic_seen), sl = strlen("/mqb/status");
         if (tl <= sl || strcmp(topic_seen + tl - sl, "/mqb/status") != 0 || r.len == 0) {
@@ -113,15 +126,41 @@ static int take_statuses(struct session *s, cJSON *found, const char *pattern, i
         char *prefix = strndup(topic_seen, tl - sl);
         cJSON *st = cJSON_ParseWithLength((const char *)r.data, r.len);
         if (cJSON_IsObject(st) && matches(pattern, prefix)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(found, prefix);
-            cJSON_AddItemToObject(found, prefix, st);
-            (*n)++;
+            if (l->n == l->cap) {
+                l->cap = l->cap ? 2 * l->cap : 256;
+                l->v = realloc(l->v, l->cap * sizeof(*l->v));
+            }
+            l->v[l->n] = (struct seen){prefix, st, l->n};
+            l->n++;
         } else {
             cJSON_Delete(st);
+            free(prefix);
         }
-        free(prefix);
     }
     return taken;
+}
+
+static int by_prefix(const void *a, const void *b) {
+    const struct seen *x = a, *y = b;
+    int c = strcmp(x->prefix, y->prefix);
+    return c != 0 ? c : x->order < y->order ? -1 : 1;
+}
+
+// The boards by prefix, each with its latest status (the list is emptied).
+static cJSON *sorted_boards(struct seen_list *l) {
+    cJSON *found = cJSON_CreateObject();
+    qsort(l->v, l->n, sizeof(*l->v), by_prefix);
+    for (size_t i = 0; i < l->n; i++) {
+        if (i + 1 < l->n && strcmp(l->v[i].prefix, l->v[i + 1].prefix) == 0) {
+            cJSON_Delete(l->v[i].status); // an older status of the same board
+        } else {
+            cJSON_AddItemToObject(found, l->v[i].prefix, l->v[i].status);
+        }
+        free(l->v[i].prefix);
+    }
+    free(l->v);
+    *l = (struct seen_list){0};
+    return found;
 }
 
 void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep) {
@@ -143,8 +182,10 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
             strcat(topic, "+/");
         }
         strcat(topic, "mqb/status");
-        code = session_subscribe(s, topic); // its retained messages arrive before the SUBACK
-    }                                       // of the next one
+        // At QoS 0: its retained messages arrive before the SUBACK of the next one, and a
+        // broker's queue limit for acknowledged delivery cannot drop any of them.
+        code = session_subscribe_qos(s, topic, 0);
+    }
     if (code == EXIT_OK) {
         code = session_subscribe(s, "mqboard/-/fence"); // fences the last one's retained
     }
@@ -154,17 +195,17 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     }
     // The fence's SUBACK comes after every retained status on mosquitto; a clustered broker
     // may deliver them later: wait until none has come for QUIET_S (at most SETTLE_S).
-    cJSON *found = cJSON_CreateObject();
-    int n = 0;
+    struct seen_list seen = {0};
     double waited = 0;
     do {
-        take_statuses(s, found, pattern, &n);
+        take_statuses(s, &seen, pattern);
         if (session_pump(s, QUIET_S) != EXIT_OK) {
             break;
         }
         waited += QUIET_S;
-    } while (s->head != NULL && waited < SETTLE_S && n < BOARDS_MAX);
-    take_statuses(s, found, pattern, &n);
+    } while (s->head != NULL && waited < SETTLE_S && seen.n < BOARDS_MAX);
+    take_statuses(s, &seen, pattern);
+    cJSON *found = sorted_boards(&seen);
     if (do_probe) {
         probe(t, found, pattern);
     }

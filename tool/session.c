@@ -215,7 +215,9 @@ static int subscribe_many(struct session *s, const void *ctx) {
             for (int j = i; j < m->n && j < i + BATCH; j++) {
                 k += asprintf(&topics[k], "%s/mqb/%s", m->prefixes[j], kinds[kind]) >= 0;
             }
-            rc = mosquitto_subscribe_multiple(s->mosq, NULL, k, topics, 1, 0, NULL);
+            // Statuses at QoS 0: thousands of retained ones are never dropped by the broker's
+            // queue limit for acknowledged delivery (mosquitto: 1000 by default).
+            rc = mosquitto_subscribe_multiple(s->mosq, NULL, k, topics, kind == 0 ? 0 : 1, 0, NULL);
             s->subacked_target += rc == MOSQ_ERR_SUCCESS;
             for (int j = 0; j < k; j++) {
                 free(topics[j]);
@@ -790,8 +792,12 @@ bool session_take_any(struct session *s, const char **topic, struct reply *r) {
 }
 
 int session_subscribe(struct session *s, const char *topic) {
+    return session_subscribe_qos(s, topic, 1);
+}
+
+int session_subscribe_qos(struct session *s, const char *topic, int qos) {
     s->subacked_target = s->subacked + 1;
-    int rc = mosquitto_subscribe(s->mosq, NULL, topic, 1);
+    int rc = mosquitto_subscribe(s->mosq, NULL, topic, qos);
     if (rc != MOSQ_ERR_SUCCESS || !pump(s, s->o->timeout, got_suback) || !got_suback(s)) {
         fprintf(s->err, "mqboard: cannot subscribe to %s\n", topic);
         return EXIT_CONN;

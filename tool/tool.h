@@ -262,6 +262,9 @@ void session_end(struct session *s);
 // when none is queued; the message stays valid until the next take or recv.
 bool session_take_any(struct session *s, const char **topic, struct reply *r);
 // Subscribes to another topic of the board (log, status).
+// The same at QoS 0: retained messages by the hundred thousand are not held back by the
+// broker's queue of unacknowledged messages (mosquitto keeps 1000 by default, then drops).
+int session_subscribe_qos(struct session *s, const char *topic, int qos);
 int session_subscribe(struct session *s, const char *topic);
 // Waits for the next message on topic (timeout_s < 0: forever). Returns EXIT_OK with *r set
 // (data = payload), EXIT_TIMEOUT, EXIT_CONN or RECV_INTERRUPT.
