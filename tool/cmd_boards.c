@@ -189,6 +189,11 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     if (code == EXIT_OK) {
         code = session_subscribe(s, "mqboard/-/fence"); // fences the last one's retained
     }
+    if (code == EXIT_OK) {
+        // Every running board answers with its status at once, whenever a clustered broker
+        // gets round to delivering the retained ones (docs/protocol.md).
+        mosquitto_publish(s->mosq, NULL, MQB_DISCOVER_TOPIC, 0, NULL, 0, false);
+    }
     *codep = code;
     if (code != EXIT_OK) {
         return NULL;

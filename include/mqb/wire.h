@@ -10,6 +10,9 @@
 #include "mqb/config.h"
 #include "mqb/err.h"
 
+// The question every board answers with its status, not retained (boards discovery).
+#define MQB_DISCOVER_TOPIC "mqb/discover"
+
 #define MQB_HDR_LEN 2
 #define MQB_HDR_LAST 0x8000u
 #define MQB_SEQ_MASK 0x7FFFu

@@ -112,6 +112,7 @@ struct agent {
     uint64_t log_refill_ms;
     unsigned log_dropped;
     unsigned plain_seq;
+    uint64_t discover_ms; // when the last discovery question was answered
 };
 
 // main.c / loop.c
@@ -131,6 +132,8 @@ int mqtt_connect(struct agent *a);
 int mqtt_publish(struct agent *a, const char *topic, const void *payload, size_t len, int qos,
                  bool retain);
 void mqtt_publish_status(struct agent *a, bool online);
+// The status, retained or not (an answer to a discovery question: docs/protocol.md).
+void mqtt_send_status(struct agent *a, bool online, bool retain);
 
 // slots.c: A/B slots, the boot-state record, RTC memory and the launcher.
 int slots_open(struct slots *s, const char *dir, int running);

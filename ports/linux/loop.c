@@ -179,6 +179,16 @@ static bool too_late(struct agent *a, const struct mosquitto_message *m) {
 void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
     char plain[MQB_PREFIX_MAX + 16];
     snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
+    if (strcmp(m->topic, MQB_DISCOVER_TOPIC) == 0) {
+        // A host lists the boards: the status again, not retained, at most once a second
+        // (anyone may ask: the answers cannot be made a flood).
+        uint64_t now = agent_now_ms();
+        if (a->discover_ms == 0 || now - a->discover_ms >= 1000) {
+            a->discover_ms = now;
+            mqtt_send_status(a, true, false);
+        }
+        return;
+    }
     if (strcmp(m->topic, a->feed_topic) == 0) {
         feed_arrived(a);
         return;

@@ -62,13 +62,17 @@ static char *status_json(struct agent *a, bool online) {
 }
 
 void mqtt_publish_status(struct agent *a, bool online) {
+    mqtt_send_status(a, online, true);
+}
+
+void mqtt_send_status(struct agent *a, bool online, bool retain) {
     if (a->cfg->original) {
         return; // the original board publishes no status
     }
     char topic[MQB_PREFIX_MAX + 16];
     status_topic(a, topic, sizeof(topic));
     char *s = status_json(a, online);
-    mqtt_publish(a, topic, s, strlen(s), 1, true);
+    mqtt_publish(a, topic, s, strlen(s), 1, retain);
     free(s);
 }
 
@@ -91,6 +95,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
     char topic[MQB_PREFIX_MAX + 16];
     snprintf(topic, sizeof(topic), "%s/mqb/cmd/#", a->cfg->prefix);
     mosquitto_subscribe(mosq, NULL, topic, 1);
+    if (!a->cfg->original) {
+        mosquitto_subscribe(mosq, NULL, MQB_DISCOVER_TOPIC, 0); // boards: who is there?
+    }
     if (a->cfg->plain_repl && a->trust.auth.nkeys == 0) { // unsigned: not with keys
         snprintf(topic, sizeof(topic), "%s/repl/in", a->cfg->prefix);
         mosquitto_subscribe(mosq, NULL, topic, 1);

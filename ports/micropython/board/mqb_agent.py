@@ -24,6 +24,7 @@ except ImportError:
 VERSION = "0.1.0"
 AGENT = "mqboard-mp " + VERSION
 INBOX_MAX = 16  # messages received while publishing, waiting for the engine
+DISCOVER = "mqb/discover"  # every board answers with its status (boards discovery)
 CAUSES = {1: "power-on", 2: "hard", 3: "watchdog", 5: "soft"}
 
 
@@ -217,6 +218,7 @@ class Agent:
     def __init__(self):
         self.prefix = _setting("PREFIX")
         self.base = self.prefix + "/mqb/"
+        self.discovered = None  # when the last discovery question was answered
         self.inbox = []
         self.current = None  # the id of the eval that runs
         self.followed = None  # ... when its requester follows it (a lease): it may be asked
@@ -263,6 +265,7 @@ class Agent:
             pass  # a port without the option: slower, not wrong
         self.client = c
         c.subscribe(self.base + "cmd/#", qos=1)
+        c.subscribe(DISCOVER, qos=0)  # boards: who is there? (docs/protocol.md)
         c.publish(self.base + "status", self.status(True), retain=True, qos=1)
 
     def on_message(self, topic, msg):
@@ -287,6 +290,12 @@ class Agent:
     def handle(self, topic, payload):
         if topic == self.feed_topic:
             self.fed()
+            return
+        if topic == DISCOVER:  # the status again, not retained, at most once a second
+            now = time.ticks_ms()
+            if self.discovered is None or time.ticks_diff(now, self.discovered) >= 1000:
+                self.discovered = now
+                self.publish(self.base + "status", self.status(True))
             return
         self.engine.input(topic, payload)
         self.flush()
