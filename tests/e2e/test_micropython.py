@@ -297,3 +297,25 @@ def test_what_imported_code_prints_reaches_the_host(mp, tmp_path):
     r = mp.mqb("exec", "import chatty\nchatty.hello()")
     assert r.stdout == "imported and talking\nhello 42\n"
     assert mp.out("exec", "chatty.hello()") == "hello 42\n"  # each eval captures its own
+
+
+def test_the_board_answers_the_discovery_question(mp, broker):
+    """boards asks mqb/discover: the board answers with its status, not retained."""
+    import paho.mqtt.client as mqtt
+    got = []
+    c = mqtt.Client()
+    c.on_message = lambda cl, u, m: got.append((m.topic, m.retain))
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(mp.prefix + "/mqb/status", 0)
+    c.loop_start()
+    try:
+        end = time.monotonic() + 10
+        while not any(r for t, r in got) and time.monotonic() < end:
+            time.sleep(0.05)  # the retained status first
+        c.publish("mqb/discover", b"", 0)
+        while not any(not r for t, r in got) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert any(not r for t, r in got), got
+    finally:
+        c.loop_stop()
+        c.disconnect()
