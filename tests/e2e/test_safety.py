@@ -5,6 +5,10 @@ shipped broker configuration works. Each test reproduces a defect that was found
 import hashlib
 import json
 import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 import signal
 import subprocess
 import threading
@@ -648,3 +652,77 @@ def test_an_interrupt_at_the_first_bytecode_is_an_interrupt(board):
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def _unit_text():
+    return (Path(__file__).resolve().parents[2] / "dist" / "mqrepld.service").read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_systemd_unit_is_hardened(tmp_path):
+    """dist/mqrepld.service passes systemd-analyze verify and rates OK (exposure at most
+    2.0 of 10) in systemd-analyze security --offline."""
+    unit = tmp_path / "mqrepld.service"
+    unit.write_text(_unit_text().replace("/usr/local/bin/mqrepld", str(BIN / "mqrepld")))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert m and float(m.group(1)) <= 2.0, r.stdout[-500:]
+
+
+def _can_sandbox():
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_sandbox(), reason="needs root, unshare and setpriv")
+def test_the_agent_and_an_ota_run_under_the_units_restrictions(broker, tmp_path):
+    """What this machine can apply of the unit without systemd: a read-only system but the
+    state directory, another user than root, no capabilities, no new privileges. The agent
+    runs, takes a put and an eval, and an OTA boots the new image."""
+    from test_recovery import newer_build, read_record
+    unit = _unit_text()
+    for line in ("ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+                 "User=mqrepld", "StateDirectory=mqrepld"):
+        assert line in unit, line
+    # The test's own directories are root's alone (0700): the state lives where the agent's
+    # user can reach it, as /var/lib/mqrepld is.
+    state = Path(tempfile.mkdtemp(prefix="mqrepld-state-"))
+    (state / "root").mkdir()
+    subprocess.run(["chown", "-R", "65534:65534", str(state)], check=True)
+    prefix = "sandbox/" + os.urandom(4).hex()
+    script = (f"mount --bind {state} {state} && mount -o remount,bind,ro / && "
+              f"exec setpriv --no-new-privs --reuid=65534 --regid=65534 --clear-groups "
+              f"--inh-caps=-all --bounding-set=-all {BIN / 'mqrepld'} -p {broker.board_port} "
+              f"--prefix {prefix} --root {state}/root --slots {state}/slots "
+              f"--rtc-file {state}/rtc --wdt-timeout 2 --allok 3")
+    log = open(tmp_path / "agent.log", "wb")
+    p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         stdout=log, stderr=subprocess.STDOUT)
+    mqb = [str(BIN / "mqboard"), "-p", str(broker.port), "--prefix", prefix]
+    try:
+        end = time.monotonic() + 20
+        while subprocess.run(mqb + ["-T", "1", "eval", "1"], capture_output=True).returncode:
+            assert time.monotonic() < end and p.poll() is None, (tmp_path / "agent.log").read_text()
+            time.sleep(0.1)
+        out = subprocess.run(mqb + ["exec", "import os\ntry:\n open('/etc/x','w')\nexcept "
+                                    "OSError as e: print('refused')\nprint(os.getuid())"],
+                             capture_output=True, text=True).stdout
+        assert "refused" in out
+        f = tmp_path / "f.txt"
+        f.write_text("hello")
+        assert subprocess.run(mqb + ["put", str(f), "/f.txt"]).returncode == 0
+        assert (state / "root" / "f.txt").read_text() == "hello"
+        r = subprocess.run(mqb + ["ota", "--confirm", str(newer_build(tmp_path))],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "updated" in r.stdout, (r.stdout, r.stderr)
+        assert read_record(state / "slots")[1] == 1
+    finally:
+        stop(p)
+        log.close()
+        shutil.rmtree(state, ignore_errors=True)
