@@ -218,7 +218,9 @@ static int put_bytes(struct mip *m, const char *name, const struct fetched *f,
     int code = EXIT_LOCAL;
     if (asprintf(&remote, "%s/%s", m->target, name) >= 0) {
         if (!m->t->opts.quiet) {
-            fprintf(m->t->out, "  %s\n", remote);
+            char *e = tool_escape(remote);
+            fprintf(m->t->out, "  %s\n", e);
+            free(e);
         }
         code = put_file(m->t, tmp, remote);
     }
@@ -258,6 +260,14 @@ static char *short_form_url(const char *name, const char *branch) {
 // entry beside the description (a URL under a URL; under a local directory it must stay
 // beneath that directory, symlinks followed: "../../.ssh/id_rsa" is refused). malloc'd, or
 // NULL (said).
+// Says that a package's entry was refused, its text escaped (a package is untrusted).
+static void refuse_name(struct mip *m, const char *where, const char *what, const char *name) {
+    char *w = tool_escape(where), *n = tool_escape(name);
+    tool_error(m->t, "mip: %s: refusing the %s '%s'", w, what, n);
+    free(w);
+    free(n);
+}
+
 static char *entry_location(struct mip *m, const char *where, const char *entry) {
     char *loc = short_form_url(entry, NULL);
     const char *slash = strrchr(where, '/');
@@ -280,8 +290,11 @@ static char *entry_location(struct mip *m, const char *where, const char *entry)
               strncmp(real, dir, strlen(dir)) == 0 && real[strlen(dir)] == '/';
     free(d);
     if (!ok) {
-        tool_error(m->t, "mip: %s: refusing '%s': not a file beneath the package's directory",
-                   where, entry);
+        char *w = tool_escape(where), *e = tool_escape(entry);
+        tool_error(m->t, "mip: %s: refusing '%s': not a file beneath the package's directory", w,
+                   e);
+        free(w);
+        free(e);
         free(loc);
         return NULL;
     }
@@ -301,8 +314,7 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
         }
         if (!safe_name(name->valuestring) || strlen(h->valuestring) < 2 ||
             strspn(h->valuestring, "0123456789abcdef") != strlen(h->valuestring)) {
-            tool_error(m->t, "mip: %s: refusing the file name or hash '%s'", where,
-                       name->valuestring);
+            refuse_name(m, where, "file name or hash", name->valuestring);
             return EXIT_BOARD;
         }
         char *url = NULL;
@@ -324,7 +336,7 @@ static int install_json(struct mip *m, const char *where, cJSON *j) {
             continue;
         }
         if (!safe_name(name->valuestring)) {
-            tool_error(m->t, "mip: %s: refusing the file name '%s'", where, name->valuestring);
+            refuse_name(m, where, "file name", name->valuestring);
             return EXIT_BOARD;
         }
         char *url = entry_location(m, where, u->valuestring);
@@ -381,11 +393,15 @@ static int install(struct mip *m, const char *pkg, const char *version, bool fro
     } else if (strspn(pkg, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != n ||
                asprintf(&where, "%s/package/py/%s/%s.json", m->index, pkg,
                         version != NULL && version[0] ? version : "latest") < 0) {
-        tool_error(m->t, "mip: '%s' is not a package name", pkg);
+        char *e = tool_escape(pkg); // it may come from a package's deps
+        tool_error(m->t, "mip: '%s' is not a package name", e);
+        free(e);
         return EXIT_USAGE;
     }
     if (!m->t->opts.quiet) {
-        fprintf(m->t->out, "Installing %s to %s\n", pkg, m->target);
+        char *e = tool_escape(pkg);
+        fprintf(m->t->out, "Installing %s to %s\n", e, m->target);
+        free(e);
     }
     struct fetched f;
     m->for_remote = from_remote;

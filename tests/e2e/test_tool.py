@@ -666,3 +666,18 @@ def test_mip_github_and_gitlab_short_forms(board):
         assert r.returncode != 0 and f"cannot fetch {url}:" in r.stderr, (name, r.stderr)
     r = board.mqb("mip", "install", "github:nothing", check=False, text=True)
     assert r.returncode != 0 and "github:nothing" in r.stderr
+
+
+def test_mip_says_what_a_package_names_escaped(board, tmp_path):
+    """Issue 21: names from a package (refused files, dependencies) never drive the
+    terminal: ESC and C1 controls are shown escaped."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "files.json").write_text(json.dumps(
+        {"urls": [["\x1b[2Jx.py", "x.py"]]}))
+    (pkg / "deps.json").write_text(json.dumps({"deps": [["\u009b2J\x1b]0;evil\x07", "1"]]}))
+    for desc in ("files.json", "deps.json"):
+        r = board.mqb("mip", "install", str(pkg / desc), check=False, text=True)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "\x1b" not in out and "\u009b" not in out, out
+        assert "\\x1b" in out, out
