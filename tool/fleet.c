@@ -32,6 +32,7 @@ struct fboard {
     double deadline;   // silence allowed until then
     int code;
     struct board_trust trust; // its key, from its signed status (keys.c)
+    bool expect_key;          // its key is recorded here: its status is awaited
 };
 
 static double now_s(void) {
@@ -233,6 +234,23 @@ static int run_all(struct tool *t, struct fboard *v, int n, const uint8_t *msg, 
     while (session_take_any(s, &topic, &r)) { // the statuses that came with the subscriptions
         take(v, n, topic, &r, t->opts.timeout);
     }
+    // Boards whose keys are recorded here get signed commands: their signed statuses first,
+    // which a clustered broker may deliver late (aedes: not for the first subscription;
+    // subscribing again brings it).
+    double until = now_s() + t->opts.timeout;
+    for (int i = 0; i < n; i++) {
+        if (v[i].expect_key && !v[i].trust.key_ok) {
+            mosquitto_subscribe(s->mosq, NULL, v[i].trust.status_topic, 0);
+        }
+    }
+    for (int i = 0; i < n && code == EXIT_OK; i++) {
+        while (v[i].expect_key && !v[i].trust.key_ok && !v[i].trust.refused && now_s() < until &&
+               !tool_interrupted && session_pump(s, 0.1) == EXIT_OK) {
+            while (session_take_any(s, &topic, &r)) {
+                take(v, n, topic, &r, t->opts.timeout);
+            }
+        }
+    }
     while (printed < n) {
         if (code == EXIT_OK) {
             send_more(t, v, n, &next, &active, msg, len);
@@ -298,6 +316,7 @@ int fleet_eval(struct tool *t, const char *const *targets, int n, int argc, char
     for (int i = 0; i < n; i++) {
         v[i] = (struct fboard){.prefix = targets[i], .online = -1, .code = EXIT_OK};
         keys_trust_init(&v[i].trust, targets[i]);
+        v[i].expect_key = keys_expected(&v[i].trust);
     }
     if (code == EXIT_OK) {
         code = run_all(t, v, n, msg, MQB_HDR_LEN + len, results);

@@ -234,6 +234,12 @@ void keys_describe(const struct board_trust *bt, char *out, size_t cap) {
                              : ", obeys unsigned commands (no authorized keys): insecure");
 }
 
+bool keys_expected(const struct board_trust *bt) {
+    uint8_t pub[MQB_PUBKEY_LEN];
+    char where[4200];
+    return known_key(bt->prefix, pub, where, sizeof(where));
+}
+
 void keys_begin(struct board_trust *bt) {
     bt->chained = false;
     bt->chain_seq = 0;

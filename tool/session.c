@@ -364,6 +364,8 @@ void session_new_id(const struct session *s, char *id, size_t cap) {
     new_id(s, id, cap);
 }
 
+static bool trust_settled(const struct session *s, const void *ctx);
+
 int session_begin(struct session *s, const char *cmd) {
     if (s->sub_refused) { // the replies could never arrive (status and log may still work)
         fprintf(s->err, "mqboard: the broker refused the subscription to %s (an ACL?)\n",
@@ -374,6 +376,25 @@ int session_begin(struct session *s, const char *cmd) {
         int code = session_present(s);
         if (code != EXIT_OK) {
             return code;
+        }
+    }
+    if (strcmp(cmd, "caps") != 0 && !s->trust.key_ok && keys_expected(&s->trust)) {
+        // A board whose key is recorded here: its signed status first (the command must be
+        // signed for its boot), which a clustered broker may deliver late, or (aedes) not for
+        // the subscription sent behind CONNECT: subscribing again brings it.
+        mosquitto_subscribe(s->mosq, NULL, s->status_topic, 1);
+        int code = session_watch(s, s->o->timeout, trust_settled, NULL);
+        if (code == EXIT_OK && !s->trust.key_ok) {
+            return EXIT_BOARD; // a status not signed by its recorded key (said)
+        }
+        if (code == EXIT_TIMEOUT) {
+            fprintf(s->err,
+                    "mqboard: board '%s' has a key recorded here, but no status signed by it "
+                    "came within %.1f s\n",
+                    s->o->prefix, s->o->timeout);
+        }
+        if (code != EXIT_OK) {
+            return code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
         }
     }
     new_id(s, s->id, sizeof(s->id));
@@ -904,6 +925,12 @@ static int say_offline(struct session *s) {
     fprintf(s->err, "mqboard: board '%s' is offline%s: its agent is not connected to the broker\n",
             s->o->prefix, when);
     return EXIT_TIMEOUT;
+}
+
+// The board's key is known from a status signed by it, or a status was refused.
+static bool trust_settled(const struct session *s, const void *ctx) {
+    (void)ctx;
+    return s->trust.key_ok || s->trust.refused;
 }
 
 int session_present(struct session *s) {

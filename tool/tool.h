@@ -328,6 +328,8 @@ int keys_sign(struct signer *sg, const struct tool_opts *o, FILE *err, const str
 bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const char *topic,
                       const struct mqb_topic *t, const uint8_t *p, size_t *len, bool current);
 void keys_begin(struct board_trust *bt);
+// True when known_boards records a key for bt's board (its commands will need signing).
+bool keys_expected(const struct board_trust *bt);
 void keys_free(struct signer *sg, struct board_trust *bt);
 // What the board's status says about its keys, in words (for status).
 void keys_describe(const struct board_trust *bt, char *out, size_t cap);

@@ -112,7 +112,8 @@ struct agent {
     uint64_t log_refill_ms;
     unsigned log_dropped;
     unsigned plain_seq;
-    uint64_t discover_ms; // when the last discovery question was answered
+    uint64_t discover_ms;   // when the last discovery question came
+    double discover_tokens; // answers it may still give now (loop.c)
 };
 
 // main.c / loop.c

@@ -180,11 +180,14 @@ void agent_on_message(struct agent *a, const struct mosquitto_message *m) {
     char plain[MQB_PREFIX_MAX + 16];
     snprintf(plain, sizeof(plain), "%s/repl/in", a->cfg->prefix);
     if (strcmp(m->topic, MQB_DISCOVER_TOPIC) == 0) {
-        // A host lists the boards: the status again, not retained, at most once a second
-        // (anyone may ask: the answers cannot be made a flood).
+        // A host lists the boards: the status again, not retained; anyone may ask, so the
+        // answers are a token bucket (a burst of 8, then 2 a second), never a flood.
         uint64_t now = agent_now_ms();
-        if (a->discover_ms == 0 || now - a->discover_ms >= 1000) {
-            a->discover_ms = now;
+        a->discover_tokens += (double)(now - a->discover_ms) / 500.0;
+        a->discover_tokens = a->discover_tokens > 8 ? 8 : a->discover_tokens;
+        a->discover_ms = now;
+        if (a->discover_tokens >= 1) {
+            a->discover_tokens -= 1;
             mqtt_send_status(a, true, false);
         }
         return;

@@ -201,9 +201,13 @@ def test_a_changed_board_key_is_refused_loudly(signed, op, tmp_path):
     signed.stop()
     (tmp_path / "keys" / "board_key").unlink()  # another board (or an impostor) at the prefix
     signed.start(wait=False)
-    time.sleep(0.5)
-    r = op.mqb(signed, "-T", "2", "eval", "1", check=False)
+    # Once the new board's status is out (the aedes cluster serves the old one to a first
+    # subscription for a while: status subscribes again), mqboard refuses the board loudly.
+    assert wait_for(lambda: "WARNING" in op.mqb(signed, "-T", "1", "status",
+                                                 check=False).stderr, 20)
+    r = op.mqb(signed, "-T", "2", "status", check=False)
     assert r.returncode != 0 and "WARNING" in r.stderr and "not the key recorded" in r.stderr
+    assert op.mqb(signed, "-T", "2", "eval", "1", check=False).returncode != 0
 
 
 def test_trust_add_and_remove(signed, op, tmp_path):
