@@ -11,10 +11,19 @@
 
 #include "tool.h"
 
-// After the last SUBACK, statuses still coming in (a clustered broker) are waited for until
-// none came for QUIET_S seconds, at most SETTLE_S.
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+// After the discovery question, answers are waited for three times as long as the question
+// took to come back to us through the broker (a loaded cluster: long; one mosquitto: next
+// to nothing), at least QUIET_S, then until none came for a third of that; SETTLE_S at most.
+// When the question does not come back (an ACL), NO_ECHO_S.
 #define QUIET_S 0.3
-#define SETTLE_S 2.0
+#define NO_ECHO_S 1.0
+#define SETTLE_S 5.0
 
 // Prefixes of up to this many levels are found (one subscription each).
 #define DEPTH_MAX 8
@@ -111,14 +120,19 @@ struct seen_list {
     size_t n, cap;
 };
 
-// Takes the queued statuses (pattern-matched, at most BOARDS_MAX). Returns how many
-// messages it took.
-static int take_statuses(struct session *s, struct seen_list *l, const char *pattern) {
+// Takes the queued statuses (pattern-matched, at most BOARDS_MAX); sets *echo when our
+// discovery question (nonce) came back. Returns how many messages it took.
+static int take_statuses(struct session *s, struct seen_list *l, const char *pattern,
+                         const char *nonce, bool *echo) {
     struct reply r;
     const char *topic_seen;
     int taken = 0;
     while (l->n < BOARDS_MAX && session_take_any(s, &topic_seen, &r)) {
         taken++;
+        if (nonce != NULL && strcmp(topic_seen, MQB_DISCOVER_TOPIC) == 0) {
+            *echo |= r.len == strlen(nonce) && memcmp(r.data, nonce, r.len) == 0;
+            continue;
+        }
         size_t tl = strlen(topic_seen), sl = strlen("/mqb/status");
         if (tl <= sl || strcmp(topic_seen + tl - sl, "/mqb/status") != 0 || r.len == 0) {
             continue;
@@ -189,10 +203,14 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     if (code == EXIT_OK) {
         code = session_subscribe(s, "mqboard/-/fence"); // fences the last one's retained
     }
+    char nonce[20];
     if (code == EXIT_OK) {
         // Every running board answers with its status at once, whenever a clustered broker
-        // gets round to delivering the retained ones (docs/protocol.md).
-        mosquitto_publish(s->mosq, NULL, MQB_DISCOVER_TOPIC, 0, NULL, 0, false);
+        // gets round to delivering the retained ones (docs/protocol.md). We hear the question
+        // too: how long it took tells how long the answers may take.
+        session_new_id(s, nonce, sizeof(nonce));
+        code = session_subscribe_qos(s, MQB_DISCOVER_TOPIC, 0);
+        mosquitto_publish(s->mosq, NULL, MQB_DISCOVER_TOPIC, (int)strlen(nonce), nonce, 0, false);
     }
     *codep = code;
     if (code != EXIT_OK) {
@@ -201,15 +219,24 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     // The fence's SUBACK comes after every retained status on mosquitto; a clustered broker
     // may deliver them later: wait until none has come for QUIET_S (at most SETTLE_S).
     struct seen_list seen = {0};
-    double waited = 0;
-    do {
-        take_statuses(s, &seen, pattern);
-        if (session_pump(s, QUIET_S) != EXIT_OK) {
+    bool echo = false;
+    double asked = now_s(), last = asked, deadline = asked + NO_ECHO_S;
+    for (;;) {
+        bool had_echo = echo;
+        if (take_statuses(s, &seen, pattern, nonce, &echo) > 0) {
+            last = now_s();
+        }
+        if (echo && !had_echo) {
+            double rtt = now_s() - asked;
+            deadline = asked + (3 * rtt > QUIET_S ? 3 * rtt : QUIET_S);
+        }
+        double now = now_s(), quiet = (deadline - asked) / 3;
+        if ((now >= deadline && now - last >= quiet) || now - asked >= SETTLE_S ||
+            seen.n >= BOARDS_MAX || session_pump(s, quiet) != EXIT_OK) {
             break;
         }
-        waited += QUIET_S;
-    } while (s->head != NULL && waited < SETTLE_S && seen.n < BOARDS_MAX);
-    take_statuses(s, &seen, pattern);
+    }
+    take_statuses(s, &seen, pattern, NULL, &echo);
     cJSON *found = sorted_boards(&seen);
     if (do_probe) {
         probe(t, found, pattern);
