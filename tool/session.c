@@ -14,6 +14,9 @@
 
 #include "tool.h"
 
+// How long mqboard waits, when it leaves, for what it still has to send to go out.
+#define FLUSH_S 5.0
+
 struct msg_node {
     char *topic;
     uint8_t *payload;
@@ -861,8 +864,15 @@ int session_recv_raw(struct session *s, const char *topic, double timeout_s, str
 }
 
 void session_flush(struct session *s) {
-    for (int i = 0; i < 20 && s->mosq != NULL && mosquitto_want_write(s->mosq); i++) {
-        mosquitto_loop(s->mosq, 10, 1);
+    // What is still queued goes out before mqboard leaves (a put's abort, an interrupt),
+    // even when the broker is slow to take a full socket buffer: up to FLUSH_S (it took more
+    // than the 0.2 s this once allowed on a loaded machine, and the board then kept a
+    // temporary file for a minute).
+    double end = now_s() + FLUSH_S;
+    while (s->mosq != NULL && mosquitto_want_write(s->mosq) && now_s() < end) {
+        if (mosquitto_loop(s->mosq, 10, 1) != MOSQ_ERR_SUCCESS) {
+            break;
+        }
     }
 }
 
