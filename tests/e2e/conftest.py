@@ -1,11 +1,14 @@
 """End-to-end fixture: a real mosquitto on a free loopback port, mqrepld on a temporary board
 root, and mqboard run as a user runs it. Every process started here is stopped by its PID."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +16,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+# mqboard reads its config and records boards' keys (known_boards) under XDG_CONFIG_HOME: the
+# tests get one of their own, never the user's (a test that needs a config sets its own).
+_CONFIG = tempfile.mkdtemp(prefix="mqb-test-config-")
+os.environ["XDG_CONFIG_HOME"] = _CONFIG
+atexit.register(shutil.rmtree, _CONFIG, True)
 BIN = Path(os.environ.get("MQB_BIN_DIR", REPO / "build"))
 VECTORS = REPO / "tests" / "vectors" / "messages.txt"
 
