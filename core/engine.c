@@ -634,6 +634,24 @@ static enum mqb_err input(struct mqb_engine *e, const char *topic, const uint8_t
     return on_other(e, cmd, id, tail, data, dlen);
 }
 
+enum mqb_err mqb_engine_verify(struct mqb_engine *e, const char *topic, const uint8_t *payload,
+                               size_t len, const uint8_t **data, size_t *dlen) {
+    struct mqb_topic t;
+    struct mqb_hdr h;
+    char cmd[MQB_CMD_MAX + 1];
+    if (mqb_topic_parse(e->prefix, topic, strlen(topic), &t) != MQB_OK || t.kind != MQB_TOPIC_CMD ||
+        mqb_hdr_decode(payload, len, &h) != MQB_OK) {
+        return MQB_ERR_MALFORMED;
+    }
+    slice_copy(cmd, t.cmd);
+    *data = payload + MQB_HDR_LEN;
+    *dlen = len - MQB_HDR_LEN;
+    if (mqb_engine_signing(e) && mqb_auth_required(cmd, &h)) {
+        return auth_check(e, topic, payload, data, dlen);
+    }
+    return MQB_OK;
+}
+
 enum mqb_err mqb_engine_input(struct mqb_engine *e, const char *topic, const uint8_t *payload,
                               size_t len, bool dup, uint64_t now_ms) {
     // Replies go unsigned until the message proved to be a signed command (then they answer

@@ -301,7 +301,7 @@ bool keys_check_reply(struct board_trust *bt, FILE *err, const char *cmd, const 
         }
         return true;
     }
-    size_t hlen = out ? MQB_HDR_LEN : 0;
+    size_t hlen = out || t->kind == MQB_TOPIC_REPLY_ASK ? MQB_HDR_LEN : 0; // err: no header
     bool ok = trailer_ok(bt, topic, p, *len, hlen, current && t->kind != MQB_TOPIC_REPLY_ASK);
     if (!ok && t->kind == MQB_TOPIC_REPLY_ERR) {
         // The board refuses what it could not verify without a signature (its sender may be

@@ -138,6 +138,13 @@ void mqb_engine_set_auth(struct mqb_engine *e, struct mqb_auth *auth);
 // True when commands must be signed (and replies are).
 bool mqb_engine_signing(const struct mqb_engine *e);
 
+// Checks a command message that a port handles without the engine (a board that reads
+// interrupts itself while an eval runs): MQB_OK with *data/*dlen its data after the header
+// (and after the signature block, which it verified and used up), or the refusal (see
+// mqb_engine_set_auth). Without signing, only the header is checked.
+enum mqb_err mqb_engine_verify(struct mqb_engine *e, const char *topic, const uint8_t *payload,
+                               size_t len, const uint8_t **data, size_t *dlen);
+
 // Publishes payload on topic (a question on reply/ask, ...), with a signature trailer when
 // the engine signs; hlen is the length of its header (0 or MQB_HDR_LEN). len at most
 // MQB_HDR_LEN + MQB_CHUNK_MAX.

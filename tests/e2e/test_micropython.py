@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 class MpBoard:
     """The board package on micropython, restarted on every reset as a launcher would."""
 
-    def __init__(self, broker, tmp, wdt=0, allok=300, prefix=None):
+    def __init__(self, broker, tmp, wdt=0, allok=300, prefix=None, keys=False):
         self.broker, self.tmp = broker, tmp
         self.prefix = prefix or "mp/" + uuid.uuid4().hex[:8]
         pkg = tmp / "pkg"
@@ -40,7 +40,8 @@ class MpBoard:
         self.env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.board_port),
                         MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(tmp / "fs.img"),
                         MQB_RTC_FILE=str(tmp / "rtc"), MQB_OTA_DIR=str(tmp / "ota"),
-                        MQB_WDT_TIMEOUT=str(wdt), MQB_ALLOK=str(allok), MICROPYPATH=str(pkg))
+                        MQB_WDT_TIMEOUT=str(wdt), MQB_ALLOK=str(allok), MICROPYPATH=str(pkg),
+                        MQB_KEYS="/.mqb-keys" if keys else "")
         self.pkg = pkg
         self.proc = None
         self.stopping = False
@@ -319,3 +320,40 @@ def test_the_board_answers_the_discovery_question(mp, broker):
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_signed_commands_on_the_micropython_board(broker, tmp_path):
+    """Issue 19 on the MicroPython board: with a key enrolled on the board itself it obeys
+    only signed commands (checked by the firmware's mbedTLS), signs its status and replies,
+    and keyboard input still works (its questions are signed)."""
+    from test_trust import Operator, Wire, wait_for
+    op = Operator(tmp_path)
+    b = MpBoard(broker, tmp_path, keys=True)
+    try:
+        if "key" not in (b.status() or {}):
+            pytest.skip("this MicroPython firmware has no mbedTLS (its ssl module)")
+        # Enrolment, as over the board's console: it has no authorized key yet.
+        line = op.pub.read_text().strip()
+        b.mqb("exec", f"f = open('/.mqb-keys/authorized_keys', 'w'); f.write({line!r}); "
+                      "f.close()")
+        b.mqb("reset")
+        assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0,
+                        20)
+        assert "obeys signed commands only" in op.mqb(b, "status").stdout
+        assert op.mqb(b, "eval", "6*7").stdout == "42\n"
+        out = op.mqb(b, "exec", "for i in range(2000): print(i)").stdout  # chained replies
+        assert out == "".join("%d\n" % i for i in range(2000))
+        assert op.mqb(b, "exec", "print(input() * 2)", input="ab\n").stdout == "abab\n"
+        assert len(op.mqb(b, "trust", "list").stdout.split()) == 1
+        # Unsigned (the original tool, another key): refused, nothing runs.
+        w = Wire(broker, b.prefix + "/mqb/reply/#")
+        w.pub(b.prefix + "/mqb/cmd/eval/abcdefgh", b"\x80\x00open('owned','w').write('x')")
+        assert wait_for(lambda: w.taken(lambda t: t.endswith("/abcdefgh")))
+        assert b"not authorized" in w.taken(lambda t: t.endswith("/abcdefgh"))[0][1]
+        w.close()
+        other = Operator(tmp_path, "other")
+        r = other.mqb(b, "eval", "1", check=False)
+        assert r.returncode == 1 and "not authorized" in r.stderr
+        assert op.mqb(b, "exec", "import os; print('owned' in os.listdir('/'))").stdout == "False\n"
+    finally:
+        b.stop()

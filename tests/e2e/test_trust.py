@@ -27,12 +27,13 @@ class Operator:
         assert r.returncode == 0, r.stderr
         self.pub = self.cfg / "mqboard" / "id_mqb.pub"
 
-    def run_mqb(self, *args, timeout=60):
+    def run_mqb(self, *args, timeout=60, input=None):
         return subprocess.run([str(BIN / "mqboard"), *args], capture_output=True, text=True,
-                              timeout=timeout, env=self.env)
+                              timeout=timeout, env=self.env, input=input)
 
-    def mqb(self, board, *args, check=True):
-        r = self.run_mqb("-p", str(board.broker.port), "--prefix", board.prefix, *args)
+    def mqb(self, board, *args, check=True, input=None):
+        r = self.run_mqb("-p", str(board.broker.port), "--prefix", board.prefix, *args,
+                         input=input)
         if check:
             assert r.returncode == 0, (args, r.returncode, r.stderr)
         return r
@@ -401,3 +402,32 @@ def test_readme_trust_examples(broker, tmp_path):
     finally:
         if b is not None:
             b.stop()
+
+
+def test_keyboard_input_and_mount_on_a_signed_board(signed, op, tmp_path, broker):
+    """The board's questions are signed too: input() and a mount work, and a question forged
+    by someone who sees the eval's id is not answered (nor is stdin read for it)."""
+    assert op.mqb(signed, "exec", "print(input() * 2)", input="ab\n").stdout == "abab\n"
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "hello.py").write_text("print('hello from the mount')\n")
+    r = op.mqb(signed, "mount", str(d), "+", "exec", "import hello")
+    assert "hello from the mount" in r.stdout
+    # A forged question to a running eval's id: mqboard drops it.
+    w = Wire(broker, signed.prefix + "/mqb/cmd/#")
+
+    def forge():
+        for _ in range(300):
+            for t, p in w.taken(lambda t: "/cmd/eval/" in t):
+                rid = t.split("/")[-1]
+                w.pub(f"{signed.prefix}/mqb/reply/ask/{rid}",
+                      b'\xff\xff{"n":1,"op":"stdin","len":100}')
+                return
+            time.sleep(0.01)
+
+    th = threading.Thread(target=forge)
+    th.start()
+    r = op.mqb(signed, "exec", "import time; time.sleep(1); print('done')", input="secret\n")
+    th.join()
+    w.close()
+    assert r.stdout == "done\n" and "did not sign" in r.stderr

@@ -13,6 +13,15 @@ import mqb_settings as cfg
 from umqtt.simple import MQTTClient
 
 try:
+    import ubinascii as binascii
+except ImportError:
+    import binascii
+try:
+    import uhashlib as hashlib
+except ImportError:
+    import hashlib
+
+try:
     import ujson as json
 except ImportError:
     import json
@@ -38,6 +47,26 @@ def _setting(name):
 
 def _hex(n):
     return "".join("%02x" % b for b in os.urandom(n))
+
+
+def _b64(data):
+    return binascii.b2a_base64(data).strip().decode()
+
+
+def _fingerprint(pub):
+    return "SHA256:" + _b64(hashlib.sha256(pub).digest()).rstrip("=")
+
+
+def _key_line(line):
+    """The point of a public-key line ("mqb-p256 BASE64 comment"), or None."""
+    parts = line.split()
+    if parts and parts[0] == "mqb-p256":
+        parts = parts[1:]
+    try:
+        pub = binascii.a2b_base64(parts[0])
+    except (IndexError, ValueError):
+        return None
+    return pub if len(pub) == 65 and pub[0] == 4 else None
 
 
 def _ticks():
@@ -109,8 +138,7 @@ class Output:
             self.write(sep.join(str(a) for a in args) + end)
 
     def _send(self, data, last):
-        hdr = (0x8000 if last else 0) | (self.seq & 0x7FFF)
-        self.a.publish(self.a.base + "reply/out/" + self.id, bytes((hdr >> 8, hdr & 255)) + data)
+        self.a.send_reply(self.id, self.seq & 0x7FFF, last, data)
         self.seq += 1
 
     def send_now(self):
@@ -121,12 +149,12 @@ class Output:
 
     def finish(self, error):
         if error is None and self.seq == 0 and len(self.buf) <= mqb.CHUNK:
-            self.a.publish(self.a.base + "reply/out/" + self.id, b"\xff\xff" + self.buf)
+            self.a.send_reply(self.id, 0x7FFF, True, self.buf)
             return
         if error is None or self.buf:
             self._send(self.buf, error is None)
         if error is not None:
-            self.a.publish(self.a.base + "reply/err/" + self.id, error.encode())
+            self.a.send_err(self.id, error)
 
 
 class Log:
@@ -239,6 +267,7 @@ class Agent:
         self.allok_done = False
         self.hw = plat.hw_watchdog(self.timeout)
         self.engine = mqb.Engine(self.prefix, AGENT, plat.Platform(plat.ota_target()))
+        self.trust_init()
         self.log = Log(self)
 
     # ---- MQTT ----
@@ -250,7 +279,14 @@ class Agent:
               "reset_cause": CAUSES.get(self.cause, "unknown")}
         if resetting:
             st["resetting"] = True  # it comes back (docs/protocol.md)
-        return json.dumps(st)
+        if self.pub is not None:
+            st["key"] = _b64(self.pub)
+            st["signed"] = bool(self.authorized)
+        text = json.dumps(st)
+        if self.pub is not None:  # signed: the text, then its signature as the last member
+            sig = self.engine.sign_status(self.base + "status", text)
+            text = text[:-1] + ',"sig":"' + _b64(sig) + '"}'
+        return text
 
     def connect(self):
         c = _RetainClient("mqb-" + self.boot_id, _setting("SERVER"), _setting("PORT"),
@@ -313,9 +349,20 @@ class Agent:
                 self.control(*ev)
             self.flush()
 
+    def send_reply(self, eid, seq, last, data):
+        """A reply/out message through the engine (signed when the board obeys keys)."""
+        self.engine.reply(eid, seq, last, data)
+        self.flush()
+
+    def send_err(self, eid, text):
+        self.engine.reply_err(eid, text)
+        self.flush()
+
     def reply(self, eid, text, err=False):
-        self.publish(self.base + ("reply/err/" if err else "reply/out/") + eid,
-                     text.encode() if err else b"\xff\xff" + text.encode())
+        if err:
+            self.send_err(eid, text)
+        else:
+            self.send_reply(eid, 0x7FFF, True, text.encode())
 
     def control(self, cmd, eid, tail, data):
         if cmd == "interrupt":
@@ -329,6 +376,81 @@ class Agent:
                 return
             self.reply(eid, "OK")
             self.reset(mode, True)
+        elif cmd == "trust":
+            self.trust(eid, bytes(data).decode())
+
+    # ---- keys (docs/security.md) ----
+
+    def trust_init(self):
+        """The board's key (made here at the first start) and the keys it obeys, from the
+        KEYS directory; without the firmware's mbedTLS, or without KEYS, none."""
+        self.pub, self.authorized, self.keys = None, [], _setting("KEYS")
+        if not self.keys or not hasattr(self.engine, "set_key"):
+            return
+        try:
+            os.mkdir(self.keys)
+        except OSError:
+            pass
+        try:
+            with open(self.keys + "/board_key") as f:
+                key = binascii.unhexlify(f.read().strip())
+        except (OSError, ValueError):
+            key = self.engine.keygen()
+            with open(self.keys + "/board_key", "w") as f:
+                f.write(binascii.hexlify(key).decode() + "\n")
+        self.pub = self.engine.set_key(key, binascii.unhexlify(self.boot_id))
+        try:
+            with open(self.keys + "/authorized_keys") as f:
+                for line in f:
+                    pub = _key_line(line)
+                    if pub is not None and pub not in self.authorized and \
+                            self.engine.authorize(pub):
+                        self.authorized.append(pub)
+        except OSError:
+            pass
+
+    def trust(self, eid, arg):
+        """The trust command (signed, so only a key the board obeys gets here)."""
+        if not self.authorized:
+            self.reply(eid, "not authorized: a board without authorized keys takes its first "
+                            "key on the board itself (its KEYS directory's authorized_keys)",
+                       err=True)
+            return
+        op, _, rest = arg.partition(" ")
+        if op == "list":
+            self.reply(eid, "".join(_fingerprint(p) + "\n" for p in self.authorized))
+            return
+        pub = _key_line(rest)
+        if op == "remove" and pub is None:
+            pub = ([p for p in self.authorized if _fingerprint(p) == rest.strip()] or [None])[0]
+        if op == "add" and pub is not None:
+            if pub in self.authorized:
+                return self.reply(eid, "already authorized: " + _fingerprint(pub))
+            if not self.engine.authorize(pub):
+                return self.reply(eid, "trust: no room for another key", err=True)
+            self.authorized.append(pub)
+            self._write_keys()
+            return self.reply(eid, "authorized: " + _fingerprint(pub))
+        if op == "remove" and pub in self.authorized:
+            if len(self.authorized) == 1:
+                return self.reply(eid, "refusing to remove the last authorized key: the board "
+                                       "would obey anyone (add another key first)", err=True)
+            self.engine.revoke(pub)
+            self.authorized.remove(pub)
+            self._write_keys()
+            return self.reply(eid, "removed: " + _fingerprint(pub))
+        self.reply(eid, "trust: expected list, add KEY or remove FINGERPRINT", err=True)
+
+    def _write_keys(self):
+        path = self.keys + "/authorized_keys"
+        with open(path + ".new", "w") as f:
+            for p in self.authorized:
+                f.write("mqb-p256 " + _b64(p) + "\n")
+        try:
+            os.rename(path + ".new", path)
+        except OSError:  # FAT: no rename over a file
+            os.remove(path)
+            os.rename(path + ".new", path)
 
     def poll_while_busy(self, eid):
         """Called from an eval's output: answers control messages that arrived meanwhile."""
@@ -341,8 +463,11 @@ class Agent:
             parts = topic[len(self.base):].split("/")
             if parts[0] == "cmd" and parts[1] in ("interrupt", "running") and len(parts) > 2:
                 tail = "/".join(parts[3:])
+                data = self.engine.verify(topic, payload)  # signed, when the board has keys
+                if data is None:
+                    continue  # not an operator's: dropped
                 if parts[1] == "running":
-                    self.followed = eid if tail == eid and b"lease" in payload else self.followed
+                    self.followed = eid if tail == eid and b"lease" in data else self.followed
                     self.reply(parts[2], "1" if tail == eid else "0")
                 elif tail in ("", eid):
                     self.reply(parts[2], "OK")
@@ -368,13 +493,17 @@ class Agent:
             return b""
         self.asked += 1
         q = '{"n":%d,"op":"stdin","len":%d}' % (self.asked, n)
-        self.publish(self.base + "reply/ask/" + eid, b"\xff\xff" + q.encode())
+        self.engine.publish_signed(self.base + "reply/ask/" + eid, b"\xff\xff" + q.encode())
+        self.flush()
         want = "%scmd/ans/%s/%d" % (self.base, eid, self.asked)
         while True:
             for i, (topic, payload) in enumerate(self.inbox):
                 if topic == want:
                     del self.inbox[i]
-                    data = bytes(payload[2:n + 3])
+                    data = self.engine.verify(topic, payload)  # None: not the host's
+                    if data is None:
+                        break
+                    data = data[:n + 1]
                     return data[1:] if data[:1] == b"+" else b""
             self.poll_while_busy(eid)  # an interrupt raises KeyboardInterrupt here
             self.watchdog_tick()

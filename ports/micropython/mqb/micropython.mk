@@ -9,4 +9,5 @@ SRC_USERMOD_C += $(MQB_MOD_DIR)/modmqb.c
 SRC_USERMOD_LIB_C += $(addprefix $(MQB_ROOT)/core/,err.c strbuf.c wire.c engine.c wdt.c boot.c auth.c)
 
 CFLAGS_USERMOD += -I$(MQB_ROOT)/include -DMQB_CHUNK_MAX=4096 -DMQB_MAX_XFERS=2 \
-	-DMQB_PATH_MAX=128 -DMQB_WINDOW=4
+	-DMQB_PATH_MAX=128 -DMQB_WINDOW=4 -DMQB_AUTH_KEYS_MAX=4 -DMQB_AUTH_WINDOW=16 \
+	-DMQB_AUTH_CHAINS=2

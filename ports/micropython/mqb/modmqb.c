@@ -16,6 +16,17 @@
 #include "mqb/boot.h"
 #include "mqb/engine.h"
 
+// Signed commands need the mbedTLS the firmware links for its ssl module (esp32, rp2, unix
+// with MICROPY_SSL_MBEDTLS); without it the board obeys unsigned commands, as the original.
+#if MICROPY_SSL_MBEDTLS
+#define MQB_TRUST 1
+#include "mbedtls/ecdsa.h"
+#include "mbedtls/ecp.h"
+#include "mbedtls/sha256.h"
+#else
+#define MQB_TRUST 0
+#endif
+
 // Messages the engine may have queued for the client at once; streams wait while it is full.
 #define OUT_MAX 4
 // Evals and control commands waiting for Python.
@@ -41,6 +52,11 @@ typedef struct {
     mp_obj_t eval_buf; // bytearray of the eval being collected, or None
     uint32_t ticks_last;
     uint64_t ticks_high;
+#if MQB_TRUST
+    struct mqb_auth auth; // the operators' keys it obeys, this boot's replay windows
+    uint8_t key_d[32];    // the board's private key
+    bool have_key;
+#endif
 } mqb_obj_t;
 
 // ---- calls into Python that never unwind through the engine ----
@@ -333,11 +349,12 @@ static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
     return p_close(ctx, fh, commit);
 }
 
-// interrupt, running and reset go to Python; anything else is "not supported".
+// interrupt, running, reset and trust go to Python; anything else is "not supported".
 static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
                               const uint8_t *data, size_t len) {
     mqb_obj_t *self = ctx;
-    if (strcmp(cmd, "interrupt") != 0 && strcmp(cmd, "running") != 0 && strcmp(cmd, "reset") != 0) {
+    if (strcmp(cmd, "interrupt") != 0 && strcmp(cmd, "running") != 0 && strcmp(cmd, "reset") != 0 &&
+        strcmp(cmd, "trust") != 0) {
         return MQB_ERR_UNSUPPORTED;
     }
     nlr_buf_t nlr;
@@ -354,7 +371,104 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
     return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
 }
 
+#if MQB_TRUST
+// ---- signatures (ECDSA P-256 over SHA-256, the firmware's mbedTLS) ----
+
+// The port's random source (what extmod/mbedtls feeds the ssl module's entropy from), as an
+// mbedTLS random generator for the signatures' nonces and new keys.
+static int rng(void *p, unsigned char *out, size_t n) {
+    (void)p;
+    mp_hal_get_random(n, out);
+    return 0;
+}
+
+static void digest(const uint8_t *head, size_t hlen, const uint8_t *data, size_t dlen,
+                   uint8_t out[32]) {
+    mbedtls_sha256_context c;
+    mbedtls_sha256_init(&c);
+    mbedtls_sha256_starts(&c, 0);
+    mbedtls_sha256_update(&c, head, hlen);
+    mbedtls_sha256_update(&c, data, dlen);
+    mbedtls_sha256_finish(&c, out);
+    mbedtls_sha256_free(&c);
+}
+
+static enum mqb_err p_sig_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                                 size_t hlen, const uint8_t *data, size_t dlen,
+                                 const uint8_t sig[MQB_SIG_LEN]) {
+    (void)ctx;
+    uint8_t h[32];
+    mbedtls_ecp_group grp;
+    mbedtls_ecp_point q;
+    mbedtls_mpi r, s;
+    mbedtls_ecp_group_init(&grp);
+    mbedtls_ecp_point_init(&q);
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    digest(head, hlen, data, dlen, h);
+    int rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
+    if (rc == 0) {
+        rc = mbedtls_ecp_point_read_binary(&grp, &q, pub, MQB_PUBKEY_LEN);
+    }
+    if (rc == 0) {
+        rc = mbedtls_mpi_read_binary(&r, sig, 32);
+    }
+    if (rc == 0) {
+        rc = mbedtls_mpi_read_binary(&s, sig + 32, 32);
+    }
+    if (rc == 0) {
+        rc = mbedtls_ecdsa_verify(&grp, h, sizeof(h), &q, &r, &s);
+    }
+    mbedtls_mpi_free(&s);
+    mbedtls_mpi_free(&r);
+    mbedtls_ecp_point_free(&q);
+    mbedtls_ecp_group_free(&grp);
+    return rc == 0 ? MQB_OK : MQB_ERR_AUTH_SIG;
+}
+
+static enum mqb_err sign_digest(mqb_obj_t *self, const uint8_t h[32], uint8_t sig[MQB_SIG_LEN]) {
+    if (!self->have_key) {
+        return MQB_ERR_IO;
+    }
+    mbedtls_ecp_group grp;
+    mbedtls_mpi d, r, s;
+    mbedtls_ecp_group_init(&grp);
+    mbedtls_mpi_init(&d);
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    int rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
+    if (rc == 0) {
+        rc = mbedtls_mpi_read_binary(&d, self->key_d, sizeof(self->key_d));
+    }
+    if (rc == 0) {
+        rc = mbedtls_ecdsa_sign(&grp, &r, &s, &d, h, 32, rng, NULL);
+    }
+    if (rc == 0) {
+        rc = mbedtls_mpi_write_binary(&r, sig, 32);
+    }
+    if (rc == 0) {
+        rc = mbedtls_mpi_write_binary(&s, sig + 32, 32);
+    }
+    mbedtls_mpi_free(&s);
+    mbedtls_mpi_free(&r);
+    mbedtls_mpi_free(&d);
+    mbedtls_ecp_group_free(&grp);
+    return rc == 0 ? MQB_OK : MQB_ERR_IO;
+}
+
+static enum mqb_err p_sig_sign(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,
+                               size_t dlen, uint8_t sig[MQB_SIG_LEN]) {
+    uint8_t h[32];
+    digest(head, hlen, data, dlen, h);
+    return sign_digest(ctx, h, sig);
+}
+#endif
+
 static const struct mqb_platform platform = {
+#if MQB_TRUST
+    .sig_verify = p_sig_verify,
+    .sig_sign = p_sig_sign,
+#endif
     .publish = p_publish,
     .out_room = p_out_room,
     .file_open_read = p_open_read,
@@ -406,6 +520,9 @@ static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t
         mp_raise_ValueError(MP_ERROR_TEXT("prefix too long"));
     }
     self->ticks_last = (uint32_t)mp_hal_ticks_ms();
+#if MQB_TRUST
+    mqb_engine_set_auth(&self->engine, &self->auth); // no keys yet: unsigned commands run
+#endif
     MP_STATE_VM(mqb_engine_obj) = MP_OBJ_FROM_PTR(self); // keep it (and its files) for the GC
     return MP_OBJ_FROM_PTR(self);
 }
@@ -467,6 +584,160 @@ static mp_obj_t engine_close(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(engine_close_obj, engine_close);
 
+// reply(id, seq, last, data) and reply_err(id, text): the board package's replies (eval
+// output, control answers) through the engine, which signs them when it obeys signed
+// commands; taken with take() as the engine's own. Return the mqb error code.
+static mp_obj_t engine_reply(size_t n_args, const mp_obj_t *args) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(args[0]);
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(args[4], &b, MP_BUFFER_READ);
+    return MP_OBJ_NEW_SMALL_INT(mqb_engine_reply_out(&self->engine, mp_obj_str_get_str(args[1]),
+                                                     (uint16_t)mp_obj_get_int(args[2]),
+                                                     mp_obj_is_true(args[3]), b.buf, b.len));
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(engine_reply_obj, 5, 5, engine_reply);
+
+static mp_obj_t engine_reply_err(mp_obj_t self_in, mp_obj_t id_in, mp_obj_t text_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    size_t n;
+    const char *text = mp_obj_str_get_data(text_in, &n);
+    return MP_OBJ_NEW_SMALL_INT(
+        mqb_engine_reply_err(&self->engine, mp_obj_str_get_str(id_in), text, n));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_reply_err_obj, engine_reply_err);
+
+// verify(topic, payload): the data of a command message the board package reads itself
+// (interrupts while an eval prints, keyboard answers), its signature checked and used up when
+// the board obeys signed commands; None when refused.
+static mp_obj_t engine_verify(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t payload_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(payload_in, &b, MP_BUFFER_READ);
+    const uint8_t *data;
+    size_t dlen;
+    if (mqb_engine_verify(&self->engine, mp_obj_str_get_str(topic_in), b.buf, b.len, &data,
+                          &dlen) != MQB_OK) {
+        return mp_const_none;
+    }
+    return mp_obj_new_bytes(data, dlen);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_verify_obj, engine_verify);
+
+// publish_signed(topic, payload): a message of the board's own (a question on reply/ask),
+// with a signature when the board obeys signed commands. Returns the mqb error code.
+static mp_obj_t engine_publish_signed(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t payload_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(payload_in, &b, MP_BUFFER_READ);
+    return MP_OBJ_NEW_SMALL_INT(mqb_engine_publish_signed(
+        &self->engine, mp_obj_str_get_str(topic_in), b.buf, b.len, b.len >= 2 ? MQB_HDR_LEN : 0));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_publish_signed_obj, engine_publish_signed);
+
+#if MQB_TRUST
+static void check_pub(mp_obj_t pub_in, mp_buffer_info_t *b) {
+    mp_get_buffer_raise(pub_in, b, MP_BUFFER_READ);
+    if (b->len != MQB_PUBKEY_LEN || ((const uint8_t *)b->buf)[0] != 0x04) {
+        mp_raise_ValueError(MP_ERROR_TEXT("not a P-256 public point"));
+    }
+}
+
+// keygen(): a new private key (32 bytes), made here.
+static mp_obj_t engine_keygen(mp_obj_t self_in) {
+    (void)self_in;
+    mbedtls_ecp_keypair kp;
+    uint8_t d[32];
+    size_t n = 0;
+    mbedtls_ecp_keypair_init(&kp);
+    int rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, &kp, rng, NULL);
+    if (rc == 0) {
+        rc = mbedtls_ecp_write_key_ext(&kp, &n, d, sizeof(d));
+    }
+    mbedtls_ecp_keypair_free(&kp);
+    if (rc != 0 || n != sizeof(d)) {
+        mp_raise_OSError(MP_EIO);
+    }
+    return mp_obj_new_bytes(d, sizeof(d));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(engine_keygen_obj, engine_keygen);
+
+// set_key(d, boot_id): the board's private key and this boot's id (8 bytes); returns the
+// public point (65 bytes).
+static mp_obj_t engine_set_key(mp_obj_t self_in, mp_obj_t d_in, mp_obj_t boot_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t d, boot;
+    mp_get_buffer_raise(d_in, &d, MP_BUFFER_READ);
+    mp_get_buffer_raise(boot_in, &boot, MP_BUFFER_READ);
+    if (d.len != sizeof(self->key_d) || boot.len != MQB_BOOTID_LEN) {
+        mp_raise_ValueError(MP_ERROR_TEXT("key of 32 bytes, boot id of 8"));
+    }
+    mbedtls_ecp_keypair kp;
+    uint8_t pub[MQB_PUBKEY_LEN];
+    size_t n = 0;
+    mbedtls_ecp_keypair_init(&kp);
+    int rc = mbedtls_ecp_read_key(MBEDTLS_ECP_DP_SECP256R1, &kp, d.buf, d.len);
+    if (rc == 0) {
+        rc = mbedtls_ecp_keypair_calc_public(&kp, rng, NULL);
+    }
+    if (rc == 0) {
+        rc = mbedtls_ecp_write_public_key(&kp, MBEDTLS_ECP_PF_UNCOMPRESSED, &n, pub, sizeof(pub));
+    }
+    mbedtls_ecp_keypair_free(&kp);
+    if (rc != 0 || n != sizeof(pub)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("not a P-256 private key"));
+    }
+    memcpy(self->key_d, d.buf, sizeof(self->key_d));
+    memcpy(self->auth.boot_id, boot.buf, MQB_BOOTID_LEN);
+    self->have_key = true;
+    return mp_obj_new_bytes(pub, sizeof(pub));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_set_key_obj, engine_set_key);
+
+// authorize(pub): the board also obeys that key. Returns False when the table is full.
+static mp_obj_t engine_authorize(mp_obj_t self_in, mp_obj_t pub_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t b;
+    uint8_t h[32];
+    check_pub(pub_in, &b);
+    digest(b.buf, b.len, NULL, 0, h);
+    return mp_obj_new_bool(mqb_auth_add_key(&self->auth, h, b.buf) == MQB_OK);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(engine_authorize_obj, engine_authorize);
+
+// revoke(pub): the board no longer obeys that key (the others keep their replay windows).
+static mp_obj_t engine_revoke(mp_obj_t self_in, mp_obj_t pub_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t b;
+    check_pub(pub_in, &b);
+    struct mqb_auth *a = &self->auth;
+    for (unsigned i = 0; i < a->nkeys; i++) {
+        if (memcmp(a->keys[i].pub, b.buf, MQB_PUBKEY_LEN) == 0) {
+            memmove(&a->keys[i], &a->keys[i + 1], (a->nkeys - i - 1) * sizeof(a->keys[0]));
+            a->nkeys--;
+            return mp_const_true;
+        }
+    }
+    return mp_const_false;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(engine_revoke_obj, engine_revoke);
+
+// sign_status(topic, text): the signature of a status text (64 bytes, docs/protocol.md).
+static mp_obj_t engine_sign_status(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t text_in) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    size_t tlen;
+    const char *text = mp_obj_str_get_data(text_in, &tlen);
+    uint8_t head[MQB_AUTH_HEAD_MAX], zero[32] = {0}, h[32], sig[MQB_SIG_LEN];
+    size_t hl =
+        mqb_auth_reply_head(head, sizeof(head), mp_obj_str_get_str(topic_in), NULL, 0, zero);
+    digest(head, hl, (const uint8_t *)text, tlen, h);
+    if (hl == 0 || sign_digest(self, h, sig) != MQB_OK) {
+        mp_raise_OSError(MP_EIO);
+    }
+    return mp_obj_new_bytes(sig, sizeof(sig));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(engine_sign_status_obj, engine_sign_status);
+#endif
+
 static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_input), MP_ROM_PTR(&engine_input_obj)},
     {MP_ROM_QSTR(MP_QSTR_pump), MP_ROM_PTR(&engine_pump_obj)},
@@ -474,6 +745,17 @@ static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_event), MP_ROM_PTR(&engine_event_obj)},
     {MP_ROM_QSTR(MP_QSTR_busy), MP_ROM_PTR(&engine_busy_obj)},
     {MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&engine_close_obj)},
+    {MP_ROM_QSTR(MP_QSTR_verify), MP_ROM_PTR(&engine_verify_obj)},
+    {MP_ROM_QSTR(MP_QSTR_reply), MP_ROM_PTR(&engine_reply_obj)},
+    {MP_ROM_QSTR(MP_QSTR_reply_err), MP_ROM_PTR(&engine_reply_err_obj)},
+    {MP_ROM_QSTR(MP_QSTR_publish_signed), MP_ROM_PTR(&engine_publish_signed_obj)},
+#if MQB_TRUST
+    {MP_ROM_QSTR(MP_QSTR_keygen), MP_ROM_PTR(&engine_keygen_obj)},
+    {MP_ROM_QSTR(MP_QSTR_set_key), MP_ROM_PTR(&engine_set_key_obj)},
+    {MP_ROM_QSTR(MP_QSTR_authorize), MP_ROM_PTR(&engine_authorize_obj)},
+    {MP_ROM_QSTR(MP_QSTR_revoke), MP_ROM_PTR(&engine_revoke_obj)},
+    {MP_ROM_QSTR(MP_QSTR_sign_status), MP_ROM_PTR(&engine_sign_status_obj)},
+#endif
 };
 static MP_DEFINE_CONST_DICT(engine_locals, engine_locals_table);
 
