@@ -47,17 +47,19 @@ def core_size(cc, flags):
 
 
 class Board:
-    def __init__(self, broker, tmp, heap=None):
-        self.port, self.prefix = broker.port, "mp/" + uuid.uuid4().hex[:8]
+    def __init__(self, broker, tmp, heap=None, keys=False, env=None, prefix=None, img=None):
+        self.port, self.prefix = broker.port, prefix or "mp/" + uuid.uuid4().hex[:8]
+        self.env = env
         pkg = tmp / "pkg"
         (pkg / "umqtt").mkdir(parents=True, exist_ok=True)
         for f in (REPO / "ports/micropython/board").glob("*.py"):
             shutil.copy(f, pkg)
         shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
-        img = tmp / ("fs-%s.img" % uuid.uuid4().hex[:6])
+        self.img = img or tmp / ("fs-%s.img" % uuid.uuid4().hex[:6])
         env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.port),
-                   MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(img), MQB_RTC_FILE=str(tmp / "rtc"),
-                   MQB_WDT_TIMEOUT="0", MICROPYPATH=str(pkg))
+                   MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(self.img),
+                   MQB_RTC_FILE=str(tmp / "rtc"), MQB_WDT_TIMEOUT="0", MICROPYPATH=str(pkg),
+                   MQB_KEYS="/.mqb-keys" if keys else "")
         args = [MP] + (["-X", "heapsize=%d" % heap] if heap else []) + [str(pkg / "mqb_unix.py")]
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -65,7 +67,7 @@ class Board:
     def mqb(self, *args, timeout=120):
         return subprocess.run([str(BIN / "mqboard"), "-p", str(self.port), "--prefix",
                                self.prefix, *args], capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=self.env)
 
     def ready(self):
         for _ in range(100):
@@ -75,6 +77,41 @@ class Board:
                 return False
             time.sleep(0.1)
         return False
+
+
+def heap_idle(b):
+    return json.loads(b.mqb("exec", "import gc\ngc.collect()\n"
+                            "print([gc.mem_alloc(), gc.mem_free()])").stdout)[0]
+
+
+def bench_signed(broker, tmp, rows, idle_plain, ping_plain):
+    """The same board with a key enrolled: what checking signatures costs it."""
+    cfg = tmp / "signed-cfg"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(cfg))
+    subprocess.run([str(BIN / "mqboard"), "key", "generate"], env=env, check=True,
+                   capture_output=True)
+    line = (cfg / "mqboard" / "id_mqb.pub").read_text().strip()
+    b = Board(broker, tmp, keys=True, env=env)
+    try:
+        assert b.ready(), "the board did not start"
+        if '"key"' not in b.mqb("--json", "status").stdout:
+            rows.append(("signed commands", "not measured: this firmware has no mbedTLS"))
+            return
+        b.mqb("exec", "f = open('/.mqb-keys/authorized_keys', 'w'); f.write(%r); f.close()"
+              % line)
+    finally:
+        stop(b.proc)
+    b = Board(broker, tmp, keys=True, env=env, prefix=b.prefix, img=b.img)  # now enrolled
+    try:
+        assert b.ready(), "the enrolled board did not start"
+        idle = heap_idle(b)
+        ping = json.loads(b.mqb("--json", "ping", "-c", "50").stdout)["result"]["median_ms"]
+        rows.append(("heap in use, idle, with a key enrolled",
+                     "%d B (+%d B)" % (idle, idle - idle_plain)))
+        rows.append(("eval round trip, signed, median of 50 (verify + reply signature)",
+                     "%.2f ms (+%.2f ms)" % (ping, ping - ping_plain)))
+    finally:
+        stop(b.proc)
 
 
 def timed(board, *args):
@@ -103,12 +140,14 @@ def main():
             rows.append(("mqb.Engine object (engine + its 4 KiB chunk buffer)", "%d B" % eng))
             ping = json.loads(b.mqb("--json", "ping", "-c", "50").stdout)["result"]
             rows.append(("eval round trip, median of 50", "%.2f ms" % ping["median_ms"]))
+            ping_plain = ping["median_ms"]
             put = timed(b, "put", str(data), "/x.bin")
             get = timed(b, "get", "/x.bin", str(tmp / "back"))
             rows.append(("put 1 MiB (verified)", "%.2f s, %.0f KiB/s" % (put, 1024 / put)))
             rows.append(("get 1 MiB (verified)", "%.2f s, %.0f KiB/s" % (get, 1024 / get)))
         finally:
             stop(b.proc)
+        bench_signed(broker, tmp, rows, idle[0], ping_plain)
         smallest = None
         for heap in (32 * 1024, 48 * 1024, 64 * 1024, 96 * 1024, 128 * 1024):
             b = Board(broker, tmp, heap)
