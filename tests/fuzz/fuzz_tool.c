@@ -32,6 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     struct board_status st;
     parse_status(data, size, &st);
+    size_t body;
+    char sig[96];
+    if (parse_status_sig(data, size, &body, sig) && (body >= size || strlen(sig) != 88)) {
+        abort(); // the signed part lies inside the status, the signature is 88 characters
+    }
     struct rentry e;
     if (parse_entry(s, &e)) {
         const char *sub = remote_sub(e.path, "/lib");
