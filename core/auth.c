@@ -54,7 +54,7 @@ enum mqb_err mqb_auth_block_decode(const uint8_t *data, size_t len, struct mqb_a
 
 // Appends n bytes at *len when they fit; sets *len past cap otherwise.
 static void add(uint8_t *out, size_t cap, size_t *len, const void *p, size_t n) {
-    if (*len + n <= cap) {
+    if (n > 0 && *len + n <= cap) { // p may be NULL when n is 0 (no header)
         memcpy(out + *len, p, n);
     }
     *len += n;

@@ -332,7 +332,9 @@ static int eval_for_json(struct tool *t, const char *src) {
         char *value = mark + strlen(RESULT_MARK), *nl = memchr(value, '\n', out_len - shown);
         t->result = cJSON_CreateString(nl != NULL ? (*nl = '\0', value) : value);
     }
-    fwrite(out, 1, shown, t->out);
+    if (shown > 0) {
+        fwrite(out, 1, shown, t->out);
+    }
     free(out);
     return code;
 }
