@@ -600,6 +600,10 @@ static enum mqb_err input(struct mqb_engine *e, const char *topic, const uint8_t
             return aerr;
         }
         e->plain = false; // a signed command: its replies are signed
+    } else if (mqb_engine_signing(e) && xfer_find(e, id) != NULL) {
+        // The middle of a transfer that a signed message began (its acknowledgements): a
+        // signed hash covers the data, and the host checks every reply of a signed command.
+        e->plain = false;
     }
     if (mqb_hdr_is_single(&h)) {
         h.seq = 0; // a command in one message, as a single reply is written

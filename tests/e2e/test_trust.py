@@ -103,7 +103,7 @@ def test_the_operator_works_as_before_and_the_board_key_is_recorded(signed, op, 
     assert op.mqb(signed, "eval", "6*7").stdout == "42\n"
     assert op.mqb(signed, "exec", "for i in range(3): print(i)").stdout == "0\n1\n2\n"
     src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(300_000))
+    src.write_bytes(os.urandom(3_000_000))  # 46 messages: acknowledgements, signed too
     op.mqb(signed, "put", str(src), "/big.bin")
     assert (signed.root / "big.bin").read_bytes() == src.read_bytes()
     op.mqb(signed, "get", "/big.bin", str(tmp_path / "back.bin"))
@@ -312,7 +312,7 @@ def test_firmware_must_carry_a_release_signature(broker, tmp_path, op):
     try:
         assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0)
         image = tmp_path / "image"
-        image.write_bytes(b"#!/bin/sh\nexit 1\n" + os.urandom(5000))
+        image.write_bytes(b"#!/bin/sh\nexit 1\n" + os.urandom(700_000))  # acknowledged
         slot1 = tmp_path / "slots" / "slot1"
         before = slot1.read_bytes() if slot1.exists() else None
 
