@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +358,10 @@ static bool dir_writable(const char *name, const char *path) {
 }
 
 int main(int argc, char **argv) {
+    // Messages of up to 64 KiB come and go by the thousand (libmosquitto allocates each):
+    // glibc would give the heap's top back to the kernel and take it again for most of them.
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     // Static: the settings (and the strings they own) live as long as the process.
     static struct agent_config cfg = {
         .server = "127.0.0.1",
