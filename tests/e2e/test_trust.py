@@ -118,17 +118,21 @@ def test_the_operator_works_as_before_and_the_board_key_is_recorded(signed, op, 
     assert op.mqb(signed, "eval", "1+1").stdout == "2\n"
 
 
-def test_unsigned_and_unknown_keys_are_refused(signed, op, tmp_path, broker):
-    # The original tool's message (no signature): refused, not run.
-    w = Wire(broker, signed.prefix + "/mqb/reply/#")
-    w.pub(signed.prefix + "/mqb/cmd/eval/abcdefgh", b"\x80\x00open('owned','w').write('x')")
+def assert_strangers_refused(board, tmp_path):
+    """The original tool's message (no signature) and another operator's key: both refused
+    with "not authorized", neither runs (the caller checks that no 'owned' file appeared)."""
+    w = Wire(board.broker, board.prefix + "/mqb/reply/#")
+    w.pub(board.prefix + "/mqb/cmd/eval/abcdefgh", b"\x80\x00open('owned','w').write('x')")
     assert wait_for(lambda: w.taken(lambda t: t.endswith("/abcdefgh")))
     assert b"not authorized" in w.taken(lambda t: t.endswith("/abcdefgh"))[0][1]
     w.close()
-    # Another operator's key, not authorized on this board.
     other = Operator(tmp_path, "other")
-    r = other.mqb(signed, "exec", "open('owned','w').write('x')", check=False)
+    r = other.mqb(board, "exec", "open('owned','w').write('x')", check=False)
     assert r.returncode == 1 and "not authorized" in r.stderr
+
+
+def test_unsigned_and_unknown_keys_are_refused(signed, op, tmp_path):
+    assert_strangers_refused(signed, tmp_path)
     # No key at all.
     r = op.mqb(signed, "--key", str(tmp_path / "none"), "eval", "1", check=False)
     assert r.returncode == 1 and "no key to sign with" in r.stderr
