@@ -2,7 +2,8 @@
 """A distant broker: a TCP proxy that delays every chunk by DELAY ms each way (default 25), in
 front of a local mosquitto and mqrepld. Measures `mqboard eval 1+1` (whole process: connect,
 subscribe, the eval) in round trips, next to the floor in the same run: a raw client that
-connects and makes one QoS 1 request (mosquitto_pub -q 1).
+connects and makes one QoS 1 request (mosquitto_pub -q 1); and the same command to a board that
+obeys signed commands only (mqrepld --keys), whose OpenSSL set-up the round trips should hide.
 
     bench/distant.py [DELAY_MS] [RUNS]
 """
@@ -65,11 +66,11 @@ def proxy(listen, target, delay):
     time.sleep(0.3)
 
 
-def timed(argv, runs):
+def timed(argv, runs, env=None):
     ts = []
     for _ in range(runs):
         t0 = time.monotonic()
-        subprocess.run(argv, check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, env=env)
         ts.append(time.monotonic() - t0)
     return statistics.median(ts)
 
@@ -87,10 +88,23 @@ def main():
         ours = timed([str(BIN / "mqboard"), "-p", str(port), "--prefix", agent.prefix, "eval",
                       "1+1"], runs)
         floor = timed(["mosquitto_pub", "-p", str(port), "-q", "1", "-t", "x", "-m", "1"], runs)
+        env = dict(os.environ, XDG_CONFIG_HOME=str(tmp / "cfg"))
+        subprocess.run([str(BIN / "mqboard"), "key", "generate"], env=env, check=True,
+                       capture_output=True)
+        keys = tmp / "keys"
+        keys.mkdir(mode=0o700)
+        (keys / "authorized_keys").write_text((tmp / "cfg/mqboard/id_mqb.pub").read_text())
+        signed = Agent(tmp, broker, "distant-signed", "--keys", str(keys), env=env)
+        argv = [str(BIN / "mqboard"), "-p", str(port), "--prefix", signed.prefix, "eval", "1+1"]
+        subprocess.run(argv, check=True, capture_output=True, env=env)  # records its key
+        ours_signed = timed(argv, runs, env)
         print(f"| round trip (proxy) | {rtt * 1000:.0f} ms |")
         print(f"| mqboard eval 1+1 | {ours * 1000:.0f} ms = {ours / rtt:.1f} round trips |")
         print(f"| floor: connect + one QoS 1 request (mosquitto_pub -q 1) | "
               f"{floor * 1000:.0f} ms = {floor / rtt:.1f} round trips |")
+        print(f"| mqboard eval 1+1, signed (mqrepld --keys) | {ours_signed * 1000:.0f} ms = "
+              f"{ours_signed / rtt:.1f} round trips |")
+        stop(signed.proc)
         stop(agent.proc)
         stop(broker.proc)
 

@@ -123,7 +123,7 @@ int sigkey_line(const uint8_t pub[MQB_PUBKEY_LEN], const char *comment, char *ou
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
-int sigkey_parse(const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
+int sigkey_parse_form(const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
     while (*line == ' ' || *line == '\t') {
         line++;
     }
@@ -137,9 +137,16 @@ int sigkey_parse(const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
         return -1;
     }
     memcpy(pub, buf, MQB_PUBKEY_LEN);
+    return pub[0] == 0x04 ? 0 : -1;
+}
+
+int sigkey_parse(const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
+    if (sigkey_parse_form(line, pub) != 0) {
+        return -1;
+    }
     EVP_PKEY *k = sigkey_from_public(pub); // on the curve?
     EVP_PKEY_free(k);
-    return k != NULL && pub[0] == 0x04 ? 0 : -1;
+    return k != NULL ? 0 : -1;
 }
 
 void sigkey_fingerprint(const uint8_t pub[MQB_PUBKEY_LEN], char out[SIGKEY_FPR_LEN]) {

@@ -34,6 +34,9 @@ int sigkey_line(const uint8_t pub[MQB_PUBKEY_LEN], const char *comment, char *ou
 // Parses a public-key line (the comment is ignored), or a bare BASE64 point; checks that the
 // point is on the curve. 0 on success.
 int sigkey_parse(const char *line, uint8_t pub[MQB_PUBKEY_LEN]);
+// The same without the curve check (which costs OpenSSL's set-up, milliseconds at a process's
+// first use): for lines this program wrote itself, whose keys are checked where they are used.
+int sigkey_parse_form(const char *line, uint8_t pub[MQB_PUBKEY_LEN]);
 
 // "SHA256:" and the unpadded base64 of the point's SHA-256.
 void sigkey_fingerprint(const uint8_t pub[MQB_PUBKEY_LEN], char out[SIGKEY_FPR_LEN]);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@ static bool known_key(const char *prefix, uint8_t pub[MQB_PUBKEY_LEN], char *whe
     for (int n = 1; f != NULL && !found && fgets(line, sizeof(line), f) != NULL; n++) {
         size_t plen = strcspn(line, " \t");
         found = plen == strlen(prefix) && memcmp(line, prefix, plen) == 0 &&
-                sigkey_parse(line + plen, pub) == 0;
+                sigkey_parse_form(line + plen, pub) == 0;
         snprintf(where, cap, "%s:%d", path, n);
     }
     if (f != NULL) {
@@ -158,14 +159,53 @@ bool keys_take_status(struct board_trust *bt, FILE *err, const uint8_t *p, size_
     return true;
 }
 
+// The warm-up thread: loads the operator's key and signs nothing once (OpenSSL's providers,
+// random generator and curve tables are made on first use), and parses the board's recorded key.
+static void *warm_up(void *arg) {
+    struct signer *sg = arg;
+    uint8_t sig[MQB_SIG_LEN];
+    sg->key = sigkey_load(sg->path, sg->error, sizeof(sg->error));
+    if (sg->key != NULL) {
+        sigkey_sign(sg->key, (const uint8_t *)"", 0, NULL, 0, sig);
+    }
+    sg->board_key = sigkey_from_public(sg->board_pub);
+    return NULL;
+}
+
+void keys_prepare(struct signer *sg, const struct tool_opts *o, const struct board_trust *bt) {
+    char where[4200];
+    if (sg->warming || sg->tried || !known_key(bt->prefix, sg->board_pub, where, sizeof(where))) {
+        return; // a board without a recorded key: most likely no signing at all
+    }
+    key_path(o, sg->path, sizeof(sg->path));
+    sg->tried = true;
+    sg->warming = pthread_create(&sg->warm, NULL, warm_up, sg) == 0;
+    if (!sg->warming) {
+        sg->tried = false; // loaded when needed, on this thread
+    }
+}
+
+void keys_settle(struct signer *sg, struct board_trust *bt) {
+    if (sg->warming) {
+        pthread_join(sg->warm, NULL);
+        sg->warming = false;
+    }
+    if (bt != NULL && bt->pkey == NULL && sg->board_key != NULL) {
+        bt->pkey = sg->board_key; // the status check's key, when the status names it
+        memcpy(bt->pub, sg->board_pub, MQB_PUBKEY_LEN);
+        sg->board_key = NULL;
+    }
+}
+
 // Loads the operator's key (once).
 static int load_key(struct signer *sg, const struct tool_opts *o, FILE *err_to,
                     const char *prefix) {
-    char path[4096];
     uint8_t pub[MQB_PUBKEY_LEN];
-    if (sg->key == NULL && !sg->failed) {
-        key_path(o, path, sizeof(path));
-        sg->key = sigkey_load(path, sg->error, sizeof(sg->error));
+    keys_settle(sg, NULL);
+    if (!sg->tried) {
+        key_path(o, sg->path, sizeof(sg->path));
+        sg->key = sigkey_load(sg->path, sg->error, sizeof(sg->error));
+        sg->tried = true;
     }
     if (sg->key == NULL) {
         if (!sg->failed) {
@@ -247,8 +287,10 @@ void keys_begin(struct board_trust *bt) {
 
 void keys_free(struct signer *sg, struct board_trust *bt) {
     if (sg != NULL) {
+        keys_settle(sg, NULL);
         EVP_PKEY_free(sg->key);
-        sg->key = NULL;
+        EVP_PKEY_free(sg->board_key);
+        sg->key = sg->board_key = NULL;
     }
     EVP_MD_CTX_free(bt->chain);
     EVP_PKEY_free(bt->pkey);

@@ -59,6 +59,7 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
 static void take_status(struct session *s, const char *payload, size_t len) {
     struct board_status st;
     parse_status((const uint8_t *)payload, len, &st);
+    keys_settle(&s->signer, &s->trust);
     if (!keys_take_status(&s->trust, s->err, (const uint8_t *)payload, len, &st)) {
         return; // not the board's own (signed by the key recorded for it): ignored
     }
@@ -301,6 +302,7 @@ int session_connect(struct tool *t) {
     snprintf(s->reply_topic, sizeof(s->reply_topic), "%s/mqb/reply/#", t->opts.prefix);
     snprintf(s->status_topic, sizeof(s->status_topic), "%s/mqb/status", t->opts.prefix);
     keys_trust_init(&s->trust, t->opts.prefix);
+    keys_prepare(&s->signer, &t->opts, &s->trust);
     s->online = -1;
     double t0 = now_s();
     int code = connect_subscribed(t, subscribe_board, NULL);

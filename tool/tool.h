@@ -5,6 +5,7 @@
 #define TOOL_TOOL_H
 
 #include <mosquitto.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -105,9 +106,17 @@ struct reply {
 
 struct msg_node;
 
-// The operator's key, loaded when a board first wants a signed command (keys.c).
+// The operator's key, loaded when a board first wants a signed command (keys.c), or ahead of
+// it on a thread of its own while the session connects (keys_prepare): OpenSSL's first use
+// costs milliseconds that the network round trips can hide.
 struct signer {
     void *key; // EVP_PKEY *
+    pthread_t warm;
+    bool warming;    // the thread owns key, error, board_key until keys_settle joins it
+    bool tried;      // key was loaded (or failed to) already
+    char path[4096]; // of key
+    uint8_t board_pub[MQB_PUBKEY_LEN];
+    void *board_key; // EVP_PKEY * of board_pub, made by the thread
     uint8_t id[MQB_KEYID_LEN];
     uint64_t counter; // of the last signed message (nanoseconds, strictly increasing)
     bool failed;      // the key could not be loaded (said once)
@@ -331,6 +340,11 @@ void keys_begin(struct board_trust *bt);
 // True when known_boards records a key for bt's board (its commands will need signing).
 bool keys_expected(const struct board_trust *bt);
 void keys_free(struct signer *sg, struct board_trust *bt);
+// Starts loading the operator's key on a thread when bt's board has a key recorded here (its
+// commands will be signed), so that OpenSSL's set-up overlaps the connection's round trips;
+// keys_settle joins it (every use of sg or of bt's key does).
+void keys_prepare(struct signer *sg, const struct tool_opts *o, const struct board_trust *bt);
+void keys_settle(struct signer *sg, struct board_trust *bt);
 // What the board's status says about its keys, in words (for status).
 void keys_describe(const struct board_trust *bt, char *out, size_t cap);
 // The ota topic's tail for image: its hash, and its release signature (IMAGE.sig, made by
