@@ -347,5 +347,14 @@ def test_signed_commands_on_the_micropython_board(broker, tmp_path):
         assert len(op.mqb(b, "trust", "list").stdout.split()) == 1
         assert_strangers_refused(b, tmp_path)  # the original tool's message, another key
         assert op.mqb(b, "exec", "import os; print('owned' in os.listdir('/'))").stdout == "False\n"
+        # Power cut between the removal of authorized_keys and the rename of its new version
+        # (trust add/remove on FAT): the next start finishes the rename; the board never comes
+        # up obeying anyone.
+        op.mqb(b, "exec", "import os; os.rename('/.mqb-keys/authorized_keys', "
+                          "'/.mqb-keys/authorized_keys.new')")
+        op.mqb(b, "reset")
+        assert wait_for(lambda: op.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0,
+                        20)
+        assert "obeys signed commands only" in op.mqb(b, "status").stdout
     finally:
         b.stop()

@@ -399,8 +399,16 @@ class Agent:
             with open(self.keys + "/board_key", "w") as f:
                 f.write(binascii.hexlify(key).decode() + "\n")
         self.pub = self.engine.set_key(key, binascii.unhexlify(self.boot_id))
+        path = self.keys + "/authorized_keys"
         try:
-            with open(self.keys + "/authorized_keys") as f:
+            os.stat(path)
+        except OSError:  # cut between _write_keys's remove and rename (FAT): finish it
+            try:
+                os.rename(path + ".new", path)
+            except OSError:
+                pass
+        try:
+            with open(path) as f:
                 for line in f:
                     pub = _key_line(line)
                     if pub is not None and pub not in self.authorized and \
