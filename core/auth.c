@@ -1,6 +1,7 @@
 // Signed commands and replies: the message rule, the block, the signed heads, the key table
 // and the replay window (include/mqb/auth.h; docs/protocol.md "Signed commands").
 #include "mqb/auth.h"
+#include "strbuf.h"
 
 #include <string.h>
 
@@ -155,4 +156,122 @@ void mqb_auth_record(struct mqb_auth *a, unsigned key, uint64_t counter) {
     }
     k->floor = k->seen[min];
     k->seen[min] = counter;
+}
+
+void mqb_auth_fingerprint(const struct mqb_auth_keyops *ops, const uint8_t pub[MQB_PUBKEY_LEN],
+                          char out[MQB_FPR_LEN]) {
+    uint8_t md[32];
+    char b64[48];
+    ops->sha256(ops->ctx, pub, md);
+    ops->b64(ops->ctx, md, sizeof(md), b64);
+    memcpy(out, "SHA256:", 7);
+    memcpy(out + 7, b64, 43); // 44 digits, the last one padding
+    out[MQB_FPR_LEN - 1] = '\0';
+}
+
+// At most 60 characters of what the command named, in a reply.
+static void add_named(struct mqb__strbuf *sb, const char *arg) {
+    size_t n = 0;
+    while (n < 60 && arg[n] != '\0') {
+        n++;
+    }
+    mqb__strbuf_addn(sb, arg, n);
+}
+
+// The key named by arg (a key line or a fingerprint), or a->nkeys.
+static unsigned find_key(const struct mqb_auth *a, const struct mqb_auth_keyops *ops,
+                         const char *arg) {
+    uint8_t pub[MQB_PUBKEY_LEN];
+    bool line = ops->parse(ops->ctx, arg, pub) == 0;
+    unsigned i = 0;
+    for (; i < a->nkeys; i++) {
+        char fpr[MQB_FPR_LEN];
+        mqb_auth_fingerprint(ops, a->keys[i].pub, fpr);
+        if ((line && memcmp(pub, a->keys[i].pub, MQB_PUBKEY_LEN) == 0) || strcmp(arg, fpr) == 0) {
+            break;
+        }
+    }
+    return i;
+}
+
+static enum mqb_trust_result trust_add(struct mqb_auth *a, const struct mqb_auth_keyops *ops,
+                                       const char *arg, struct mqb__strbuf *sb) {
+    uint8_t pub[MQB_PUBKEY_LEN], md[32];
+    char fpr[MQB_FPR_LEN];
+    if (ops->parse(ops->ctx, arg, pub) != 0) {
+        mqb__strbuf_add(sb, "not a public key: ");
+        add_named(sb, arg);
+        return MQB_TRUST_FAILED;
+    }
+    mqb_auth_fingerprint(ops, pub, fpr);
+    if (find_key(a, ops, fpr) < a->nkeys) {
+        mqb__strbuf_add(sb, "already authorized: ");
+        mqb__strbuf_add(sb, fpr);
+        return MQB_TRUST_ANSWERED;
+    }
+    ops->sha256(ops->ctx, pub, md);
+    if (mqb_auth_add_key(a, md, pub) != MQB_OK) {
+        mqb__strbuf_add(sb, "at most ");
+        mqb__strbuf_add_u64(sb, MQB_AUTH_KEYS_MAX);
+        mqb__strbuf_add(sb, " authorized keys: remove one first");
+        return MQB_TRUST_FAILED;
+    }
+    mqb__strbuf_add(sb, "authorized: ");
+    mqb__strbuf_add(sb, fpr);
+    return MQB_TRUST_CHANGED;
+}
+
+static enum mqb_trust_result trust_remove(struct mqb_auth *a, const struct mqb_auth_keyops *ops,
+                                          const char *arg, struct mqb__strbuf *sb) {
+    unsigned i = find_key(a, ops, arg);
+    char fpr[MQB_FPR_LEN];
+    if (i == a->nkeys) {
+        mqb__strbuf_add(sb, "no such authorized key: ");
+        add_named(sb, arg);
+        return MQB_TRUST_FAILED;
+    }
+    if (a->nkeys == 1) {
+        mqb__strbuf_add(sb, "refusing to remove the last authorized key: the board would obey "
+                            "anyone (add another key first)");
+        return MQB_TRUST_FAILED;
+    }
+    mqb_auth_fingerprint(ops, a->keys[i].pub, fpr);
+    memmove(&a->keys[i], &a->keys[i + 1], (a->nkeys - i - 1) * sizeof(a->keys[0]));
+    a->nkeys--;
+    mqb__strbuf_add(sb, "removed: ");
+    mqb__strbuf_add(sb, fpr);
+    return MQB_TRUST_CHANGED;
+}
+
+enum mqb_trust_result mqb_auth_trust(struct mqb_auth *a, const struct mqb_auth_keyops *ops,
+                                     const char *arg, size_t len, char *out, size_t cap) {
+    char buf[256];
+    struct mqb__strbuf sb;
+    enum mqb_trust_result r = MQB_TRUST_FAILED;
+    mqb__strbuf_init(&sb, out, cap);
+    if (len >= sizeof(buf)) {
+        mqb__strbuf_add(&sb, "trust: argument too long");
+        return r;
+    }
+    memcpy(buf, arg, len);
+    buf[len] = '\0';
+    size_t op = strcspn(buf, " ");
+    const char *rest = buf[op] != '\0' ? buf + op + 1 : NULL;
+    buf[op] = '\0';
+    if (strcmp(buf, "list") == 0) {
+        for (unsigned i = 0; i < a->nkeys; i++) {
+            char fpr[MQB_FPR_LEN];
+            mqb_auth_fingerprint(ops, a->keys[i].pub, fpr);
+            mqb__strbuf_add(&sb, fpr);
+            mqb__strbuf_add(&sb, "\n");
+        }
+        r = MQB_TRUST_ANSWERED;
+    } else if (strcmp(buf, "add") == 0 && rest != NULL) {
+        r = trust_add(a, ops, rest, &sb);
+    } else if (strcmp(buf, "remove") == 0 && rest != NULL) {
+        r = trust_remove(a, ops, rest, &sb);
+    } else {
+        mqb__strbuf_add(&sb, "trust: expected list, add KEY or remove FINGERPRINT");
+    }
+    return r;
 }

@@ -101,4 +101,35 @@ enum mqb_err mqb_auth_precheck(const struct mqb_auth *a, const struct mqb_auth_b
 // boot (the window keeps the newest MQB_AUTH_WINDOW; older ones raise the floor).
 void mqb_auth_record(struct mqb_auth *a, unsigned key, uint64_t counter);
 
+// "SHA256:", 43 base64 digits, NUL.
+#define MQB_FPR_LEN 51
+
+// A port's key helpers for the trust command (its crypto library hashes and decodes).
+struct mqb_auth_keyops {
+    void *ctx;
+    // The point of a key line ("mqb-p256 BASE64 comment", or the bare BASE64), on the curve:
+    // 0, or -1.
+    int (*parse)(void *ctx, const char *line, uint8_t pub[MQB_PUBKEY_LEN]);
+    // The point's SHA-256 (its fingerprint is "SHA256:" and its unpadded base64; its key id
+    // the first MQB_KEYID_LEN bytes).
+    void (*sha256)(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], uint8_t out[32]);
+    // base64 of n bytes (4 * ((n + 2) / 3) digits and NUL; n at most 65).
+    void (*b64)(void *ctx, const uint8_t *in, size_t n, char *out);
+};
+
+// The point's fingerprint (ops hash and encode).
+void mqb_auth_fingerprint(const struct mqb_auth_keyops *ops, const uint8_t pub[MQB_PUBKEY_LEN],
+                          char out[MQB_FPR_LEN]);
+
+enum mqb_trust_result {
+    MQB_TRUST_FAILED,   // out says why
+    MQB_TRUST_ANSWERED, // out is the answer (list, or nothing to change)
+    MQB_TRUST_CHANGED,  // the table changed: the port saves it (or restores a copy made before)
+};
+
+// The trust command (docs/security.md) on a's keys, its data (arg, len: "list", "add KEY" or
+// "remove FINGERPRINT|KEY"): the reply text in out (NUL-terminated). The same on every port.
+enum mqb_trust_result mqb_auth_trust(struct mqb_auth *a, const struct mqb_auth_keyops *ops,
+                                     const char *arg, size_t len, char *out, size_t cap);
+
 #endif

@@ -158,111 +158,34 @@ static bool write_authorized(struct trust *t, char *out, size_t cap) {
     return ok;
 }
 
-static void list_keys(const struct trust *t, char *out, size_t cap) {
-    size_t n = 0;
-    out[0] = '\0';
-    for (unsigned i = 0; i < t->auth.nkeys && n < cap; i++) {
-        char fpr[SIGKEY_FPR_LEN];
-        sigkey_fingerprint(t->auth.keys[i].pub, fpr);
-        n += (size_t)snprintf(out + n, cap - n, "%s\n", fpr);
-    }
+static int ops_parse(void *ctx, const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
+    (void)ctx;
+    return sigkey_parse(line, pub);
 }
 
-// The key named by arg (a fingerprint or a key line); -1 when none.
-static int find_key(const struct trust *t, const char *arg) {
-    uint8_t pub[MQB_PUBKEY_LEN];
-    bool line = sigkey_parse(arg, pub) == 0;
-    for (unsigned i = 0; i < t->auth.nkeys; i++) {
-        char fpr[SIGKEY_FPR_LEN];
-        sigkey_fingerprint(t->auth.keys[i].pub, fpr);
-        if ((line && memcmp(pub, t->auth.keys[i].pub, MQB_PUBKEY_LEN) == 0) ||
-            strcmp(arg, fpr) == 0) {
-            return (int)i;
-        }
-    }
-    return -1;
+static void ops_sha256(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], uint8_t out[32]) {
+    (void)ctx;
+    EVP_Digest(pub, MQB_PUBKEY_LEN, out, NULL, EVP_sha256(), NULL);
 }
 
-static bool trust_add(struct trust *t, const char *arg, char *out, size_t cap) {
-    uint8_t pub[MQB_PUBKEY_LEN], id[MQB_KEYID_LEN];
-    char fpr[SIGKEY_FPR_LEN];
-    if (sigkey_parse(arg, pub) != 0) {
-        snprintf(out, cap, "not a public key: %.60s", arg);
-        return false;
-    }
-    sigkey_id(pub, id);
-    sigkey_fingerprint(pub, fpr);
-    if (find_key(t, fpr) >= 0) {
-        snprintf(out, cap, "already authorized: %s", fpr);
-        return true;
-    }
-    if (mqb_auth_add_key(&t->auth, id, pub) != MQB_OK) {
-        snprintf(out, cap, "at most %d authorized keys: remove one first", MQB_AUTH_KEYS_MAX);
-        return false;
-    }
-    if (!write_authorized(t, out, cap)) {
-        t->auth.nkeys--;
-        return false;
-    }
-    parse_keys(t);
-    snprintf(out, cap, "authorized: %s", fpr);
-    return true;
+static void ops_b64(void *ctx, const uint8_t *in, size_t n, char *out) {
+    (void)ctx;
+    sigkey_b64(in, n, out);
 }
 
-static bool trust_remove(struct trust *t, const char *arg, char *out, size_t cap) {
-    int i = find_key(t, arg);
-    if (i < 0) {
-        snprintf(out, cap, "no such authorized key: %.60s", arg);
-        return false;
-    }
-    if (t->auth.nkeys == 1) {
-        snprintf(out, cap,
-                 "refusing to remove the last authorized key: the board would obey "
-                 "anyone (add another key first)");
-        return false;
-    }
-    struct mqb_auth_key gone = t->auth.keys[i];
-    memmove(&t->auth.keys[i], &t->auth.keys[i + 1],
-            (t->auth.nkeys - (unsigned)i - 1) * sizeof(t->auth.keys[0]));
-    t->auth.nkeys--;
-    if (!write_authorized(t, out, cap)) {
-        memmove(&t->auth.keys[i + 1], &t->auth.keys[i],
-                (t->auth.nkeys - (unsigned)i) * sizeof(t->auth.keys[0]));
-        t->auth.keys[i] = gone;
-        t->auth.nkeys++;
-        return false;
-    }
-    parse_keys(t);
-    char fpr[SIGKEY_FPR_LEN];
-    sigkey_fingerprint(gone.pub, fpr);
-    snprintf(out, cap, "removed: %s", fpr);
-    return true;
-}
+static const struct mqb_auth_keyops keyops = {NULL, ops_parse, ops_sha256, ops_b64};
 
 bool trust_command(struct trust *t, const char *data, size_t len, char *out, size_t cap) {
-    char buf[SIGKEY_LINE_MAX];
-    if (len >= sizeof(buf)) {
-        snprintf(out, cap, "trust: argument too long");
-        return false;
+    struct mqb_auth before = t->auth;
+    enum mqb_trust_result r = mqb_auth_trust(&t->auth, &keyops, data, len, out, cap);
+    if (r == MQB_TRUST_CHANGED) {
+        if (!write_authorized(t, out, cap)) {
+            t->auth = before;
+            return false;
+        }
+        parse_keys(t);
     }
-    memcpy(buf, data, len);
-    buf[len] = '\0';
-    char *arg = strchr(buf, ' ');
-    if (arg != NULL) {
-        *arg++ = '\0';
-    }
-    if (strcmp(buf, "list") == 0) {
-        list_keys(t, out, cap);
-        return true;
-    }
-    if (strcmp(buf, "add") == 0 && arg != NULL) {
-        return trust_add(t, arg, out, cap);
-    }
-    if (strcmp(buf, "remove") == 0 && arg != NULL) {
-        return trust_remove(t, arg, out, cap);
-    }
-    snprintf(out, cap, "trust: expected list, add KEY or remove FINGERPRINT");
-    return false;
+    return r != MQB_TRUST_FAILED;
 }
 
 // Reads a key file's lines into pubs (at most max); returns how many.

@@ -345,6 +345,27 @@ def test_signed_commands_on_the_micropython_board(broker, tmp_path):
         assert out == "".join("%d\n" % i for i in range(2000))
         assert op.mqb(b, "exec", "print(input() * 2)", input="ab\n").stdout == "abab\n"
         assert len(op.mqb(b, "trust", "list").stdout.split()) == 1
+        # Rotation, with the rules mqrepld has (core/auth.c): a second key, then the first
+        # one's removal by the second; never the last key; nonsense refused.
+        two = Operator(tmp_path, "two")
+        assert "authorized: SHA256:" in op.mqb(b, "trust", "add", str(two.pub)).stdout
+        two.mqb(b, "status")  # records the board's key for the second operator
+        assert two.mqb(b, "eval", "1+1").stdout == "2\n"
+        fpr = op.run_mqb("key", "show", str(op.pub)).stdout.split()[0]
+        assert "removed: " + fpr in two.mqb(b, "trust", "remove", fpr).stdout
+        assert op.mqb(b, "eval", "1", check=False).returncode != 0  # revoked at once
+        fpr2 = two.run_mqb("key", "show", str(two.pub)).stdout.split()[0]
+        r = two.mqb(b, "trust", "remove", fpr2, check=False)
+        assert r.returncode != 0 and "refusing to remove the last" in r.stderr
+        r = two.mqb(b, "trust", "add", "/dev/null", check=False)
+        assert r.returncode != 0
+        assert two.mqb(b, "trust", "list").stdout.split() == [fpr2]
+        # ... and the change was saved: it holds across a reset.
+        two.mqb(b, "reset")
+        assert wait_for(lambda: two.mqb(b, "-T", "1", "eval", "1", check=False).returncode == 0,
+                        20)
+        assert op.mqb(b, "-T", "2", "eval", "1", check=False).returncode != 0
+        op = two
         assert_strangers_refused(b, tmp_path)  # the original tool's message, another key
         assert op.mqb(b, "exec", "import os; print('owned' in os.listdir('/'))").stdout == "False\n"
         # Power cut between the removal of authorized_keys and the rename of its new version

@@ -277,12 +277,90 @@ static void test_signed_replies_chain(void **state) {
     assert_int_equal(f.lens[2], 4 + MQB_AUTH_TRAILER_LEN);
 }
 
+// Fake key helpers: a key line "kN" is the point 04 N N ...; hashes and base64 are
+// recognisable stand-ins (the real ones are the ports' crypto libraries).
+static int fake_parse(void *ctx, const char *line, uint8_t pub[MQB_PUBKEY_LEN]) {
+    (void)ctx;
+    if (line[0] != 'k' || line[1] < '0' || line[1] > '9') {
+        return -1;
+    }
+    memset(pub, line[1], MQB_PUBKEY_LEN);
+    pub[0] = 4;
+    return 0;
+}
+
+static void fake_sha256(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], uint8_t out[32]) {
+    (void)ctx;
+    memset(out, pub[1], 32);
+}
+
+static void fake_b64(void *ctx, const uint8_t *in, size_t n, char *out) {
+    (void)ctx;
+    size_t digits = 4 * ((n + 2) / 3);
+    memset(out, 'A' + in[0] % 26, digits);
+    out[digits - 1] = '=';
+    out[digits] = '\0';
+}
+
+static enum mqb_trust_result trust(struct mqb_auth *a, const char *arg, char *out, size_t cap) {
+    static const struct mqb_auth_keyops ops = {NULL, fake_parse, fake_sha256, fake_b64};
+    return mqb_auth_trust(a, &ops, arg, strlen(arg), out, cap);
+}
+
+static void test_trust_command(void **state) {
+    (void)state;
+    struct mqb_auth a = {0};
+    char out[512], fpr1[MQB_FPR_LEN];
+    assert_int_equal(trust(&a, "add k1", out, sizeof(out)), MQB_TRUST_CHANGED);
+    assert_int_equal(a.nkeys, 1);
+    assert_int_equal(a.keys[0].id[0], '1'); // the first bytes of the point's hash
+    assert_true(strncmp(out, "authorized: SHA256:", 19) == 0);
+    memcpy(fpr1, out + 12, MQB_FPR_LEN);
+    assert_int_equal(strlen(fpr1), MQB_FPR_LEN - 1); // 43 digits, no padding
+    assert_int_equal(trust(&a, "add k1", out, sizeof(out)), MQB_TRUST_ANSWERED);
+    assert_true(strncmp(out, "already authorized: ", 20) == 0);
+    assert_int_equal(trust(&a, "add nonsense-that-is-not-a-key", out, sizeof(out)),
+                     MQB_TRUST_FAILED);
+    assert_string_equal(out, "not a public key: nonsense-that-is-not-a-key");
+    // The last key is never removed: the board would obey anyone.
+    assert_int_equal(trust(&a, "remove k1", out, sizeof(out)), MQB_TRUST_FAILED);
+    assert_true(strstr(out, "refusing to remove the last") != NULL);
+    assert_int_equal(trust(&a, "add k2", out, sizeof(out)), MQB_TRUST_CHANGED);
+    assert_int_equal(trust(&a, "list", out, sizeof(out)), MQB_TRUST_ANSWERED);
+    assert_int_equal(strlen(out), 2 * MQB_FPR_LEN); // two lines
+    char by_fpr[80];
+    snprintf(by_fpr, sizeof(by_fpr), "remove %s", fpr1);
+    assert_int_equal(trust(&a, by_fpr, out, sizeof(out)), MQB_TRUST_CHANGED);
+    assert_int_equal(a.nkeys, 1);
+    assert_int_equal(a.keys[0].pub[1], '2');
+    assert_int_equal(trust(&a, "remove k7", out, sizeof(out)), MQB_TRUST_FAILED);
+    assert_string_equal(out, "no such authorized key: k7");
+    for (int i = 3; i < 3 + MQB_AUTH_KEYS_MAX - 1; i++) {
+        char add[8] = "add k0";
+        add[5] = (char)('0' + i % 10);
+        trust(&a, add, out, sizeof(out));
+    }
+    assert_int_equal(a.nkeys, MQB_AUTH_KEYS_MAX);
+    assert_int_equal(trust(&a, "add k0", out, sizeof(out)), MQB_TRUST_FAILED);
+    assert_true(strstr(out, "remove one first") != NULL);
+    assert_int_equal(trust(&a, "drop k2", out, sizeof(out)), MQB_TRUST_FAILED);
+    assert_int_equal(trust(&a, "add", out, sizeof(out)), MQB_TRUST_FAILED);
+    char big[400];
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(
+        mqb_auth_trust(&a, &(struct mqb_auth_keyops){NULL, fake_parse, fake_sha256, fake_b64}, big,
+                       sizeof(big), out, sizeof(out)),
+        MQB_TRUST_FAILED);
+    assert_string_equal(out, "trust: argument too long");
+}
+
 int run_auth_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_required_rule),
         cmocka_unit_test(test_replay_window),
         cmocka_unit_test(test_engine_refuses_and_accepts),
         cmocka_unit_test(test_signed_replies_chain),
+        cmocka_unit_test(test_trust_command),
     };
     return cmocka_run_group_tests_name("auth", tests, NULL, NULL);
 }

@@ -16,10 +16,6 @@ try:
     import ubinascii as binascii
 except ImportError:
     import binascii
-try:
-    import uhashlib as hashlib
-except ImportError:
-    import hashlib
 
 try:
     import ujson as json
@@ -51,22 +47,6 @@ def _hex(n):
 
 def _b64(data):
     return binascii.b2a_base64(data).strip().decode()
-
-
-def _fingerprint(pub):
-    return "SHA256:" + _b64(hashlib.sha256(pub).digest()).rstrip("=")
-
-
-def _key_line(line):
-    """The point of a public-key line ("mqb-p256 BASE64 comment"), or None."""
-    parts = line.split()
-    if parts and parts[0] == "mqb-p256":
-        parts = parts[1:]
-    try:
-        pub = binascii.a2b_base64(parts[0])
-    except (IndexError, ValueError):
-        return None
-    return pub if len(pub) == 65 and pub[0] == 4 else None
 
 
 def _ticks():
@@ -281,7 +261,7 @@ class Agent:
             st["resetting"] = True  # it comes back (docs/protocol.md)
         if self.pub is not None:
             st["key"] = _b64(self.pub)
-            st["signed"] = bool(self.authorized)
+            st["signed"] = self.signed
         text = json.dumps(st)
         if self.pub is not None:  # signed: the text, then its signature as the last member
             sig = self.engine.sign_status(self.base + "status", text)
@@ -384,7 +364,7 @@ class Agent:
     def trust_init(self):
         """The board's key (made here at the first start) and the keys it obeys, from the
         KEYS directory; without the firmware's mbedTLS, or without KEYS, none."""
-        self.pub, self.authorized, self.keys = None, [], _setting("KEYS")
+        self.pub, self.signed, self.keys = None, False, _setting("KEYS")
         if not self.keys or not hasattr(self.engine, "set_key"):
             return
         try:
@@ -402,7 +382,7 @@ class Agent:
         path = self.keys + "/authorized_keys"
         try:
             os.stat(path)
-        except OSError:  # cut between _write_keys's remove and rename (FAT): finish it
+        except OSError:  # cut between trust's remove and rename (FAT): finish it
             try:
                 os.rename(path + ".new", path)
             except OSError:
@@ -410,55 +390,33 @@ class Agent:
         try:
             with open(path) as f:
                 for line in f:
-                    pub = _key_line(line)
-                    if pub is not None and pub not in self.authorized and \
-                            self.engine.authorize(pub):
-                        self.authorized.append(pub)
+                    if self.engine.authorize(line):
+                        self.signed = True
         except OSError:
             pass
 
     def trust(self, eid, arg):
-        """The trust command (signed, so only a key the board obeys gets here)."""
-        if not self.authorized:
-            self.reply(eid, "not authorized: a board without authorized keys takes its first "
-                            "key on the board itself (its KEYS directory's authorized_keys)",
-                       err=True)
-            return
-        op, _, rest = arg.partition(" ")
-        if op == "list":
-            self.reply(eid, "".join(_fingerprint(p) + "\n" for p in self.authorized))
-            return
-        pub = _key_line(rest)
-        if op == "remove" and pub is None:
-            pub = ([p for p in self.authorized if _fingerprint(p) == rest.strip()] or [None])[0]
-        if op == "add" and pub is not None:
-            if pub in self.authorized:
-                return self.reply(eid, "already authorized: " + _fingerprint(pub))
-            if not self.engine.authorize(pub):
-                return self.reply(eid, "trust: no room for another key", err=True)
-            self.authorized.append(pub)
-            self._write_keys()
-            return self.reply(eid, "authorized: " + _fingerprint(pub))
-        if op == "remove" and pub in self.authorized:
-            if len(self.authorized) == 1:
-                return self.reply(eid, "refusing to remove the last authorized key: the board "
-                                       "would obey anyone (add another key first)", err=True)
-            self.engine.revoke(pub)
-            self.authorized.remove(pub)
-            self._write_keys()
-            return self.reply(eid, "removed: " + _fingerprint(pub))
-        self.reply(eid, "trust: expected list, add KEY or remove FINGERPRINT", err=True)
-
-    def _write_keys(self):
-        path = self.keys + "/authorized_keys"
-        with open(path + ".new", "w") as f:
-            for p in self.authorized:
-                f.write("mqb-p256 " + _b64(p) + "\n")
-        try:
-            os.rename(path + ".new", path)
-        except OSError:  # FAT: no rename over a file
-            os.remove(path)
-            os.rename(path + ".new", path)
+        """The trust command (signed, so only a key the board obeys gets here); its rules are
+        the core's (engine.trust). The new key list is saved before it applies."""
+        if not self.signed:
+            return self.reply(eid, "not authorized: a board without authorized keys takes its "
+                                   "first key on the board itself (its KEYS directory's "
+                                   "authorized_keys)", err=True)
+        text, err, lines = self.engine.trust(arg, False)
+        if lines is not None:
+            path = self.keys + "/authorized_keys"
+            try:
+                with open(path + ".new", "w") as f:
+                    f.write(lines)
+                try:
+                    os.rename(path + ".new", path)
+                except OSError:  # FAT: no rename over a file
+                    os.remove(path)
+                    os.rename(path + ".new", path)
+            except OSError as e:
+                return self.reply(eid, "cannot write %s: %s" % (path, e), err=True)
+            self.engine.trust(arg, True)
+        self.reply(eid, text, err=err)
 
     def poll_while_busy(self, eid):
         """Called from an eval's output: answers control messages that arrived meanwhile."""

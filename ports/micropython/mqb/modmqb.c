@@ -6,58 +6,7 @@
 // the board-specific parts stay small Python objects; evals and control commands are queued
 // for Python as events (an eval never runs inside the engine). Every call into Python is
 // wrapped in nlr_push: an exception becomes an error code and never unwinds through the core.
-#include <string.h>
-
-#include "py/mphal.h"
-#include "py/objstr.h"
-#include "py/runtime.h"
-#include "py/stream.h"
-
-#include "mqb/boot.h"
-#include "mqb/engine.h"
-
-// Signed commands need the mbedTLS the firmware links for its ssl module (esp32, rp2, unix
-// with MICROPY_SSL_MBEDTLS); without it the board obeys unsigned commands, as the original.
-#if MICROPY_SSL_MBEDTLS
-#define MQB_TRUST 1
-#include "mbedtls/ecdsa.h"
-#include "mbedtls/ecp.h"
-#include "mbedtls/sha256.h"
-#else
-#define MQB_TRUST 0
-#endif
-
-// Messages the engine may have queued for the client at once; streams wait while it is full.
-#define OUT_MAX 4
-// Evals and control commands waiting for Python.
-#define EVENTS_MAX 4
-// The largest eval source collected from several messages.
-#define EVAL_MAX (32 * 1024)
-// File handles: MQB_MAX_XFERS transfers, plus the OTA image.
-#define FILES_MAX (MQB_MAX_XFERS + 1)
-
-typedef struct {
-    mp_obj_base_t base;
-    struct mqb_engine engine;
-    char prefix[MQB_PREFIX_MAX + 1];
-    char agent[48];
-    mp_obj_t plat;
-    mp_obj_t files[FILES_MAX];
-    mp_obj_t hashes[MQB_HASH_SLOTS];
-    mp_obj_t out[OUT_MAX]; // (topic, payload) tuples, oldest first
-    size_t out_n;
-    mp_obj_t events[EVENTS_MAX]; // ("eval", id, src) or (cmd, id, tail, data)
-    size_t events_n;
-    char eval_id[MQB_ID_MAX + 1];
-    mp_obj_t eval_buf; // bytearray of the eval being collected, or None
-    uint32_t ticks_last;
-    uint64_t ticks_high;
-#if MQB_TRUST
-    struct mqb_auth auth; // the operators' keys it obeys, this boot's replay windows
-    uint8_t key_d[32];    // the board's private key
-    bool have_key;
-#endif
-} mqb_obj_t;
+#include "modmqb.h"
 
 // ---- calls into Python that never unwind through the engine ----
 
@@ -371,103 +320,10 @@ static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const 
     return err_of(MP_OBJ_FROM_PTR(nlr.ret_val));
 }
 
-#if MQB_TRUST
-// ---- signatures (ECDSA P-256 over SHA-256, the firmware's mbedTLS) ----
-
-// The port's random source (what extmod/mbedtls feeds the ssl module's entropy from), as an
-// mbedTLS random generator for the signatures' nonces and new keys.
-static int rng(void *p, unsigned char *out, size_t n) {
-    (void)p;
-    mp_hal_get_random(n, out);
-    return 0;
-}
-
-static void digest(const uint8_t *head, size_t hlen, const uint8_t *data, size_t dlen,
-                   uint8_t out[32]) {
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts(&c, 0);
-    mbedtls_sha256_update(&c, head, hlen);
-    mbedtls_sha256_update(&c, data, dlen);
-    mbedtls_sha256_finish(&c, out);
-    mbedtls_sha256_free(&c);
-}
-
-static enum mqb_err p_sig_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
-                                 size_t hlen, const uint8_t *data, size_t dlen,
-                                 const uint8_t sig[MQB_SIG_LEN]) {
-    (void)ctx;
-    uint8_t h[32];
-    mbedtls_ecp_group grp;
-    mbedtls_ecp_point q;
-    mbedtls_mpi r, s;
-    mbedtls_ecp_group_init(&grp);
-    mbedtls_ecp_point_init(&q);
-    mbedtls_mpi_init(&r);
-    mbedtls_mpi_init(&s);
-    digest(head, hlen, data, dlen, h);
-    int rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
-    if (rc == 0) {
-        rc = mbedtls_ecp_point_read_binary(&grp, &q, pub, MQB_PUBKEY_LEN);
-    }
-    if (rc == 0) {
-        rc = mbedtls_mpi_read_binary(&r, sig, 32);
-    }
-    if (rc == 0) {
-        rc = mbedtls_mpi_read_binary(&s, sig + 32, 32);
-    }
-    if (rc == 0) {
-        rc = mbedtls_ecdsa_verify(&grp, h, sizeof(h), &q, &r, &s);
-    }
-    mbedtls_mpi_free(&s);
-    mbedtls_mpi_free(&r);
-    mbedtls_ecp_point_free(&q);
-    mbedtls_ecp_group_free(&grp);
-    return rc == 0 ? MQB_OK : MQB_ERR_AUTH_SIG;
-}
-
-static enum mqb_err sign_digest(mqb_obj_t *self, const uint8_t h[32], uint8_t sig[MQB_SIG_LEN]) {
-    if (!self->have_key) {
-        return MQB_ERR_IO;
-    }
-    mbedtls_ecp_group grp;
-    mbedtls_mpi d, r, s;
-    mbedtls_ecp_group_init(&grp);
-    mbedtls_mpi_init(&d);
-    mbedtls_mpi_init(&r);
-    mbedtls_mpi_init(&s);
-    int rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
-    if (rc == 0) {
-        rc = mbedtls_mpi_read_binary(&d, self->key_d, sizeof(self->key_d));
-    }
-    if (rc == 0) {
-        rc = mbedtls_ecdsa_sign(&grp, &r, &s, &d, h, 32, rng, NULL);
-    }
-    if (rc == 0) {
-        rc = mbedtls_mpi_write_binary(&r, sig, 32);
-    }
-    if (rc == 0) {
-        rc = mbedtls_mpi_write_binary(&s, sig + 32, 32);
-    }
-    mbedtls_mpi_free(&s);
-    mbedtls_mpi_free(&r);
-    mbedtls_mpi_free(&d);
-    mbedtls_ecp_group_free(&grp);
-    return rc == 0 ? MQB_OK : MQB_ERR_IO;
-}
-
-static enum mqb_err p_sig_sign(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,
-                               size_t dlen, uint8_t sig[MQB_SIG_LEN]) {
-    uint8_t h[32];
-    digest(head, hlen, data, dlen, h);
-    return sign_digest(ctx, h, sig);
-}
-#endif
-
 static const struct mqb_platform platform = {
 #if MQB_TRUST
-    .sig_verify = p_sig_verify,
-    .sig_sign = p_sig_sign,
+    .sig_verify = mqb_mp_sig_verify,
+    .sig_sign = mqb_mp_sig_sign,
 #endif
     .publish = p_publish,
     .out_room = p_out_room,
@@ -634,110 +490,6 @@ static mp_obj_t engine_publish_signed(mp_obj_t self_in, mp_obj_t topic_in, mp_ob
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(engine_publish_signed_obj, engine_publish_signed);
 
-#if MQB_TRUST
-static void check_pub(mp_obj_t pub_in, mp_buffer_info_t *b) {
-    mp_get_buffer_raise(pub_in, b, MP_BUFFER_READ);
-    if (b->len != MQB_PUBKEY_LEN || ((const uint8_t *)b->buf)[0] != 0x04) {
-        mp_raise_ValueError(MP_ERROR_TEXT("not a P-256 public point"));
-    }
-}
-
-// keygen(): a new private key (32 bytes), made here.
-static mp_obj_t engine_keygen(mp_obj_t self_in) {
-    (void)self_in;
-    mbedtls_ecp_keypair kp;
-    uint8_t d[32];
-    size_t n = 0;
-    mbedtls_ecp_keypair_init(&kp);
-    int rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, &kp, rng, NULL);
-    if (rc == 0) {
-        rc = mbedtls_ecp_write_key_ext(&kp, &n, d, sizeof(d));
-    }
-    mbedtls_ecp_keypair_free(&kp);
-    if (rc != 0 || n != sizeof(d)) {
-        mp_raise_OSError(MP_EIO);
-    }
-    return mp_obj_new_bytes(d, sizeof(d));
-}
-static MP_DEFINE_CONST_FUN_OBJ_1(engine_keygen_obj, engine_keygen);
-
-// set_key(d, boot_id): the board's private key and this boot's id (8 bytes); returns the
-// public point (65 bytes).
-static mp_obj_t engine_set_key(mp_obj_t self_in, mp_obj_t d_in, mp_obj_t boot_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    mp_buffer_info_t d, boot;
-    mp_get_buffer_raise(d_in, &d, MP_BUFFER_READ);
-    mp_get_buffer_raise(boot_in, &boot, MP_BUFFER_READ);
-    if (d.len != sizeof(self->key_d) || boot.len != MQB_BOOTID_LEN) {
-        mp_raise_ValueError(MP_ERROR_TEXT("key of 32 bytes, boot id of 8"));
-    }
-    mbedtls_ecp_keypair kp;
-    uint8_t pub[MQB_PUBKEY_LEN];
-    size_t n = 0;
-    mbedtls_ecp_keypair_init(&kp);
-    int rc = mbedtls_ecp_read_key(MBEDTLS_ECP_DP_SECP256R1, &kp, d.buf, d.len);
-    if (rc == 0) {
-        rc = mbedtls_ecp_keypair_calc_public(&kp, rng, NULL);
-    }
-    if (rc == 0) {
-        rc = mbedtls_ecp_write_public_key(&kp, MBEDTLS_ECP_PF_UNCOMPRESSED, &n, pub, sizeof(pub));
-    }
-    mbedtls_ecp_keypair_free(&kp);
-    if (rc != 0 || n != sizeof(pub)) {
-        mp_raise_ValueError(MP_ERROR_TEXT("not a P-256 private key"));
-    }
-    memcpy(self->key_d, d.buf, sizeof(self->key_d));
-    memcpy(self->auth.boot_id, boot.buf, MQB_BOOTID_LEN);
-    self->have_key = true;
-    return mp_obj_new_bytes(pub, sizeof(pub));
-}
-static MP_DEFINE_CONST_FUN_OBJ_3(engine_set_key_obj, engine_set_key);
-
-// authorize(pub): the board also obeys that key. Returns False when the table is full.
-static mp_obj_t engine_authorize(mp_obj_t self_in, mp_obj_t pub_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    mp_buffer_info_t b;
-    uint8_t h[32];
-    check_pub(pub_in, &b);
-    digest(b.buf, b.len, NULL, 0, h);
-    return mp_obj_new_bool(mqb_auth_add_key(&self->auth, h, b.buf) == MQB_OK);
-}
-static MP_DEFINE_CONST_FUN_OBJ_2(engine_authorize_obj, engine_authorize);
-
-// revoke(pub): the board no longer obeys that key (the others keep their replay windows).
-static mp_obj_t engine_revoke(mp_obj_t self_in, mp_obj_t pub_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    mp_buffer_info_t b;
-    check_pub(pub_in, &b);
-    struct mqb_auth *a = &self->auth;
-    for (unsigned i = 0; i < a->nkeys; i++) {
-        if (memcmp(a->keys[i].pub, b.buf, MQB_PUBKEY_LEN) == 0) {
-            memmove(&a->keys[i], &a->keys[i + 1], (a->nkeys - i - 1) * sizeof(a->keys[0]));
-            a->nkeys--;
-            return mp_const_true;
-        }
-    }
-    return mp_const_false;
-}
-static MP_DEFINE_CONST_FUN_OBJ_2(engine_revoke_obj, engine_revoke);
-
-// sign_status(topic, text): the signature of a status text (64 bytes, docs/protocol.md).
-static mp_obj_t engine_sign_status(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t text_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    size_t tlen;
-    const char *text = mp_obj_str_get_data(text_in, &tlen);
-    uint8_t head[MQB_AUTH_HEAD_MAX], zero[32] = {0}, h[32], sig[MQB_SIG_LEN];
-    size_t hl =
-        mqb_auth_reply_head(head, sizeof(head), mp_obj_str_get_str(topic_in), NULL, 0, zero);
-    digest(head, hl, (const uint8_t *)text, tlen, h);
-    if (hl == 0 || sign_digest(self, h, sig) != MQB_OK) {
-        mp_raise_OSError(MP_EIO);
-    }
-    return mp_obj_new_bytes(sig, sizeof(sig));
-}
-static MP_DEFINE_CONST_FUN_OBJ_3(engine_sign_status_obj, engine_sign_status);
-#endif
-
 static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_input), MP_ROM_PTR(&engine_input_obj)},
     {MP_ROM_QSTR(MP_QSTR_pump), MP_ROM_PTR(&engine_pump_obj)},
@@ -753,7 +505,7 @@ static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_keygen), MP_ROM_PTR(&engine_keygen_obj)},
     {MP_ROM_QSTR(MP_QSTR_set_key), MP_ROM_PTR(&engine_set_key_obj)},
     {MP_ROM_QSTR(MP_QSTR_authorize), MP_ROM_PTR(&engine_authorize_obj)},
-    {MP_ROM_QSTR(MP_QSTR_revoke), MP_ROM_PTR(&engine_revoke_obj)},
+    {MP_ROM_QSTR(MP_QSTR_trust), MP_ROM_PTR(&engine_trust_obj)},
     {MP_ROM_QSTR(MP_QSTR_sign_status), MP_ROM_PTR(&engine_sign_status_obj)},
 #endif
 };
