@@ -47,12 +47,28 @@ enum mqb_err fs_init(struct board_fs *fs, const char *root) {
     return MQB_OK;
 }
 
+static void drop_old(struct fs_file *f) {
+    if (f->old_kept) {
+        char old[sizeof(f->tmp) + 8];
+        snprintf(old, sizeof(old), "%s.old", f->tmp);
+        unlink(old);
+        f->old_kept = false;
+    }
+}
+
+void fs_drop_replaced(struct board_fs *fs) {
+    for (int i = 0; i < FS_MAX_FILES; i++) {
+        drop_old(&fs->files[i]);
+    }
+}
+
 void fs_deinit(struct board_fs *fs) {
     for (int i = 0; i < FS_MAX_FILES; i++) {
         if (fs->files[i].fd >= 0) {
             fs_close(fs, i, false);
         }
     }
+    fs_drop_replaced(fs);
 }
 
 static bool inside(const struct board_fs *fs, const char *real) {
@@ -137,6 +153,7 @@ static enum mqb_err make_parents(const struct board_fs *fs, const char *host) {
 static int file_slot(struct board_fs *fs) {
     for (int i = 0; i < FS_MAX_FILES; i++) {
         if (fs->files[i].fd < 0) {
+            drop_old(&fs->files[i]); // before its names are reused
             return i;
         }
     }
@@ -297,8 +314,15 @@ enum mqb_err fs_close(struct board_fs *fs, int fh, bool commit) {
     if (!f->write) {
         return MQB_OK;
     }
-    if (commit && err == MQB_OK && rename(f->tmp, f->target) != 0) {
-        err = fs_errno(errno);
+    if (commit && err == MQB_OK) {
+        // The file replaced keeps a second name until the reply has left (fs_drop_replaced):
+        // rename then frees none of its blocks while the host waits (ms for a big file).
+        char old[sizeof(f->tmp) + 8];
+        snprintf(old, sizeof(old), "%s.old", f->tmp);
+        f->old_kept = link(f->target, old) == 0;
+        if (rename(f->tmp, f->target) != 0) {
+            err = fs_errno(errno);
+        }
     }
     if (!commit || err != MQB_OK) {
         unlink(f->tmp);

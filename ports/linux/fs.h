@@ -22,6 +22,7 @@ struct fs_file {
     uint64_t written, flushed; // bytes written; bytes whose writeback was started
     char tmp[PATH_MAX + 32];   // FS_TMP_DIR/put-XXXXXX beneath the root
     char target[PATH_MAX];
+    bool old_kept; // the file a commit replaced still has the name tmp + ".old"
 };
 
 struct board_fs {
@@ -36,6 +37,10 @@ enum mqb_err fs_init(struct board_fs *fs, const char *root);
 
 // Closes every open file; temporary files are removed.
 void fs_deinit(struct board_fs *fs);
+
+// Removes the files that commits replaced (fs_close keeps them under a second name, so that
+// freeing their blocks does not delay the reply): call once the replies have left.
+void fs_drop_replaced(struct board_fs *fs);
 
 // Resolves a board path ("/a/b", "a/b") to a host path beneath the root, into out.
 // MQB_ERR_ESCAPE when ".." or a symlink would leave the root; MQB_ERR_BADPATH when too long.

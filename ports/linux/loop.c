@@ -598,6 +598,9 @@ static void loop_once(struct agent *a, uint64_t *retry_at, int *backoff) {
     if (sock >= 0) {
         network_io(a, fds[1].revents, retry_at, backoff);
     }
+    if (!mosquitto_want_write(a->mosq)) {
+        fs_drop_replaced(&a->fs); // the commits' replies have left
+    }
     if (fds[0].revents & POLLIN) {
         char buf[256];
         while (read(a->wake[0], buf, sizeof(buf)) > 0) {

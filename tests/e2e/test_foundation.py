@@ -193,6 +193,18 @@ def test_interrupted_put_keeps_old_file(board):
     assert board_files(board.root / ".mqb-tmp") == []  # cleaned at start
 
 
+def test_replaced_files_do_not_pile_up(board, tmp_path):
+    """A put keeps the file it replaces under a second name until its reply has left (freeing
+    a big file's blocks then never delays the OK); the agent removes it right after."""
+    src = tmp_path / "src.bin"
+    for i in range(3):
+        src.write_bytes(bytes([i]) * 300000)
+        board.mqb("put", str(src), "/big.bin")
+        assert (board.root / "big.bin").read_bytes() == bytes([i]) * 300000
+        board.mqb("eval", "1")  # a later turn of the agent's loop
+        assert board_files(board.root / ".mqb-tmp") == []
+
+
 def test_put_with_gap_keeps_old_file(board):
     (board.root / "app.py").write_bytes(b"old\n")
     topic = f"{board.prefix}/mqb/cmd/put/Gap00001/app.py"
