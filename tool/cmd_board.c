@@ -223,9 +223,12 @@ int cmd_status(struct tool *t, int argc, char **argv) {
         // The prefix first: which board answered is never in doubt.
         char trust[128];
         keys_describe(&s->trust, trust, sizeof(trust));
-        fprintf(t->out, "%s: %s  %s  %s mode  booted %s  reset cause: %s%s%s  %s\n", f[5], f[0],
+        // A board without a set clock (no RTC, no NTP yet) cannot refuse late commands.
+        bool clock_unset = cJSON_IsFalse(cJSON_GetObjectItem(j, "clock_set"));
+        fprintf(t->out, "%s: %s  %s  %s mode  booted %s  reset cause: %s%s%s%s  %s\n", f[5], f[0],
                 f[1], f[2], when, f[3], cJSON_IsString(im) ? "  image: " : "",
-                cJSON_IsString(im) ? f[4] : "", trust);
+                cJSON_IsString(im) ? f[4] : "",
+                clock_unset ? "  clock not set (command deadlines unchecked)" : "", trust);
         for (int i = 0; i < 6; i++) {
             free(f[i]);
         }

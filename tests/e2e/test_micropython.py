@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, Broker, stop
+from test_trust import wait_for
 
 MP = os.environ.get("MQB_MICROPYTHON")
 LIB = os.environ.get("MQB_MICROPYTHON_LIB")
@@ -326,7 +327,7 @@ def test_signed_commands_on_the_micropython_board(broker, tmp_path):
     """Issue 19 on the MicroPython board: with a key enrolled on the board itself it obeys
     only signed commands (checked by the firmware's mbedTLS), signs its status and replies,
     and keyboard input still works (its questions are signed)."""
-    from test_trust import Operator, assert_strangers_refused, wait_for
+    from test_trust import Operator, assert_strangers_refused
     op = Operator(tmp_path)
     b = MpBoard(broker, tmp_path, keys=True)
     try:
@@ -379,3 +380,39 @@ def test_signed_commands_on_the_micropython_board(broker, tmp_path):
         assert "obeys signed commands only" in op.mqb(b, "status").stdout
     finally:
         b.stop()
+
+
+def test_an_expired_command_is_refused_not_run(mp):
+    """Issue 18: once its clock is set (the unix port's is), the MicroPython board checks the
+    deadline in a command's id: a command delivered after it is answered, never run; a
+    deadline ahead and an id without one (the original tool's) run. The status says whether
+    the clock is set, and `mqboard status` says when it is not."""
+    assert mp.status()["clock_set"] is True
+    topic = f"{mp.prefix}/mqb/reply/err/Expired1.00000010"
+    sub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p",
+                            str(mp.broker.port),
+                            "-q", "1", "-C", "1", "-W", "30", "-v", "-t", topic],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        for line in sub.stdout:  # its SUBACK: the answer cannot be missed
+            if "SUBACK" in line:
+                break
+
+        def pub(tail, code):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mp.broker.port), "-q",
+                            "1", "-t", f"{mp.prefix}/mqb/cmd/eval/{tail}", "-s"],
+                           input=b"\x80\x00" + code, check=True)
+
+        pub("Expired1.00000010", b"open('/exp_late', 'w').write('x')")
+        answer = "".join(line for line in sub.stdout if topic in line)
+        assert "command expired: it had to start by 1970-01-01 00:00:16 UTC" in answer
+    finally:
+        sub.kill()
+        sub.wait()
+    future = "%08x" % (int(time.time()) + 600)
+    pub(f"Future01.{future}", b"open('/exp_ahead', 'w').write('x')")
+    pub("Original", b"open('/exp_none', 'w').write('x')")
+    assert wait_for(lambda: mp.out("eval", "sorted(f for f in __import__('os').listdir('/') "
+                                           "if f.startswith('exp_'))") ==
+                    "['exp_ahead', 'exp_none']\n", 20)
+    assert "clock not set" not in mp.mqb("status").stdout

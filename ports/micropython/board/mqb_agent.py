@@ -49,6 +49,17 @@ def _b64(data):
     return binascii.b2a_base64(data).strip().decode()
 
 
+# The port's epoch in Unix seconds (2000 on most boards, 1970 on unix).
+EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+
+def _unix_clock():
+    """The board's clock in Unix seconds once it is set (ntptime, an RTC), else 0: before
+    2024 it was never set, and command deadlines are not checked."""
+    t = int(time.time()) + EPOCH
+    return t if t > 1704067200 else 0
+
+
 def _ticks():
     return time.ticks_ms()
 
@@ -256,7 +267,8 @@ class Agent:
         st = {"status": "online" if online else "offline", "agent": AGENT,
               "mode": "safe" if self.safe else "normal",
               "boot_time": time.time(), "boot_id": self.boot_id,
-              "reset_cause": CAUSES.get(self.cause, "unknown")}
+              "reset_cause": CAUSES.get(self.cause, "unknown"),
+              "clock_set": _unix_clock() > 0}
         if resetting:
             st["resetting"] = True  # it comes back (docs/protocol.md)
         if self.pub is not None:
@@ -317,7 +329,7 @@ class Agent:
                 self.discover_tokens -= 1
                 self.publish(self.base + "status", self.status(True))
             return
-        self.engine.input(topic, payload)
+        self.engine.input(topic, payload, _unix_clock())
         self.flush()
         while True:
             ev = self.engine.event()

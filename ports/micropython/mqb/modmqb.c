@@ -383,16 +383,53 @@ static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t
     return MP_OBJ_FROM_PTR(self);
 }
 
-// input(topic, payload): one command message. Returns the mqb error code (0: accepted).
-static mp_obj_t engine_input(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t payload_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+// A command whose id carries a deadline (docs/protocol.md) that has passed by the board's
+// clock (unix_now: Unix seconds, 0 when the clock is not set): its first message is answered with
+// an error and never runs (sent while the board was away, delivered hours later).
+static bool too_late(mqb_obj_t *self, const char *topic, const uint8_t *p, size_t len,
+                     mp_int_t unix_now) {
+    struct mqb_topic t;
+    struct mqb_hdr h;
+    char id[MQB_ID_MAX + 1], text[200];
+    if (unix_now <= 0 || mqb_topic_parse(self->engine.prefix, topic, strlen(topic), &t) != MQB_OK ||
+        t.kind != MQB_TOPIC_CMD || mqb_hdr_decode(p, len, &h) != MQB_OK ||
+        !(h.seq == 0 || mqb_hdr_is_single(&h))) {
+        return false;
+    }
+    memcpy(id, t.id.ptr, t.id.len);
+    id[t.id.len] = '\0';
+    uint32_t deadline = mqb_id_deadline(id);
+    if (deadline == 0 || (mp_uint_t)unix_now <= deadline) {
+        return false;
+    }
+    timeutils_struct_time_t tm;
+    timeutils_seconds_since_1970_to_struct_time(deadline, &tm);
+    vstr_t v;
+    vstr_init_fixed_buf(&v, sizeof(text), text);
+    vstr_printf(&v,
+                "command expired: it had to start by %04u-%02u-%02u %02u:%02u:%02u UTC, %u s ago "
+                "by the board's clock (mqboard --expire sets the limit)",
+                tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                (unsigned)((mp_uint_t)unix_now - deadline));
+    reply_err(self, id, vstr_null_terminated_str(&v));
+    return true;
+}
+
+// input(topic, payload[, unix_now]): one command message; unix_now is the board's clock in Unix
+// seconds when it is set (0 or absent: not set, so deadlines are not checked). Returns the mqb
+// error code (0: accepted).
+static mp_obj_t engine_input(size_t n_args, const mp_obj_t *args) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(args[0]);
     mp_buffer_info_t b;
-    mp_get_buffer_raise(payload_in, &b, MP_BUFFER_READ);
-    enum mqb_err err = mqb_engine_input(&self->engine, mp_obj_str_get_str(topic_in), b.buf, b.len,
-                                        false, now_ms(self));
+    mp_get_buffer_raise(args[2], &b, MP_BUFFER_READ);
+    const char *topic = mp_obj_str_get_str(args[1]);
+    if (too_late(self, topic, b.buf, b.len, n_args > 3 ? mp_obj_get_int(args[3]) : 0)) {
+        return MP_OBJ_NEW_SMALL_INT(MQB_OK);
+    }
+    enum mqb_err err = mqb_engine_input(&self->engine, topic, b.buf, b.len, false, now_ms(self));
     return MP_OBJ_NEW_SMALL_INT(err);
 }
-static MP_DEFINE_CONST_FUN_OBJ_3(engine_input_obj, engine_input);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(engine_input_obj, 3, 4, engine_input);
 
 // pump(): advances outgoing streams; True when more could be sent at once.
 static mp_obj_t engine_pump(mp_obj_t self_in) {

@@ -9,6 +9,7 @@
 #include "py/objstr.h"
 #include "py/runtime.h"
 #include "py/stream.h"
+#include "shared/timeutils/timeutils.h"
 
 #include "mqb/boot.h"
 #include "mqb/auth.h"
