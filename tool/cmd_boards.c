@@ -11,12 +11,6 @@
 
 #include "tool.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 // After the discovery question, answers are waited for three times as long as the question
 // took to come back to us through the broker (a loaded cluster: long; one mosquitto: next
 // to nothing), at least QUIET_S, then until none came for a third of that; SETTLE_S at most.
@@ -220,17 +214,17 @@ void *boards_find(struct tool *t, const char *pattern, bool do_probe, int *codep
     // may deliver them later: wait until none has come for QUIET_S (at most SETTLE_S).
     struct seen_list seen = {0};
     bool echo = false;
-    double asked = now_s(), last = asked, deadline = asked + NO_ECHO_S;
+    double asked = tool_now(), last = asked, deadline = asked + NO_ECHO_S;
     for (;;) {
         bool had_echo = echo;
         if (take_statuses(s, &seen, pattern, nonce, &echo) > 0) {
-            last = now_s();
+            last = tool_now();
         }
         if (echo && !had_echo) {
-            double rtt = now_s() - asked;
+            double rtt = tool_now() - asked;
             deadline = asked + (3 * rtt > QUIET_S ? 3 * rtt : QUIET_S);
         }
-        double now = now_s(), quiet = (deadline - asked) / 3;
+        double now = tool_now(), quiet = (deadline - asked) / 3;
         if ((now >= deadline && now - last >= quiet) || now - asked >= SETTLE_S ||
             seen.n >= BOARDS_MAX || session_pump(s, quiet) != EXIT_OK) {
             break;

@@ -41,12 +41,6 @@ static void send_interrupt(struct tool *t) {
 #define INTERRUPT_AGAIN_S 2.0
 #define INTERRUPT_TRIES 3
 
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 // An interrupt is due (Ctrl-C, a signal, or --timeout-run): sends it, again every
 // INTERRUPT_AGAIN_S while the eval goes on. Returns EXIT_OK to keep waiting, or the exit code
 // when mqboard leaves (asked to, or the board did not stop the eval).
@@ -71,7 +65,7 @@ static int on_interrupt(struct tool *t, int *tries) {
                    INTERRUPT_TRIES, INTERRUPT_TRIES * INTERRUPT_AGAIN_S);
         return interrupted(s);
     }
-    s->interrupt_at = mono_s() + INTERRUPT_AGAIN_S;
+    s->interrupt_at = tool_now() + INTERRUPT_AGAIN_S;
     return EXIT_OK;
 }
 
@@ -184,7 +178,7 @@ int run_eval(struct tool *t, const char *src, size_t len, FILE *out) {
     s->ping_on_silence = true;
     s->ran_out = false;
     if (t->opts.timeout_run > 0) {
-        s->interrupt_at = mono_s() + t->opts.timeout_run;
+        s->interrupt_at = tool_now() + t->opts.timeout_run;
     }
     bool ends_nl = true;
     code = send_source(s, src, len);

@@ -1,6 +1,6 @@
-// mqboard's file transfers: put, get and cat, flow-controlled and hash-verified against our
-// agent (xput/xget), and put/get plus a hash check by eval against a board running the
-// original code. -r copies trees.
+// mqboard's file transfers up: put (-r for trees), cp and edit, flow-controlled and
+// hash-verified against our agent (xput), and put plus a hash check by eval against a board
+// running the original code; what get (cmd_get.c) and ota (cmd_ota.c) share with them.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -16,20 +16,15 @@
 
 #include "remote.h"
 #include "tool.h"
+#include "transfer.h"
 
-#define SHA256_HEX 64
-
-static char *join(const char *a, const char *b);
-static char *base_of(const char *path);
-static bool is_dir(const char *p);
-
-static mode_t current_umask(void) {
+mode_t current_umask(void) {
     mode_t m = umask(0);
     umask(m);
     return m;
 }
 
-static void hex(const uint8_t *b, size_t n, char *out) {
+void hex_encode(const uint8_t *b, size_t n, char *out) {
     for (size_t i = 0; i < n; i++) {
         sprintf(out + 2 * i, "%02x", b[i]);
     }
@@ -45,7 +40,7 @@ int file_sha256(FILE *f, char out[SHA256_HEX + 1]) {
     }
     EVP_DigestFinal_ex(ctx, md, NULL);
     EVP_MD_CTX_free(ctx);
-    hex(md, sizeof(md), out);
+    hex_encode(md, sizeof(md), out);
     int bad = ferror(f);
     rewind(f);
     return bad ? EXIT_LOCAL : EXIT_OK;
@@ -60,7 +55,7 @@ static void take_sha(void *ctx, const char *text, void *json) {
 }
 
 // The SHA-256 of a board file, computed on the board (for boards without xput/xget).
-static int remote_sha(struct tool *t, const char *path, char out[SHA256_HEX + 1]) {
+int remote_sha(struct tool *t, const char *path, char out[SHA256_HEX + 1]) {
     char *p = py_str(path);
     size_t n = 3 * strlen(p) + 128;
     char *prog = malloc(n);
@@ -112,8 +107,8 @@ static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, boo
 
 // Streams f to the board: cmd is "xput" (hash first, windowed), "ota" (hash in the tail,
 // windowed) or "put" (the original: 1400-byte chunks, no acknowledgements).
-static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, const char *tail,
-                     const struct board_caps *caps, const char *label, bool *isdir) {
+int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, const char *tail,
+              const struct board_caps *caps, const char *label, bool *isdir) {
     struct session *s = &t->session;
     bool xput = strcmp(cmd, "xput") == 0, windowed = strcmp(cmd, "put") != 0;
     size_t chunk = xput ? caps->chunk : strcmp(cmd, "ota") == 0 ? 4096 : MQB_CHUNK_ORIG_PUT;
@@ -140,7 +135,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
                 // The last message: the SHA-256 of what was sent, hashed on the way.
                 uint8_t digest[32];
                 EVP_DigestFinal_ex(md, digest, NULL);
-                hex(digest, sizeof(digest), (char *)buf);
+                hex_encode(digest, sizeof(digest), (char *)buf);
                 n = SHA256_HEX;
             } else {
                 n = fread(buf, 1, chunk, f);
@@ -185,7 +180,7 @@ static int stream_up(struct tool *t, FILE *f, uint64_t size, const char *cmd, co
     return code;
 }
 
-static int open_local(struct tool *t, const char *local, FILE **f, uint64_t *size) {
+int open_local(struct tool *t, const char *local, FILE **f, uint64_t *size) {
     struct stat st;
     *f = fopen(local, "rb");
     if (*f == NULL || fstat(fileno(*f), &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -227,7 +222,7 @@ static int put_one(struct tool *t, const char *local, const char *remote, bool i
             stream_up(t, f, size, caps.proto >= 2 ? "xput" : "put", remote, &caps, remote, &isdir);
     }
     if (isdir) {
-        char *b = base_of(local), *into = join(remote, b);
+        char *b = path_base(local), *into = path_join(remote, b);
         fclose(f);
         code = into_dir_ok ? put_one(t, local, into, false) : EXIT_BOARD;
         if (!into_dir_ok) {
@@ -259,150 +254,18 @@ int put_file(struct tool *t, const char *local, const char *remote) {
     return put_one(t, local, remote, false);
 }
 
-// What the status said before an update (the evidence of a rollout).
-struct board_seen {
-    int slot, pending;
-    char boot_id[40];
-};
-
-static void seen_now(const struct session *s, struct board_seen *b) {
-    b->slot = s->slot;
-    b->pending = s->pending;
-    snprintf(b->boot_id, sizeof(b->boot_id), "%s", s->boot_id);
-}
-
-static cJSON *seen_json(const struct board_seen *b) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "slot", b->slot);
-    cJSON_AddStringToObject(j, "image", b->pending == 1 ? "pending" : "valid");
-    cJSON_AddStringToObject(j, "boot_id", b->boot_id);
-    return j;
-}
-
-static bool status_shows_slot(const struct session *s, const void *unused) {
-    (void)unused;
-    return s->online == 1 && s->slot >= 0 && s->boot_id[0] != '\0';
-}
-
-// The update is decided: a new boot that runs the other slot with its image confirmed
-// (updated), or a new boot back on the old slot (rolled back).
-static bool update_decided(const struct session *s, const void *ctx) {
-    const struct board_seen *before = ctx;
-    return s->online == 1 && s->boot_id[0] != '\0' && strcmp(s->boot_id, before->boot_id) != 0 &&
-           (s->slot == before->slot || s->pending == 0);
-}
-
-// ota --confirm: reset into the new image and wait until the board has marked it valid, or
-// rolled back to the old one. Prints the outcome with the status before and after.
-static int confirm_update(struct tool *t, const struct board_seen *before, double wait_s) {
-    struct session *s = &t->session;
-    char *reset[] = {"reset", "--no-wait", NULL};
-    int code = cmd_reset(t, 2, reset);
-    code = code != EXIT_OK ? code : session_watch(s, wait_s, update_decided, before);
-    struct board_seen after;
-    seen_now(s, &after);
-    const char *outcome = code == RECV_INTERRUPT                   ? "interrupted"
-                          : code == EXIT_TIMEOUT && s->online == 0 ? "offline"
-                          : code != EXIT_OK                        ? "failed"
-                          : s->slot == before->slot                ? "rolled back"
-                                                                   : "updated";
-    code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED
-           : code != EXIT_OK      ? code
-           : outcome[0] == 'u'    ? EXIT_OK
-                                  : EXIT_BOARD;
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "outcome", outcome);
-    cJSON_AddItemToObject(r, "before", seen_json(before));
-    cJSON_AddItemToObject(r, "after", seen_json(&after));
-    t->result = r;
-    if (!t->opts.json) {
-        fprintf(code == EXIT_OK ? t->out : t->err, "%s: slot %d -> %d, image %s, boot %s -> %s%s\n",
-                outcome, before->slot, after.slot, after.pending == 1 ? "pending" : "valid",
-                before->boot_id, after.boot_id,
-                code == EXIT_TIMEOUT ? " (not decided in time: --wait)" : "");
-    }
-    return code;
-}
-
-int cmd_ota(struct tool *t, int argc, char **argv) {
-    bool confirm = t->opts.canary > 0, downgrade = false;
-    double wait_s = 120;
-    const char *image = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--confirm") == 0) {
-            confirm = true;
-        } else if (strcmp(argv[i], "--allow-downgrade") == 0) {
-            downgrade = true;
-        } else if (strcmp(argv[i], "--wait") == 0 && i + 1 < argc) {
-            char *end;
-            wait_s = strtod(argv[++i], &end);
-            image = *end != '\0' || !(wait_s > 0 && wait_s <= 86400) ? NULL : image;
-            argc = *end != '\0' || !(wait_s > 0 && wait_s <= 86400) ? 0 : argc;
-        } else if (image == NULL && argv[i][0] != '-') {
-            image = argv[i];
-        } else {
-            argc = 0;
-        }
-    }
-    if (image == NULL || argc == 0) {
-        fprintf(stderr,
-                "usage: mqboard ota [--confirm] [--wait SECONDS] [--allow-downgrade] IMAGE\n");
-        return EXIT_USAGE;
-    }
-    FILE *f;
-    uint64_t size;
-    struct board_caps caps;
-    char sha[SHA256_HEX + 1];
-    int code = open_local(t, image, &f, &size);
-    if (code != EXIT_OK) {
-        return code;
-    }
-    code = file_sha256(f, sha);
-    char tail[SHA256_HEX + 256];
-    if (code == EXIT_OK) {
-        code = keys_image_tail(image, sha, downgrade, tail, sizeof(tail));
-    }
-    if (code == EXIT_OK) {
-        code = session_connect(t);
-    }
-    struct board_seen before;
-    if (code == EXIT_OK && confirm) { // the evidence starts with the status (it may come late)
-        code = session_present(&t->session);
-        session_watch(&t->session, 3.0, status_shows_slot, NULL);
-    }
-    seen_now(&t->session, &before);
-    if (code == EXIT_OK && confirm && (before.slot < 0 || before.boot_id[0] == '\0')) {
-        tool_error(t, "ota --confirm needs a board whose status shows its slot (mqrepld --slots)");
-        code = EXIT_BOARD;
-    }
-    if (code == EXIT_OK) {
-        code = session_caps(&t->session, &caps);
-    }
-    if (code == EXIT_OK) {
-        code = stream_up(t, f, size, "ota", tail, &caps, "ota", NULL);
-    }
-    fclose(f);
-    if (code == EXIT_OK && confirm) {
-        return confirm_update(t, &before, wait_s);
-    }
-    if (code == EXIT_OK && !t->opts.json) {
-        fprintf(t->out, "OTA done: the new image boots at the next reset (mqboard reset)\n");
-    }
-    return code;
-}
-
-static bool is_dir(const char *p) {
+bool path_is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static char *join(const char *a, const char *b) {
+char *path_join(const char *a, const char *b) {
     char *r;
     size_t n = strlen(a);
     return asprintf(&r, "%s%s%s", a, n > 0 && a[n - 1] == '/' ? "" : "/", b) < 0 ? NULL : r;
 }
 
-static char *base_of(const char *path) {
+char *path_base(const char *path) {
     char *copy = strdup(path);
     size_t n = strlen(copy);
     while (n > 1 && copy[n - 1] == '/') {
@@ -445,7 +308,7 @@ static int put_tree(struct tool *t, struct tree_copy *tc, const char *local, con
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
             continue;
         }
-        char *l = join(local, e->d_name), *r = join(remote, e->d_name);
+        char *l = path_join(local, e->d_name), *r = path_join(remote, e->d_name);
         if (!local_inside(tc, l)) {
             tool_error(t, "%s: a symlink out of the tree: skipped", l);
             tree_note(tc, EXIT_LOCAL);
@@ -455,7 +318,7 @@ static int put_tree(struct tool *t, struct tree_copy *tc, const char *local, con
                        "(MQTT topics carry it): skipped",
                        r);
             tree_note(tc, EXIT_BOARD);
-        } else if (is_dir(l)) {
+        } else if (path_is_dir(l)) {
             code = put_tree(t, tc, l, r);
         } else {
             code = put_file(t, l, r);
@@ -476,8 +339,8 @@ static int put_dir(struct tool *t, const char *local, const char *remote) {
         return EXIT_LOCAL;
     }
     size_t n = strlen(local);
-    char *b = base_of(local);
-    char *target = n > 0 && local[n - 1] == '/' ? strdup(remote) : join(remote, b);
+    char *b = path_base(local);
+    char *target = n > 0 && local[n - 1] == '/' ? strdup(remote) : path_join(remote, b);
     int code = put_tree(t, &tc, local, target);
     free(b);
     free(target);
@@ -500,14 +363,14 @@ int cmd_put(struct tool *t, int argc, char **argv) {
     }
     int code = EXIT_OK;
     for (int i = 1; code == EXIT_OK && i < argc - 1; i++) {
-        if (is_dir(argv[i]) && !recursive) {
+        if (path_is_dir(argv[i]) && !recursive) {
             tool_error(t, "'%s' is a directory (use put -r)", argv[i]);
             code = EXIT_USAGE;
-        } else if (is_dir(argv[i])) {
+        } else if (path_is_dir(argv[i])) {
             code = put_dir(t, argv[i], remote);
         } else {
-            char *b = base_of(argv[i]);
-            char *target = into_dir ? join(remote, b) : strdup(remote);
+            char *b = path_base(argv[i]);
+            char *target = into_dir ? path_join(remote, b) : strdup(remote);
             code = put_one(t, argv[i], target, !into_dir);
             free(b);
             free(target);
@@ -516,326 +379,6 @@ int cmd_put(struct tool *t, int argc, char **argv) {
     return code;
 }
 
-// Where get writes: a stream (stdout), or a temporary file renamed over the target at the end.
-struct sink {
-    FILE *f;
-    const char *target; // NULL for a stream
-    char *tmp;
-    EVP_MD_CTX *md;
-};
-
-static int sink_open(struct tool *t, struct sink *k, const char *local) {
-    memset(k, 0, sizeof(*k));
-    k->md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(k->md, EVP_sha256(), NULL);
-    if (local == NULL) {
-        k->f = t->out;
-        return EXIT_OK;
-    }
-    k->target = local;
-    // A fresh temporary file beside the target (O_EXCL: a planted symlink is never
-    // followed), renamed over it only once the file arrived intact.
-    char *dir = strdup(local), *slash = strrchr(dir, '/');
-    const char *base = slash != NULL ? slash + 1 : local;
-    if (slash != NULL) {
-        slash[1] = '\0';
-    }
-    int fd = -1;
-    if (asprintf(&k->tmp, "%s.%.64s.XXXXXX.mqb-part", slash != NULL ? dir : "", base) >= 0) {
-        fd = mkostemps(k->tmp, 9, O_CLOEXEC);
-    }
-    free(dir);
-    if (fd < 0 || (k->f = fdopen(fd, "wb")) == NULL) {
-        tool_error(t, "cannot write '%s': %s", local, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(k->tmp);
-        }
-        return EXIT_LOCAL;
-    }
-    fchmod(fd, 0644 & ~current_umask());
-    return EXIT_OK;
-}
-
-static int sink_write(struct tool *t, struct sink *k, const uint8_t *data, size_t len) {
-    EVP_DigestUpdate(k->md, data, len);
-    if (len > 0 && fwrite(data, 1, len, k->f) != len) {
-        tool_error(t, "write error: %s", strerror(errno));
-        return EXIT_LOCAL;
-    }
-    return EXIT_OK;
-}
-
-static void sink_hash(struct sink *k, char out[SHA256_HEX + 1]) {
-    uint8_t md[32];
-    EVP_DigestFinal_ex(k->md, md, NULL);
-    hex(md, sizeof(md), out);
-}
-
-// Finishes the sink: on success the file replaces the target; otherwise it is removed.
-static int sink_close(struct tool *t, struct sink *k, int code) {
-    EVP_MD_CTX_free(k->md);
-    if (k->target == NULL || k->f == NULL) {
-        fflush(k->f);
-        free(k->tmp);
-        return code;
-    }
-    if (fclose(k->f) != 0 && code == EXIT_OK) {
-        tool_error(t, "write error on '%s': %s", k->tmp, strerror(errno));
-        code = EXIT_LOCAL;
-    }
-    if (code == EXIT_OK && rename(k->tmp, k->target) != 0) {
-        tool_error(t, "cannot write '%s': %s", k->target, strerror(errno));
-        code = EXIT_LOCAL;
-    }
-    if (code != EXIT_OK) {
-        unlink(k->tmp);
-    }
-    free(k->tmp);
-    return code;
-}
-
-// Receives a get (or xget) stream into the sink, acknowledging as the board's window needs.
-static int stream_down(struct tool *t, struct sink *k, bool ext, unsigned window,
-                       const char *label) {
-    struct session *s = &t->session;
-    struct mqb_seq seq;
-    mqb_seq_init(&seq);
-    uint32_t received = 0;
-    uint64_t bytes = 0;
-    struct progress pg;
-    progress_begin(t, &pg, label, 0);
-    for (;;) {
-        struct reply r;
-        int code = session_recv(s, -1, &r);
-        code = code == RECV_INTERRUPT ? EXIT_INTERRUPTED : code;
-        if (code == EXIT_OK && r.is_err && memmem(r.data, r.len, "is a directory", 14) != NULL) {
-            char *what = tool_escape(label);
-            tool_error(t, "%s is a directory on the board (get -r copies a tree)", what);
-            free(what);
-            code = EXIT_BOARD;
-        } else if (code == EXIT_OK && r.is_err) {
-            code = report_board_error(t, &r);
-        }
-        enum mqb_err err = code == EXIT_OK ? mqb_seq_check(&seq, &r.hdr) : MQB_OK;
-        if (err == MQB_ERR_DUP) {
-            continue;
-        }
-        if (err != MQB_OK) {
-            tool_error(t, "a message of the file was lost; nothing written");
-            code = EXIT_BOARD;
-        }
-        if (code != EXIT_OK) {
-            progress_end(&pg);
-            return code;
-        }
-        received++;
-        if (r.hdr.last) {
-            progress_end(&pg);
-            if (!ext) {
-                return sink_write(t, k, r.data, r.len);
-            }
-            char got[SHA256_HEX + 1];
-            sink_hash(k, got);
-            if (r.len != SHA256_HEX || memcmp(r.data, got, SHA256_HEX) != 0) {
-                tool_error(t, "hash mismatch: the file arrived damaged; nothing written");
-                return EXIT_BOARD;
-            }
-            return EXIT_OK;
-        }
-        if (ext && received == 1) {
-            pg.total = strtoull((const char *)r.data, NULL, 10); // the size, not data
-        } else if ((code = sink_write(t, k, r.data, r.len)) != EXIT_OK) {
-            return code;
-        }
-        bytes += received == 1 && ext ? 0 : r.len;
-        progress_update(&pg, bytes);
-        if (ext && received % (window / 2) == 0) {
-            char ack[24];
-            int n = snprintf(ack, sizeof(ack), "%u", received);
-            session_send_cmd(s, "ack", NULL, (const uint8_t *)ack, (size_t)n);
-        }
-    }
-}
-
-int get_file(struct tool *t, const char *remote, const char *local) {
-    struct session *s = &t->session;
-    struct board_caps caps;
-    struct sink k;
-    int code = session_connect(t);
-    if (code == EXIT_OK) {
-        code = session_caps(s, &caps);
-    }
-    if (code != EXIT_OK) {
-        return code;
-    }
-    bool ext = caps.proto >= 2;
-    code = sink_open(t, &k, local);
-    if (code == EXIT_OK) {
-        code = session_begin(s, ext ? "xget" : "get");
-    }
-    if (code == EXIT_OK) {
-        char opts[48];
-        int n = ext ? snprintf(opts, sizeof(opts), "%zu %u", caps.chunk, caps.window) : 0;
-        code = session_send(s, remote, 0, true, (const uint8_t *)opts, (size_t)n);
-    }
-    if (code == EXIT_OK) {
-        code = stream_down(t, &k, ext, caps.window, remote);
-    }
-    session_end(s);
-    // An original board sends no hash: ask for one and compare.
-    if (code == EXIT_OK && !ext) {
-        char want[SHA256_HEX + 1], got[SHA256_HEX + 1];
-        sink_hash(&k, got);
-        code = remote_sha(t, remote, want);
-        if (code == EXIT_OK && strcmp(want, got) != 0) {
-            tool_error(t, "%s: hash mismatch: the file arrived damaged; nothing written", remote);
-            code = EXIT_BOARD;
-        }
-    }
-    return sink_close(t, &k, code);
-}
-
-// mkdir -p of the local target the user named.
-static int mkdir_p(struct tool *t, const char *path) {
-    char *p = strdup(path);
-    int code = EXIT_OK;
-    for (char *c = p + 1; code == EXIT_OK; c++) {
-        if (*c != '/' && *c != '\0') {
-            continue;
-        }
-        char saved = *c;
-        *c = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            tool_error(t, "cannot create directory '%s': %s", p, strerror(errno));
-            code = EXIT_LOCAL;
-        }
-        *c = saved;
-        if (saved == '\0') {
-            break;
-        }
-    }
-    free(p);
-    return code;
-}
-
-// Makes the directories of sub beneath local (which exists), never through a symlink: every
-// level that exists must be a real directory. last_too: sub itself is a directory.
-static int local_dirs(struct tool *t, const char *local, const char *sub, bool last_too) {
-    char *path = join(local, sub);
-    size_t start = strlen(path) - strlen(sub);
-    int code = EXIT_OK;
-    for (size_t i = start; code == EXIT_OK && path[i - 1] != '\0'; i++) {
-        bool end = path[i] == '\0';
-        if (path[i] != '/' && !(end && last_too)) {
-            continue;
-        }
-        char saved = path[i];
-        path[i] = '\0';
-        struct stat st;
-        if (lstat(path, &st) == 0) {
-            if (!S_ISDIR(st.st_mode)) {
-                tool_error(t, "'%s' exists and is not a directory (or is a symlink)", path);
-                code = EXIT_LOCAL;
-            }
-        } else if (mkdir(path, 0755) != 0) {
-            tool_error(t, "cannot create '%s': %s", path, strerror(errno));
-            code = EXIT_LOCAL;
-        }
-        path[i] = saved;
-        if (end) {
-            break;
-        }
-    }
-    free(path);
-    return code;
-}
-
-static int get_tree(struct tool *t, const char *remote, const char *local) {
-    struct rlist l;
-    int code = remote_list(t, remote, true, false, &l);
-    struct stat st;
-    if (code == EXIT_OK && mkdir(local, 0755) != 0 &&
-        (errno != EEXIST || lstat(local, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        tool_error(t, "cannot create directory '%s'", local);
-        code = EXIT_LOCAL;
-    }
-    int partial = EXIT_OK;
-    for (size_t i = 0; code == EXIT_OK && i < l.n; i++) {
-        const char *sub = remote_sub(l.v[i].path, remote);
-        char *shown = tool_escape(l.v[i].path);
-        if (sub == NULL) {
-            tool_error(t, "%s: not a name under %s (the board's listing is wrong): skipped", shown,
-                       remote);
-            partial = EXIT_BOARD;
-        } else if (!topic_safe(l.v[i].path)) {
-            tool_error(t,
-                       "%s: a name with '+', '#' or control characters cannot be fetched "
-                       "(MQTT topics carry it): skipped",
-                       shown);
-            partial = EXIT_BOARD;
-        } else if ((code = local_dirs(t, local, sub, l.v[i].dir)) == EXIT_OK && !l.v[i].dir) {
-            char *dst = join(local, sub);
-            code = get_file(t, l.v[i].path, dst);
-            free(dst);
-        }
-        free(shown);
-    }
-    rlist_free(&l);
-    return code != EXIT_OK ? code : partial;
-}
-
-int cmd_get(struct tool *t, int argc, char **argv) {
-    bool recursive = argc > 1 && strcmp(argv[1], "-r") == 0;
-    argc -= recursive;
-    argv += recursive;
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: mqboard get [-r] REMOTE [LOCAL|-]\n");
-        return EXIT_USAGE;
-    }
-    const char *remote = argv[1];
-    const char *local = argc == 3 && strcmp(argv[2], "-") != 0 ? argv[2] : NULL;
-    if (recursive) {
-        // rsync's rule: "DIR/" copies the contents of DIR into LOCAL, "DIR" copies DIR itself
-        // (LOCAL/DIR); LOCAL defaults to ".".
-        size_t n = strlen(remote);
-        char *b = base_of(remote);
-        bool contents = n > 1 && remote[n - 1] == '/';
-        char *dst = contents              ? strdup(local != NULL ? local : ".")
-                    : strcmp(b, "/") == 0 ? strdup(local != NULL ? local : ".")
-                                          : join(local != NULL ? local : ".", b);
-        char *rdir = strdup(remote); // listed without its trailing slashes
-        for (size_t k = strlen(rdir); k > 1 && rdir[k - 1] == '/'; k--) {
-            rdir[k - 1] = '\0';
-        }
-        int code = local != NULL ? mkdir_p(t, local) : EXIT_OK;
-        code = code == EXIT_OK ? get_tree(t, rdir, dst) : code;
-        free(rdir);
-        free(b);
-        free(dst);
-        return code;
-    }
-    char *b = base_of(remote);
-    char *dst = local != NULL && is_dir(local) ? join(local, b) : NULL;
-    int code = get_file(t, remote, dst != NULL ? dst : local);
-    free(dst);
-    free(b);
-    return code;
-}
-
-int cmd_cat(struct tool *t, int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: mqboard cat REMOTE...\n");
-        return EXIT_USAGE;
-    }
-    int code = EXIT_OK;
-    for (int i = 1; code == EXIT_OK && i < argc; i++) {
-        code = get_file(t, argv[i], NULL);
-    }
-    return code;
-}
-
-// A copy on the board itself (cp :a :b), by a program that streams it in blocks.
 static int board_copy(struct tool *t, const char *src, const char *dst) {
     char *s = py_str(src), *d = py_str(dst);
     char *prog = NULL;
@@ -898,15 +441,15 @@ int cmd_cp(struct tool *t, int argc, char **argv) {
         const char *rsrc = from_board ? (src[1] != '\0' ? src + 1 : "/") : src;
         if (from_board && to_board) {
             code = board_copy(t, rsrc, rdst);
-        } else if (to_board && is_dir(src)) {
+        } else if (to_board && path_is_dir(src)) {
             code = recursive ? put_dir(t, src, rdst) : EXIT_USAGE;
             if (!recursive) {
                 tool_error(t, "'%s' is a directory (use cp -r)", src);
             }
         } else if (to_board) {
-            char *b = base_of(src);
+            char *b = path_base(src);
             size_t n = strlen(rdst);
-            char *target = rdst[n - 1] == '/' ? join(rdst, b) : strdup(rdst);
+            char *target = rdst[n - 1] == '/' ? path_join(rdst, b) : strdup(rdst);
             code = put_one(t, src, target, true);
             free(b);
             free(target);
@@ -958,7 +501,7 @@ int cmd_edit(struct tool *t, int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *remote = argv[1][0] == ':' ? argv[1] + 1 : argv[1];
-    char *b = base_of(remote), *tmp = NULL;
+    char *b = path_base(remote), *tmp = NULL;
     int fd = -1;
     if (asprintf(&tmp, "/tmp/mqboard-edit-XXXXXX-%s", b) >= 0) {
         fd = mkstemps(tmp, (int)strlen(b) + 1);

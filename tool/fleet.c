@@ -35,12 +35,6 @@ struct fboard {
     bool expect_key;          // its key is recorded here: its status is awaited
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void done(struct fboard *b, int code, const char *err) {
     b->state = DONE;
     b->code = code;
@@ -123,7 +117,7 @@ static void take(struct fboard *v, int n, const char *topic, const struct reply 
         return; // not the board's reply
     }
     r = &checked;
-    b->deadline = now_s() + silence;
+    b->deadline = tool_now() + silence;
     if (strncmp(topic + pl, "/mqb/reply/err/", 15) == 0) {
         char *text = strndup((const char *)r->data, r->len);
         done(b, EXIT_BOARD, text);
@@ -198,7 +192,7 @@ static void send_more(struct tool *t, struct fboard *v, int n, int *next, int *a
             b->sent = true;
             double first =
                 b->online == 1 || t->opts.timeout < FLEET_PROBE_S ? t->opts.timeout : FLEET_PROBE_S;
-            b->deadline = now_s() + first;
+            b->deadline = tool_now() + first;
             (*active)++;
         }
     }
@@ -237,14 +231,14 @@ static int run_all(struct tool *t, struct fboard *v, int n, const uint8_t *msg, 
     // Boards whose keys are recorded here get signed commands: their signed statuses first,
     // which a clustered broker may deliver late (aedes: not for the first subscription;
     // subscribing again brings it).
-    double until = now_s() + t->opts.timeout;
+    double until = tool_now() + t->opts.timeout;
     for (int i = 0; i < n; i++) {
         if (v[i].expect_key && !v[i].trust.key_ok) {
             mosquitto_subscribe(s->mosq, NULL, v[i].trust.status_topic, 0);
         }
     }
     for (int i = 0; i < n && code == EXIT_OK; i++) {
-        while (v[i].expect_key && !v[i].trust.key_ok && !v[i].trust.refused && now_s() < until &&
+        while (v[i].expect_key && !v[i].trust.key_ok && !v[i].trust.refused && tool_now() < until &&
                !tool_interrupted && session_pump(s, 0.1) == EXIT_OK) {
             while (session_take_any(s, &topic, &r)) {
                 take(v, n, topic, &r, t->opts.timeout);
@@ -267,7 +261,7 @@ static int run_all(struct tool *t, struct fboard *v, int n, const uint8_t *msg, 
         while (session_take_any(s, &topic, &r)) {
             take(v, n, topic, &r, t->opts.timeout);
         }
-        double now = now_s();
+        double now = tool_now();
         for (int i = 0; i < n; i++) {
             struct fboard *b = &v[i];
             if (b->state == SENT && now > b->deadline) {

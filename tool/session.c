@@ -26,7 +26,7 @@ struct msg_node {
 
 static int publish_raw(struct session *s, const char *topic, const void *payload, size_t len);
 
-static double now_s(void) {
+double tool_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -135,9 +135,9 @@ static int io_once(struct session *s, int ms) {
 // Runs the network for at most timeout_s seconds or until done(s) holds. Returns false when
 // the connection is gone.
 static bool pump(struct session *s, double timeout_s, bool (*done)(struct session *)) {
-    double end = now_s() + timeout_s;
+    double end = tool_now() + timeout_s;
     while (!done(s)) {
-        double left = end - now_s();
+        double left = end - tool_now();
         if (left <= 0) {
             return true;
         }
@@ -304,9 +304,9 @@ int session_connect(struct tool *t) {
     keys_trust_init(&s->trust, t->opts.prefix);
     keys_prepare(&s->signer, &t->opts, &s->trust);
     s->online = -1;
-    double t0 = now_s();
+    double t0 = tool_now();
     int code = connect_subscribed(t, subscribe_board, NULL);
-    s->broker_rtt = (now_s() - t0) / 2; // connect and subscribe: ~two round trips
+    s->broker_rtt = (tool_now() - t0) / 2; // connect and subscribe: ~two round trips
     return code;
 }
 
@@ -369,7 +369,11 @@ void session_new_id(const struct session *s, char *id, size_t cap) {
     new_id(s, id, cap);
 }
 
-static bool trust_settled(const struct session *s, const void *ctx);
+// The board's key is known from a status signed by it, or a status was refused.
+static bool trust_settled(const struct session *s, const void *ctx) {
+    (void)ctx;
+    return s->trust.key_ok || s->trust.refused;
+}
 
 int session_begin(struct session *s, const char *cmd) {
     if (s->sub_refused) { // the replies could never arrive (status and log may still work)
@@ -519,7 +523,7 @@ static bool has_msg_or_ctrl_c(struct session *s) {
 }
 
 static bool has_msg_or_signal(struct session *s) {
-    double now = now_s();
+    double now = tool_now();
     return s->head != NULL || tool_interrupted || (s->interrupt_at > 0 && now >= s->interrupt_at) ||
            (s->lease_at > 0 && now >= s->lease_at) ||
            (s->mount_lease_at > 0 && now >= s->mount_lease_at);
@@ -548,7 +552,7 @@ static void send_ping(struct session *s, bool lease) {
 
 // Renews the mount's lease when it is due (the board unmounts when renewals stop).
 static void renew_mount(struct session *s) {
-    if (s->mount_root == NULL || now_s() < s->mount_lease_at) {
+    if (s->mount_root == NULL || tool_now() < s->mount_lease_at) {
         return;
     }
     char topic[MQB_TOPIC_MAX], id[ID_LEN];
@@ -558,7 +562,7 @@ static void renew_mount(struct session *s) {
     int n = snprintf((char *)msg + MQB_HDR_LEN, 16, "lease %.0f", s->o->lease);
     mqb_topic_cmd(topic, sizeof(topic), s->o->prefix, "running", id, s->mount_id);
     session_publish(s, topic, msg, (size_t)(MQB_HDR_LEN + n));
-    s->mount_lease_at = now_s() + s->o->lease / 3.0;
+    s->mount_lease_at = tool_now() + s->o->lease / 3.0;
 }
 
 // A question of the board's (reply/ask/<id>) to us: keyboard input for our eval, or the
@@ -596,7 +600,7 @@ bool session_idle(struct session *s, double timeout_s) {
 void session_lease(struct session *s, bool on) {
     // Only our agent knows leases; an original board (no status) would answer each with an
     // error once its eval is done.
-    s->lease_at = on && s->online == 1 ? now_s() : 0;
+    s->lease_at = on && s->online == 1 ? tool_now() : 0;
 }
 
 // Says what the board is busy with (a reply/busy notice for our command).
@@ -663,7 +667,7 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
                 // "1" after the 2-byte header: the board is still on it.
                 s->pong = t->kind == MQB_TOPIC_REPLY_OUT && n->len == MQB_HDR_LEN + 1 &&
                           n->payload[MQB_HDR_LEN] == '1';
-                s->pong_at = s->pong ? now_s() : s->pong_at;
+                s->pong_at = s->pong ? tool_now() : s->pong_at;
                 if (s->o->verbose > 1) {
                     fprintf(stderr, "mqboard: <- %s\n", s->pong ? "still on it" : "not on it");
                 }
@@ -674,29 +678,6 @@ static struct msg_node *next_reply(struct session *s, struct mqb_topic *t) {
     return NULL;
 }
 
-static bool new_boot(const struct session *s, const void *old_boot_id);
-
-int session_reset_wait(struct session *s) {
-    char old[sizeof(s->reset_from)];
-    snprintf(old, sizeof(old), "%s", s->reset_from);
-    if (s->o->verbose) {
-        fprintf(s->err, "mqboard: board '%s' resets; waiting until it is back\n", s->o->prefix);
-    }
-    session_lease(s, false); // what it ran is gone with the reset
-    s->interrupt_at = 0;
-    int code = session_watch(s, s->o->timeout, new_boot, old);
-    // Back means answering: on a clustered broker its subscription comes after its status.
-    code = code == EXIT_OK ? session_answers(s, s->o->timeout) : code;
-    if (code == EXIT_TIMEOUT) {
-        fprintf(s->err, "mqboard: board '%s' reset and was not back within %.1f s\n", s->o->prefix,
-                s->o->timeout);
-    }
-    return code;
-}
-
-// The board reset while a command waited for it: the user's eval ended with the reset
-// (RECV_RESET once it is back); anything else (a transfer, a listing program) cannot end
-// with a reset (said, EXIT_TIMEOUT).
 static int board_back(struct session *s) {
     bool eval = strcmp(s->cmd, "eval") == 0 && s->user_code;
     int code = session_reset_wait(s);
@@ -715,7 +696,7 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
     node_free(s->current);
     s->current = NULL;
     double silence = timeout_s < 0 ? s->o->timeout : timeout_s;
-    double since = now_s(), deadline = since + silence;
+    double since = tool_now(), deadline = since + silence;
     struct mqb_topic t;
     struct msg_node *n;
     // Non-blocking poll first, so that a sender sees replies between its messages.
@@ -744,13 +725,13 @@ int session_recv(struct session *s, double timeout_s, struct reply *r) {
         if (timeout_s == 0) {
             return EXIT_TIMEOUT; // a poll leaves a pending interrupt to the next wait
         }
-        if (tool_interrupted || (s->interrupt_at > 0 && now_s() >= s->interrupt_at)) {
+        if (tool_interrupted || (s->interrupt_at > 0 && tool_now() >= s->interrupt_at)) {
             s->by_user = tool_interrupted;
             tool_interrupted = 0;
             s->interrupt_at = 0;
             return RECV_INTERRUPT;
         }
-        double now = now_s();
+        double now = tool_now();
         renew_mount(s);
         if (s->lease_at > 0 && now >= s->lease_at) {
             send_ping(s, true); // "still waiting": renews the eval's lease on the board
@@ -834,7 +815,7 @@ int session_subscribe_qos(struct session *s, const char *topic, int qos) {
 int session_recv_raw(struct session *s, const char *topic, double timeout_s, struct reply *r) {
     node_free(s->current);
     s->current = NULL;
-    double deadline = now_s() + timeout_s;
+    double deadline = tool_now() + timeout_s;
     for (;;) {
         while (s->head != NULL) {
             struct msg_node *n = s->head;
@@ -854,7 +835,7 @@ int session_recv_raw(struct session *s, const char *topic, double timeout_s, str
         if (tool_interrupted) {
             return RECV_INTERRUPT;
         }
-        double left = timeout_s < 0 ? 1.0 : deadline - now_s();
+        double left = timeout_s < 0 ? 1.0 : deadline - tool_now();
         if (left <= 0) {
             return EXIT_TIMEOUT;
         }
@@ -870,8 +851,8 @@ void session_flush(struct session *s) {
     // even when the broker is slow to take a full socket buffer: up to FLUSH_S (it took more
     // than the 0.2 s this once allowed on a loaded machine, and the board then kept a
     // temporary file for a minute).
-    double end = now_s() + FLUSH_S;
-    while (s->mosq != NULL && mosquitto_want_write(s->mosq) && now_s() < end) {
+    double end = tool_now() + FLUSH_S;
+    while (s->mosq != NULL && mosquitto_want_write(s->mosq) && tool_now() < end) {
         if (mosquitto_loop(s->mosq, 10, 1) != MOSQ_ERR_SUCCESS) {
             break;
         }
@@ -887,101 +868,11 @@ void session_end(struct session *s) {
     s->lease_at = 0;
 }
 
-// Asks caps, waiting at most timeout_s (< 0: the session's silence timeout).
-static int ask_caps(struct session *s, double timeout_s) {
-    memset(&s->caps, 0, sizeof(s->caps));
-    int code = session_begin(s, "caps");
-    if (code == EXIT_OK) {
-        code = session_send(s, NULL, 0, true, NULL, 0);
-    }
-    struct reply r;
-    FILE *err = s->err;
-    if (code == EXIT_OK && timeout_s >= 0) {
-        s->err = fopen("/dev/null", "w"); // the caller explains a silent board
-        code = session_recv(s, timeout_s, &r);
-        fclose(s->err);
-        s->err = err;
-    } else if (code == EXIT_OK) {
-        code = session_recv(s, -1, &r);
-    }
-    session_end(s);
-    if (code != EXIT_OK) {
-        return code;
-    }
-    // An original board answers "Command 'caps' not supported" on reply/err.
-    if (!r.is_err) {
-        parse_caps(r.data, r.len, &s->caps);
-    }
-    // --chunk caps the chunk size the board offers (slow links, benchmarks).
-    if (s->o->chunk > 0 && s->caps.chunk > (size_t)s->o->chunk) {
-        s->caps.chunk = (size_t)s->o->chunk;
-    }
-    s->caps_known = true;
-    if (s->o->verbose) {
-        fprintf(stderr, "mqboard: board protocol %d, chunk %zu, window %u\n", s->caps.proto,
-                s->caps.chunk, s->caps.window);
-    }
-    return EXIT_OK;
-}
-
-// How long the tool waits for a board that has no status before it says nobody is there.
-#define PROBE_S 0.7
-
-static int say_offline(struct session *s) {
-    char when[64] = "";
-    time_t t = (time_t)s->status_since;
-    struct tm tm;
-    if (s->status_since > 0 && localtime_r(&t, &tm) != NULL) {
-        strftime(when, sizeof(when), " (last booted %Y-%m-%d %H:%M:%S)", &tm);
-    }
-    fprintf(s->err, "mqboard: board '%s' is offline%s: its agent is not connected to the broker\n",
-            s->o->prefix, when);
-    return EXIT_TIMEOUT;
-}
-
-// The board's key is known from a status signed by it, or a status was refused.
-static bool trust_settled(const struct session *s, const void *ctx) {
-    (void)ctx;
-    return s->trust.key_ok || s->trust.refused;
-}
-
-int session_present(struct session *s) {
-    if (s->present || s->online == 1) {
-        s->present = true;
-        return EXIT_OK;
-    }
-    // Offline or no status: probe with caps, which a board running the original code (no
-    // status) answers at once when idle. The status may also change meanwhile: a clustered
-    // broker can deliver the retained status after the SUBACK, or a stale one first.
-    // Long enough for a distant broker: the probe and its answer cross it twice each.
-    double wait = PROBE_S > 4 * s->broker_rtt ? PROBE_S : 4 * s->broker_rtt;
-    wait = s->o->timeout < wait ? s->o->timeout : wait;
-    s->present = true; // the probe itself must not probe
-    s->probe_was = s->online;
-    s->probing = true;
-    int code = ask_caps(s, wait);
-    s->probing = false;
-    s->present = code == EXIT_OK || s->online == 1;
-    if (s->present) {
-        return EXIT_OK;
-    }
-    if (s->online == 0 && code == EXIT_TIMEOUT) {
-        return say_offline(s);
-    }
-    if (code == EXIT_TIMEOUT) {
-        fprintf(s->err,
-                "mqboard: no board answers at '%s' (no status on %s, no answer in %.1f s; "
-                "is the prefix right?)\n",
-                s->o->prefix, s->status_topic, wait);
-    }
-    return code;
-}
-
 int session_watch(struct session *s, double timeout_s,
                   bool (*done)(const struct session *, const void *), const void *ctx) {
-    double end = now_s() + timeout_s;
+    double end = tool_now() + timeout_s;
     while (!done(s, ctx)) {
-        double left = end - now_s();
+        double left = end - tool_now();
         if (left <= 0) {
             return EXIT_TIMEOUT;
         }
@@ -999,41 +890,5 @@ int session_watch(struct session *s, double timeout_s,
             node_free(n);
         }
     }
-    return EXIT_OK;
-}
-
-static bool new_boot(const struct session *s, const void *old_boot_id) {
-    return s->online == 1 && s->boot_id[0] != '\0' && strcmp(s->boot_id, old_boot_id) != 0;
-}
-
-int session_wait_boot(struct session *s, const char *old_boot_id, double timeout_s) {
-    return session_watch(s, timeout_s, new_boot, old_boot_id);
-}
-
-int session_answers(struct session *s, double total_s) {
-    double end = now_s() + total_s;
-    int code = EXIT_TIMEOUT;
-    while (code == EXIT_TIMEOUT && now_s() < end && !tool_interrupted) {
-        code = ask_caps(s, PROBE_S);
-    }
-    return code;
-}
-
-int session_caps(struct session *s, struct board_caps *caps) {
-    // The quick presence check first, as for every command: an offline board or a prefix
-    // nobody serves fails in under a second, not after -T of silence.
-    if (!s->caps_known && !s->present) {
-        int code = session_present(s);
-        if (code != EXIT_OK) {
-            return code;
-        }
-    }
-    if (!s->caps_known) {
-        int code = ask_caps(s, -1);
-        if (code != EXIT_OK) {
-            return code;
-        }
-    }
-    *caps = s->caps;
     return EXIT_OK;
 }

@@ -292,8 +292,11 @@ void ask_serve(struct session *s, const char *to, const uint8_t *payload, size_t
 // Standard input is readable while the running eval waits for keyboard input.
 void ask_stdin_ready(struct session *s);
 
-// Says whether a board is there before a command waits for it: online status, or (no
-// status: an original board?) an answer to caps within a second. Returns EXIT_OK, or
+// A monotonic clock in seconds (session.c).
+double tool_now(void);
+
+// presence.c. Says whether a board is there before a command waits for it: online status, or
+// (no status: an original board?) an answer to caps within a second. Returns EXIT_OK, or
 // EXIT_TIMEOUT with "board offline since ..." / "no board answers at PREFIX".
 int session_present(struct session *s);
 // Renews the lease of the current eval now and then (while waiting for it).
