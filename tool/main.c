@@ -1,6 +1,5 @@
-// mqboard: the host tool's entry point: settings (config file and profiles, then MQBOARD_*
-// variables, then options), the command table every subcommand is dispatched through, help,
-// and the --json document.
+// mqboard: the host tool's entry point: options (over the settings of settings.c), the
+// command table every subcommand is dispatched through, help, and the --json document.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -381,204 +380,6 @@ static int help(int argc, char **argv) {
     return EXIT_USAGE;
 }
 
-static bool set_number(const char *what, const char *s, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "mqboard: invalid %s '%s'\n", what, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-// A copy of a setting's value that stays reachable for the life of the process (values from
-// the config file; a later setting may replace the pointer, the copy is not lost).
-static const char *keep(const char *value) {
-    static char *kept[256];
-    static size_t n;
-    char *copy = strdup(value);
-    if (n < sizeof(kept) / sizeof(kept[0])) {
-        kept[n++] = copy;
-    }
-    return copy;
-}
-
-// A secret from the first line of a file, so that it is not on the command line (ps). A file
-// that other users may read is refused, as ssh refuses such a key.
-static bool read_secret(const char *key, const char *path, const char **out) {
-    char line[1024];
-    struct stat st;
-    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0) {
-        fprintf(stderr, "mqboard: %s: '%s' may be read by other users (mode %04o): chmod 600 it\n",
-                key, path, (unsigned)(st.st_mode & 07777));
-        return false;
-    }
-    FILE *f = fopen(path, "r");
-    bool ok = f != NULL && fgets(line, sizeof(line), f) != NULL;
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (!ok) {
-        fprintf(stderr, "mqboard: %s: cannot read '%s'\n", key, path);
-        return false;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    *out = keep(line);
-    return true;
-}
-
-// Applies one setting by name (config file keys and variables share the names).
-static bool set_opt(struct tool_opts *o, const char *key, const char *value, const char *from) {
-    double v;
-    char what[256];
-    snprintf(what, sizeof(what), "%s (%s)", key, from);
-    if (strncmp(key, "alias.", 6) == 0 && key[6] != '\0') {
-        if (o->naliases >= ALIASES_MAX) {
-            fprintf(stderr, "mqboard: %s: at most %d aliases\n", from, ALIASES_MAX);
-            return false;
-        }
-        o->alias_name[o->naliases] = keep(key + 6);
-        o->alias_value[o->naliases++] = keep(value);
-    } else if (strcmp(key, "server") == 0) {
-        o->server = keep(value);
-    } else if (strcmp(key, "port") == 0) {
-        if (!set_number(what, value, 1, 65535, &v)) {
-            return false;
-        }
-        o->port = (int)v;
-    } else if (strcmp(key, "prefix") == 0 || strcmp(key, "topic") == 0) {
-        if (o->prefix != NULL && strcmp(o->prefix, value) != 0) {
-            snprintf(o->prefix_overrides, sizeof(o->prefix_overrides), "'%s' from %s", o->prefix,
-                     o->prefix_from);
-        }
-        o->prefix = keep(value);
-        o->prefix_from = keep(from);
-    } else if (strcmp(key, "timeout") == 0) {
-        return set_number(what, value, 0.1, 86400, &o->timeout);
-    } else if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0) {
-        o->username = keep(value);
-    } else if (strcmp(key, "password") == 0) {
-        o->password = keep(value);
-    } else if (strcmp(key, "password-file") == 0 || strcmp(key, "psk-file") == 0) {
-        return read_secret(key, value, strcmp(key, "psk-file") == 0 ? &o->psk : &o->password);
-    } else if (strcmp(key, "tls") == 0) {
-        o->tls = strcmp(value, "0") != 0 && strcmp(value, "false") != 0 && value[0] != '\0';
-    } else if (strcmp(key, "cafile") == 0) {
-        o->cafile = keep(value);
-    } else if (strcmp(key, "psk-identity") == 0 || strcmp(key, "psk_identity") == 0) {
-        o->psk_identity = keep(value);
-    } else if (strcmp(key, "psk") == 0) {
-        o->psk = keep(value);
-    } else if (strcmp(key, "key") == 0) {
-        o->key = keep(value);
-    } else {
-        fprintf(stderr, "mqboard: %s: unknown setting '%s'\n", from, key);
-        return false;
-    }
-    return true;
-}
-
-// The config file. With top, its top-level settings (and the list of profiles and the group's
-// members); with section, the [board] profile's settings. A profile named on the command line
-// (-b) is applied after the variables, one named by MQBOARD_BOARD before them.
-static bool load_config(struct tool_opts *o, const char *board, bool top, bool section_too) {
-    char path[4096];
-    const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-    if (xdg != NULL && xdg[0] != '\0') {
-        snprintf(path, sizeof(path), "%s/mqboard/config", xdg);
-    } else {
-        snprintf(path, sizeof(path), "%s/.config/mqboard/config", home ? home : ".");
-    }
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        if (board != NULL) {
-            fprintf(stderr, "mqboard: no config file %s for board '%s'\n", path, board);
-            return false;
-        }
-        return true;
-    }
-    char line[1024], from[4400];
-    const char *section = NULL;
-    bool found = board == NULL, ok = true;
-    for (int n = 1; ok && fgets(line, sizeof(line), f) != NULL; n++) {
-        char *key = NULL, *value = NULL;
-        if (section != NULL) {
-            snprintf(from, sizeof(from), "profile [%.100s], %s:%d", section, path, n);
-        } else {
-            snprintf(from, sizeof(from), "%s:%d", path, n);
-        }
-        switch (parse_conf_line(line, &key, &value)) {
-        case CONF_NONE: break;
-        case CONF_SECTION:
-            free((void *)section);
-            section = strdup(key);
-            found |= board != NULL &&
-                     (strcmp(section, board) == 0 ||
-                      (strncmp(section, "group ", 6) == 0 && strcmp(section + 6, board) == 0));
-            break;
-        case CONF_SETTING:
-            if (((section == NULL && top) || (section_too && section != NULL && board != NULL &&
-                                              strcmp(section, board) == 0)) &&
-                strcmp(key, "members") != 0) {
-                ok = set_opt(o, key, value, from);
-            }
-            if (!top) {
-                break;
-            }
-            if (section != NULL && strcmp(key, "prefix") == 0 && o->nprofiles < PROFILES_MAX &&
-                strncmp(section, "group ", 6) != 0) {
-                o->profile_name[o->nprofiles] = keep(section);
-                o->profile_prefix[o->nprofiles++] = keep(value); // boards --probe, groups
-            }
-            if (section != NULL && board != NULL && strncmp(section, "group ", 6) == 0 &&
-                strcmp(section + 6, board) == 0 && strcmp(key, "members") == 0) {
-                o->group_members = keep(value);
-            }
-            break;
-        case CONF_BAD:
-            fprintf(stderr, "mqboard: %s: expected 'key = value' or '[NAME]'\n", from);
-            ok = false;
-            break;
-        }
-    }
-    free((void *)section);
-    fclose(f);
-    if (ok && !found) {
-        fprintf(stderr, "mqboard: no [%s] profile in %s\n", board, path);
-        return false;
-    }
-    return ok;
-}
-
-static bool load_env(struct tool_opts *o) {
-    static const char *const vars[][2] = {
-        {"MQBOARD_SERVER", "server"},
-        {"MQBOARD_PORT", "port"},
-        {"MQBOARD_TOPIC", "prefix"},
-        {"MQBOARD_PREFIX", "prefix"},
-        {"MQBOARD_TIMEOUT", "timeout"},
-        {"MQBOARD_USER", "username"},
-        {"MQBOARD_USERNAME", "username"},
-        {"MQBOARD_PASSWORD", "password"},
-        {"MQBOARD_TLS", "tls"},
-        {"MQBOARD_CAFILE", "cafile"},
-        {"MQBOARD_PSK_IDENTITY", "psk-identity"},
-        {"MQBOARD_PSK", "psk"},
-        {"MQBOARD_PASSWORD_FILE", "password-file"},
-        {"MQBOARD_PSK_FILE", "psk-file"},
-        {"MQBOARD_KEY", "key"},
-    };
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-        const char *v = getenv(vars[i][0]);
-        if (v != NULL && v[0] != '\0' && !set_opt(o, vars[i][1], v, vars[i][0])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-// A mistyped option: one line (getopt said which) and the nearest option, not the whole help.
 static void unknown_option(const char *arg) {
     const char *best = NULL;
     size_t best_d = 3; // at most two edits away
@@ -628,8 +429,10 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         }
     }
     board = option_board != NULL ? option_board : board;
-    if (!load_config(o, board != NULL && board[0] ? board : NULL, true, option_board == NULL) ||
-        !load_env(o) || (option_board != NULL && !load_config(o, option_board, false, true))) {
+    if (!settings_load_config(o, board != NULL && board[0] ? board : NULL, true,
+                              option_board == NULL) ||
+        !settings_load_env(o) ||
+        (option_board != NULL && !settings_load_config(o, option_board, false, true))) {
         return -1;
     }
     optind = 1;
@@ -638,44 +441,44 @@ static int parse_opts(struct tool_opts *o, int argc, char **argv) {
         bool ok = true;
         switch (c) {
         case 'b': break;
-        case 's': ok = set_opt(o, "server", optarg, "option"); break;
-        case 'p': ok = set_opt(o, "port", optarg, "option"); break;
-        case OPT_PREFIX: ok = set_opt(o, "prefix", optarg, "option --prefix"); break;
-        case 'T': ok = set_opt(o, "timeout", optarg, "option"); break;
+        case 's': ok = settings_set(o, "server", optarg, "option"); break;
+        case 'p': ok = settings_set(o, "port", optarg, "option"); break;
+        case OPT_PREFIX: ok = settings_set(o, "prefix", optarg, "option --prefix"); break;
+        case 'T': ok = settings_set(o, "timeout", optarg, "option"); break;
         case OPT_TIMEOUT_RUN:
-            ok = set_number("--timeout-run", optarg, 0.001, 1e9, &o->timeout_run);
+            ok = settings_number("--timeout-run", optarg, 0.001, 1e9, &o->timeout_run);
             break;
-        case OPT_CHUNK: ok = set_number("--chunk", optarg, 256, 1 << 20, &o->chunk); break;
-        case 'u': ok = set_opt(o, "username", optarg, "option"); break;
-        case 'P': ok = set_opt(o, "password", optarg, "option"); break;
+        case OPT_CHUNK: ok = settings_number("--chunk", optarg, 256, 1 << 20, &o->chunk); break;
+        case 'u': ok = settings_set(o, "username", optarg, "option"); break;
+        case 'P': ok = settings_set(o, "password", optarg, "option"); break;
         case OPT_TLS: o->tls = true; break;
-        case OPT_CAFILE: ok = set_opt(o, "cafile", optarg, "option"); break;
-        case OPT_PSK_ID: ok = set_opt(o, "psk-identity", optarg, "option"); break;
-        case OPT_PSK: ok = set_opt(o, "psk", optarg, "option"); break;
-        case OPT_PSK_FILE: ok = set_opt(o, "psk-file", optarg, "option"); break;
-        case OPT_KEY: ok = set_opt(o, "key", optarg, "option"); break;
-        case OPT_PASSWORD_FILE: ok = set_opt(o, "password-file", optarg, "option"); break;
+        case OPT_CAFILE: ok = settings_set(o, "cafile", optarg, "option"); break;
+        case OPT_PSK_ID: ok = settings_set(o, "psk-identity", optarg, "option"); break;
+        case OPT_PSK: ok = settings_set(o, "psk", optarg, "option"); break;
+        case OPT_PSK_FILE: ok = settings_set(o, "psk-file", optarg, "option"); break;
+        case OPT_KEY: ok = settings_set(o, "key", optarg, "option"); break;
+        case OPT_PASSWORD_FILE: ok = settings_set(o, "password-file", optarg, "option"); break;
         case OPT_NONBLOCK: o->nonblock = true; break;
         case OPT_NO_FOLLOW: o->no_follow = true; break;
         case 'n': o->no_stdin = true; break;
-        case OPT_LEASE: ok = set_number("--lease", optarg, 1, 3600, &o->lease); break;
-        case OPT_EXPIRE: ok = set_number("--expire", optarg, 0, 1e8, &o->expire); break;
+        case OPT_LEASE: ok = settings_number("--lease", optarg, 1, 3600, &o->lease); break;
+        case OPT_EXPIRE: ok = settings_number("--expire", optarg, 0, 1e8, &o->expire); break;
         case OPT_ALL: o->all = true; break;
         case OPT_PARALLEL: {
             double v;
-            ok = set_number("--parallel", optarg, 1, FANOUT_MAX, &v);
+            ok = settings_number("--parallel", optarg, 1, FANOUT_MAX, &v);
             o->parallel = (int)v;
             break;
         }
         case OPT_CANARY: {
             double v;
-            ok = set_number("--canary", optarg, 1, 1e6, &v);
+            ok = settings_number("--canary", optarg, 1, 1e6, &v);
             o->canary = (int)v;
             break;
         }
         case OPT_MAX_FAILURES: {
             double v;
-            ok = set_number("--max-failures", optarg, 0, 1e6, &v);
+            ok = settings_number("--max-failures", optarg, 0, 1e6, &v);
             o->max_failures = (int)v;
             break;
         }
@@ -715,12 +518,6 @@ static bool check_opts(struct tool_opts *o, const char *cmd) {
         o->port = o->tls || o->cafile != NULL || o->psk != NULL ? 8883 : 1883;
     }
     return true;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 // SIGINT interrupts the board's eval; a second SIGINT, SIGTERM or SIGHUP makes mqboard leave,
@@ -786,7 +583,7 @@ static void print_json(struct tool *t, int code) {
         cJSON_AddItemToObject(j, "busy", t->session.busy);
         t->session.busy = NULL;
     }
-    cJSON_AddNumberToObject(j, "elapsed_s", now_s() - t->started);
+    cJSON_AddNumberToObject(j, "elapsed_s", tool_now() - t->started);
     cJSON_AddNumberToObject(j, "peak_rss_kb", (double)peak_rss_kb());
     char *s = cJSON_Print(j);
     puts(s);
@@ -859,7 +656,7 @@ static bool many_targets(struct tool *t, const char ***targets, int *n) {
                 prefix = strcmp(o->profile_name[i], m) == 0 ? o->profile_prefix[i] : prefix;
             }
             *targets = realloc(*targets, (size_t)(*n + 1) * sizeof(char *));
-            (*targets)[(*n)++] = keep(prefix);
+            (*targets)[(*n)++] = settings_keep(prefix);
         }
         free(copy);
         return true;
@@ -881,7 +678,7 @@ static bool many_targets(struct tool *t, const char ***targets, int *n) {
     const cJSON *b;
     cJSON_ArrayForEach(b, found) {
         *targets = realloc(*targets, (size_t)(*n + 1) * sizeof(char *));
-        (*targets)[(*n)++] = keep(b->string);
+        (*targets)[(*n)++] = settings_keep(b->string);
     }
     cJSON_Delete(found);
     return true;
@@ -894,7 +691,7 @@ int main(int argc, char **argv) {
     // (thousands of brk calls in a 100 MB get, a third of its time). Keep it.
     mallopt(M_TRIM_THRESHOLD, 4 << 20);
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    t.started = now_s();
+    t.started = tool_now();
     t.opts.timeout = 10;
     t.opts.lease = LEASE_S;
     t.opts.expire = EXPIRE_S;

@@ -295,6 +295,16 @@ void ask_stdin_ready(struct session *s);
 // A monotonic clock in seconds (session.c).
 double tool_now(void);
 
+// settings.c: a number within [lo, hi] (said when not); a copy of a value that lives as long
+// as the process; a setting applied by name (config keys and variables share the names); the
+// config file (top: its top-level settings; section_too: the [board] profile's) and the
+// MQBOARD_* variables. false when a setting is refused (said).
+bool settings_number(const char *what, const char *s, double lo, double hi, double *out);
+const char *settings_keep(const char *value);
+bool settings_set(struct tool_opts *o, const char *key, const char *value, const char *from);
+bool settings_load_config(struct tool_opts *o, const char *board, bool top, bool section_too);
+bool settings_load_env(struct tool_opts *o);
+
 // presence.c. Says whether a board is there before a command waits for it: online status, or
 // (no status: an original board?) an answer to caps within a second. Returns EXIT_OK, or
 // EXIT_TIMEOUT with "board offline since ..." / "no board answers at PREFIX".
