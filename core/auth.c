@@ -275,3 +275,46 @@ enum mqb_trust_result mqb_auth_trust(struct mqb_auth *a, const struct mqb_auth_k
     }
     return r;
 }
+
+// "/VERSION/SIG[/downgrade]": false when it is anything else.
+static bool parse_image_extra(const char *extra, uint64_t *version, uint8_t sig[MQB_SIG_LEN],
+                              bool *downgrade) {
+    if (extra[0] != '/') {
+        return false;
+    }
+    const char *v = extra + 1, *slash = strchr(v, '/');
+    if (slash == NULL || !mqb__parse_u64(v, (size_t)(slash - v), version)) {
+        return false;
+    }
+    const char *hex = slash + 1, *end = strchr(hex, '/');
+    size_t hlen = end != NULL ? (size_t)(end - hex) : strlen(hex);
+    if (!mqb__parse_hex(hex, hlen, sig, MQB_SIG_LEN)) {
+        return false;
+    }
+    *downgrade = end != NULL;
+    return end == NULL || strcmp(end, "/downgrade") == 0;
+}
+
+enum mqb_err mqb_auth_image_check(const uint8_t (*pubs)[MQB_PUBKEY_LEN], unsigned n,
+                                  const uint8_t sha256[32], const char *extra, uint64_t recorded,
+                                  mqb_auth_verify_fn verify, void *ctx, uint64_t *version) {
+    uint8_t sig[MQB_SIG_LEN], head[64];
+    bool downgrade = false;
+    *version = recorded;
+    if (n == 0) {
+        return MQB_OK; // no release keys: any image
+    }
+    if (!parse_image_extra(extra, version, sig, &downgrade)) {
+        *version = recorded;
+        return MQB_ERR_IMAGE_UNSIGNED;
+    }
+    size_t hl = mqb_auth_image_head(head, sizeof(head), sha256, *version);
+    bool ok = false;
+    for (unsigned i = 0; i < n && !ok; i++) {
+        ok = hl > 0 && verify(ctx, pubs[i], head, hl, sig);
+    }
+    if (!ok) {
+        return MQB_ERR_IMAGE_SIG;
+    }
+    return *version < recorded && !downgrade ? MQB_ERR_DOWNGRADE : MQB_OK;
+}

@@ -86,6 +86,21 @@ size_t mqb_auth_reply_head(uint8_t *out, size_t cap, const char *topic, const ui
 // SHA-256, its version (8 bytes, big-endian). Returns the length (0 when cap is too small).
 size_t mqb_auth_image_head(uint8_t *out, size_t cap, const uint8_t sha256[32], uint64_t version);
 
+// A port's check of one signature (r || s) over head by the key pub: true when it holds.
+typedef bool (*mqb_auth_verify_fn)(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN],
+                                   const uint8_t *head, size_t hlen,
+                                   const uint8_t sig[MQB_SIG_LEN]);
+
+// The release rule for a firmware image (docs/protocol.md, "Signed firmware"), the same on
+// every port. extra is the ota topic's tail after the image's hash: "/VERSION/SIG" (SIG: 128
+// hex digits) and "/downgrade" when asked for. With n release keys (none: any image, the hash
+// was checked), the image needs a signature by one of them over its hash and version, and a
+// version at least recorded unless downgrade. MQB_OK with *version set (the port records it),
+// MQB_ERR_IMAGE_UNSIGNED, MQB_ERR_IMAGE_SIG or MQB_ERR_DOWNGRADE.
+enum mqb_err mqb_auth_image_check(const uint8_t (*pubs)[MQB_PUBKEY_LEN], unsigned n,
+                                  const uint8_t sha256[32], const char *extra, uint64_t recorded,
+                                  mqb_auth_verify_fn verify, void *ctx, uint64_t *version);
+
 // Adds an authorized key (its id computed by the port). MQB_ERR_NOSPACE when the table is
 // full; adding a key already there changes nothing.
 enum mqb_err mqb_auth_add_key(struct mqb_auth *a, const uint8_t id[MQB_KEYID_LEN],

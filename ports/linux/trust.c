@@ -202,52 +202,20 @@ static int read_keys(const char *path, uint8_t (*pubs)[MQB_PUBKEY_LEN], int max)
     return n;
 }
 
-static bool parse_image_extra(const char *extra, uint64_t *version, uint8_t sig[MQB_SIG_LEN],
-                              bool *downgrade) {
-    char hex[2 * MQB_SIG_LEN + 1], rest[16] = "";
-    unsigned long long v;
-    int used = 0;
-    if (sscanf(extra, "/%llu/%128[0-9a-f]%n", &v, hex, &used) != 2 || strlen(hex) != 128) {
-        return false;
-    }
-    snprintf(rest, sizeof(rest), "%s", extra + used);
-    if (rest[0] != '\0' && strcmp(rest, "/downgrade") != 0) {
-        return false;
-    }
-    for (unsigned i = 0; i < MQB_SIG_LEN; i++) {
-        unsigned b;
-        sscanf(hex + 2 * i, "%2x", &b);
-        sig[i] = (uint8_t)b;
-    }
-    *version = v;
-    *downgrade = rest[0] != '\0';
-    return true;
+static bool verify_release(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                           size_t hlen, const uint8_t sig[MQB_SIG_LEN]) {
+    (void)ctx;
+    return sigkey_verify(pub, head, hlen, NULL, 0, sig);
 }
 
 enum mqb_err trust_image(struct trust *t, const uint8_t sha256[32], const char *extra) {
     char path[4200];
-    uint8_t pubs[MQB_AUTH_KEYS_MAX][MQB_PUBKEY_LEN], sig[MQB_SIG_LEN];
+    uint8_t pubs[MQB_AUTH_KEYS_MAX][MQB_PUBKEY_LEN];
     uint64_t version = 0;
-    bool downgrade = false;
     path_of(t, "release_keys", path, sizeof(path));
     int n = t->board != NULL ? read_keys(path, pubs, MQB_AUTH_KEYS_MAX) : 0;
-    if (n == 0) {
-        return MQB_OK; // no release keys: any image (the hash was checked)
-    }
-    if (!parse_image_extra(extra, &version, sig, &downgrade)) {
-        return MQB_ERR_IMAGE_UNSIGNED;
-    }
-    uint8_t head[64];
-    size_t hl = mqb_auth_image_head(head, sizeof(head), sha256, version);
-    bool ok = false;
-    for (int i = 0; i < n && !ok; i++) {
-        ok = sigkey_verify(pubs[i], head, hl, NULL, 0, sig);
-    }
-    if (!ok) {
-        return MQB_ERR_IMAGE_SIG;
-    }
     path_of(t, "image_version", path, sizeof(path));
-    FILE *f = fopen(path, "re");
+    FILE *f = n > 0 ? fopen(path, "re") : NULL;
     unsigned long long recorded = 0;
     if (f != NULL) {
         if (fscanf(f, "%llu", &recorded) != 1) {
@@ -255,8 +223,11 @@ enum mqb_err trust_image(struct trust *t, const uint8_t sha256[32], const char *
         }
         fclose(f);
     }
-    if (version < recorded && !downgrade) {
-        return MQB_ERR_DOWNGRADE;
+    enum mqb_err err =
+        mqb_auth_image_check((const uint8_t(*)[MQB_PUBKEY_LEN])pubs, (unsigned)n, sha256, extra,
+                             recorded, verify_release, NULL, &version);
+    if (err != MQB_OK || n == 0) {
+        return err;
     }
     char tmp[4300];
     snprintf(tmp, sizeof(tmp), "%s.new", path);

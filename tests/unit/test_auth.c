@@ -354,6 +354,54 @@ static void test_trust_command(void **state) {
     assert_string_equal(out, "trust: argument too long");
 }
 
+// The fake release signature holds when its first byte is the key's second.
+static bool fake_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                        size_t hlen, const uint8_t sig[MQB_SIG_LEN]) {
+    (void)ctx;
+    (void)head;
+    assert_int_equal(hlen, 12 + 32 + 8); // domain, hash, version
+    return sig[0] == pub[1];
+}
+
+static enum mqb_err image(const char *extra, uint64_t recorded, uint64_t *version) {
+    static uint8_t pubs[2][MQB_PUBKEY_LEN] = {{4, 0xaa}, {4, 0xbb}};
+    uint8_t sha[32] = {0};
+    return mqb_auth_image_check((const uint8_t(*)[MQB_PUBKEY_LEN])pubs, 2, sha, extra, recorded,
+                                fake_verify, NULL, version);
+}
+
+static void test_release_rule(void **state) {
+    (void)state;
+    char bb[200], cc[200];
+    char sig_bb[129], sig_cc[129];
+    memset(sig_bb, '0', 128);
+    memset(sig_cc, '0', 128);
+    sig_bb[128] = sig_cc[128] = '\0';
+    memcpy(sig_bb, "bb", 2);
+    memcpy(sig_cc, "cc", 2);
+    snprintf(bb, sizeof(bb), "/7/%s", sig_bb);
+    snprintf(cc, sizeof(cc), "/7/%s", sig_cc);
+    uint64_t v = 0;
+    assert_int_equal(image(bb, 5, &v), MQB_OK); // the second release key signed it
+    assert_int_equal(v, 7);
+    assert_int_equal(image(cc, 5, &v), MQB_ERR_IMAGE_SIG);
+    assert_int_equal(image("", 5, &v), MQB_ERR_IMAGE_UNSIGNED);
+    assert_int_equal(v, 5);
+    assert_int_equal(image("/7", 5, &v), MQB_ERR_IMAGE_UNSIGNED);
+    assert_int_equal(image("/x/00", 5, &v), MQB_ERR_IMAGE_UNSIGNED);
+    assert_int_equal(image(bb, 9, &v), MQB_ERR_DOWNGRADE); // below what the board recorded
+    char tail[220];
+    snprintf(tail, sizeof(tail), "/3/%s/downgrade", sig_bb); // asked for: accepted
+    assert_int_equal(image(tail, 9, &v), MQB_OK);
+    assert_int_equal(v, 3);
+    snprintf(tail, sizeof(tail), "/3/%s/other", sig_bb);
+    assert_int_equal(image(tail, 9, &v), MQB_ERR_IMAGE_UNSIGNED);
+    // Without release keys any image goes (its hash was checked).
+    uint8_t sha[32] = {0};
+    assert_int_equal(mqb_auth_image_check(NULL, 0, sha, "", 5, fake_verify, NULL, &v), MQB_OK);
+    assert_int_equal(v, 5);
+}
+
 int run_auth_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_required_rule),
@@ -361,6 +409,7 @@ int run_auth_tests(void) {
         cmocka_unit_test(test_engine_refuses_and_accepts),
         cmocka_unit_test(test_signed_replies_chain),
         cmocka_unit_test(test_trust_command),
+        cmocka_unit_test(test_release_rule),
     };
     return cmocka_run_group_tests_name("auth", tests, NULL, NULL);
 }
