@@ -90,10 +90,10 @@ static int put_reply(struct tool *t, const struct reply *r, uint32_t *acked, boo
     if (r->is_err) {
         return report_board_error(t, r);
     }
-    if (r->len > 4 && memcmp(r->data, "SEQ ", 4) == 0) {
-        uint32_t n = (uint32_t)strtoul((const char *)r->data + 4, NULL, 10);
-        if (n + 1 > *acked) {
-            *acked = n + 1;
+    uint64_t n;
+    if (parse_number(r->data, r->len, "SEQ ", &n)) { // exactly: never the bytes past the reply
+        if (n < UINT32_MAX && n + 1 > *acked) {
+            *acked = (uint32_t)(n + 1);
         }
         return EXIT_OK;
     }

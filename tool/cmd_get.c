@@ -143,7 +143,8 @@ static int stream_down(struct tool *t, struct sink *k, bool ext, unsigned window
             return EXIT_OK;
         }
         if (ext && received == 1) {
-            pg.total = strtoull((const char *)r.data, NULL, 10); // the size, not data
+            uint64_t size = 0; // the size, not data (for the progress bar only)
+            pg.total = parse_number(r.data, r.len, "", &size) ? size : 0;
         } else if ((code = sink_write(t, k, r.data, r.len)) != EXIT_OK) {
             return code;
         }

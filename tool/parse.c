@@ -10,6 +10,22 @@
 
 #include "mqb/config.h"
 
+bool parse_number(const uint8_t *data, size_t len, const char *prefix, uint64_t *out) {
+    size_t plen = strlen(prefix);
+    if (len <= plen || len - plen > 19 || memcmp(data, prefix, plen) != 0) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = plen; i < len; i++) {
+        if (data[i] < '0' || data[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(data[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
 bool parse_caps(const uint8_t *data, size_t len, struct board_caps *caps) {
     cJSON *j = cJSON_ParseWithLength((const char *)data, len);
     const cJSON *proto = cJSON_GetObjectItemCaseSensitive(j, "proto");

@@ -20,6 +20,10 @@ struct board_caps {
 // window to [2, 1024]). Returns false (caps untouched) when the reply is not ours.
 bool parse_caps(const uint8_t *data, size_t len, struct board_caps *caps);
 
+// A decimal number that is exactly data[0, len) after prefix (1 to 19 digits, nothing else):
+// a transfer's acknowledgement ("SEQ n") or a get's size. Never reads past len.
+bool parse_number(const uint8_t *data, size_t len, const char *prefix, uint64_t *out);
+
 // The board's retained status, as far as the tool relies on it.
 struct board_status {
     int online;       // 1 online, 0 offline, -1 unknown

@@ -30,6 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (caps.chunk < 256 || caps.chunk > 65536 || caps.window < 2 || caps.window > 1024)) {
         abort();
     }
+    uint64_t n;
+    if (parse_number(data, size, "SEQ ", &n) && (size < 5 || size > 23)) {
+        abort();
+    }
     struct board_status st;
     parse_status(data, size, &st);
     size_t body;

@@ -390,7 +390,7 @@ class Agent:
             key = self.engine.keygen()
             with open(self.keys + "/board_key", "w") as f:
                 f.write(binascii.hexlify(key).decode() + "\n")
-        self.pub = self.engine.set_key(key, binascii.unhexlify(self.boot_id))
+        self.pub = self.engine.set_key(key, binascii.unhexlify(self.boot_id), self.keys)
         path = self.keys + "/authorized_keys"
         try:
             os.stat(path)

@@ -324,6 +324,7 @@ static const struct mqb_platform platform = {
 #if MQB_TRUST
     .sig_verify = mqb_mp_sig_verify,
     .sig_sign = mqb_mp_sig_sign,
+    .ota_check = mqb_mp_ota_check,
 #endif
     .publish = p_publish,
     .out_room = p_out_room,

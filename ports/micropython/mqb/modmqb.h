@@ -9,6 +9,8 @@
 #include "py/objstr.h"
 #include "py/runtime.h"
 #include "py/stream.h"
+#include "py/builtin.h"
+#include "extmod/vfs.h"
 #include "shared/timeutils/timeutils.h"
 
 #include "mqb/boot.h"
@@ -55,6 +57,7 @@ typedef struct {
     struct mqb_auth auth; // the operators' keys it obeys, this boot's replay windows
     uint8_t key_d[32];    // the board's private key
     bool have_key;
+    char keys_dir[48]; // where its release keys and recorded image version are
 #endif
 } mqb_obj_t;
 
@@ -65,9 +68,11 @@ enum mqb_err mqb_mp_sig_verify(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], con
                                const uint8_t sig[MQB_SIG_LEN]);
 enum mqb_err mqb_mp_sig_sign(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *data,
                              size_t dlen, uint8_t sig[MQB_SIG_LEN]);
+// The release rule for an ota image (the platform's ota_check).
+enum mqb_err mqb_mp_ota_check(void *ctx, const uint8_t sha256[MQB_SHA256_LEN], const char *extra);
 // Engine methods (trust.c).
 MP_DECLARE_CONST_FUN_OBJ_1(engine_keygen_obj);
-MP_DECLARE_CONST_FUN_OBJ_3(engine_set_key_obj);
+MP_DECLARE_CONST_FUN_OBJ_VAR(engine_set_key_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(engine_authorize_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(engine_trust_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(engine_sign_status_obj);

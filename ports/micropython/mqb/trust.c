@@ -1,6 +1,8 @@
 // The board's keys and signatures with the firmware's mbedTLS (docs/security.md): ECDSA P-256
 // over SHA-256 for the engine's hooks, the board's own key (made here, never leaving the
 // board), the authorized keys and the trust command (its rules are the core's, as on mqrepld).
+#include <stdlib.h>
+
 #include "modmqb.h"
 
 #if MQB_TRUST
@@ -114,13 +116,18 @@ static mp_obj_t engine_keygen(mp_obj_t self_in) {
 }
 MP_DEFINE_CONST_FUN_OBJ_1(engine_keygen_obj, engine_keygen);
 
-// set_key(d, boot_id): the board's private key and this boot's id (8 bytes); returns the
+// set_key(d, boot_id[, keys_dir]): the board's private key, this boot's id (8 bytes) and
+// the directory of its keys (release_keys and image_version are read there); returns the
 // public point (65 bytes).
-static mp_obj_t engine_set_key(mp_obj_t self_in, mp_obj_t d_in, mp_obj_t boot_in) {
-    mqb_obj_t *self = MP_OBJ_TO_PTR(self_in);
+static mp_obj_t engine_set_key(size_t n_args, const mp_obj_t *args) {
+    mqb_obj_t *self = MP_OBJ_TO_PTR(args[0]);
     mp_buffer_info_t d, boot;
-    mp_get_buffer_raise(d_in, &d, MP_BUFFER_READ);
-    mp_get_buffer_raise(boot_in, &boot, MP_BUFFER_READ);
+    mp_get_buffer_raise(args[1], &d, MP_BUFFER_READ);
+    mp_get_buffer_raise(args[2], &boot, MP_BUFFER_READ);
+    const char *dir = n_args > 3 ? mp_obj_str_get_str(args[3]) : "";
+    if (strlen(dir) >= sizeof(self->keys_dir)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("keys directory name too long"));
+    }
     if (d.len != sizeof(self->key_d) || boot.len != MQB_BOOTID_LEN) {
         mp_raise_ValueError(MP_ERROR_TEXT("key of 32 bytes, boot id of 8"));
     }
@@ -141,10 +148,11 @@ static mp_obj_t engine_set_key(mp_obj_t self_in, mp_obj_t d_in, mp_obj_t boot_in
     }
     memcpy(self->key_d, d.buf, sizeof(self->key_d));
     memcpy(self->auth.boot_id, boot.buf, MQB_BOOTID_LEN);
+    strcpy(self->keys_dir, dir);
     self->have_key = true;
     return mp_obj_new_bytes(pub, sizeof(pub));
 }
-MP_DEFINE_CONST_FUN_OBJ_3(engine_set_key_obj, engine_set_key);
+MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(engine_set_key_obj, 3, 4, engine_set_key);
 
 // ---- the authorized keys: key lines and the trust command (core/auth.c) ----
 
@@ -274,4 +282,98 @@ static mp_obj_t engine_sign_status(mp_obj_t self_in, mp_obj_t topic_in, mp_obj_t
     return mp_obj_new_bytes(sig, sizeof(sig));
 }
 MP_DEFINE_CONST_FUN_OBJ_3(engine_sign_status_obj, engine_sign_status);
+
+// ---- signed firmware: release keys and the recorded version (core/auth.c's rule) ----
+
+// The board's small file dir/name (at most cap - 1 bytes, NUL-terminated): its length, or -1
+// when it cannot be read. Through the firmware's open, whatever the filesystem.
+static mp_int_t read_small(const char *dir, const char *name, char *buf, size_t cap) {
+    char path[sizeof(((mqb_obj_t *)0)->keys_dir) + 24];
+    vstr_t v;
+    vstr_init_fixed_buf(&v, sizeof(path), path);
+    vstr_printf(&v, "%s/%s", dir, name);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t a[2] = {mp_obj_new_str(path, v.len), MP_OBJ_NEW_QSTR(MP_QSTR_rb)};
+        mp_obj_t f = mp_call_function_n_kw(MP_OBJ_FROM_PTR(&mp_builtin_open_obj), 2, 0, a);
+        int err = 0;
+        mp_uint_t n = mp_stream_rw(f, buf, cap - 1, &err, MP_STREAM_RW_READ);
+        mp_stream_close(f);
+        nlr_pop();
+        buf[err == 0 ? n : 0] = '\0';
+        return err == 0 ? (mp_int_t)n : -1;
+    }
+    return -1;
+}
+
+// Records the image's version in dir/image_version (a new file renamed over the old; on FAT,
+// where rename does not replace, the old is removed first). False when it cannot.
+static bool record_version(const char *dir, uint64_t version) {
+    char path[sizeof(((mqb_obj_t *)0)->keys_dir) + 24], text[24];
+    vstr_t p, t;
+    vstr_init_fixed_buf(&p, sizeof(path), path);
+    vstr_printf(&p, "%s/image_version", dir);
+    size_t plen = p.len;
+    vstr_add_str(&p, ".new");
+    vstr_init_fixed_buf(&t, sizeof(text), text);
+    vstr_printf(&t, "%lu\n", (unsigned long)version);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) != 0) {
+        return false;
+    }
+    mp_obj_t target = mp_obj_new_str(path, plen), tmp = mp_obj_new_str(path, p.len);
+    mp_obj_t a[2] = {tmp, MP_OBJ_NEW_QSTR(MP_QSTR_wb)};
+    mp_obj_t f = mp_call_function_n_kw(MP_OBJ_FROM_PTR(&mp_builtin_open_obj), 2, 0, a);
+    int err = 0;
+    mp_stream_rw(f, text, t.len, &err, MP_STREAM_RW_WRITE);
+    mp_stream_close(f);
+    if (err == 0) {
+        nlr_buf_t fat;
+        if (nlr_push(&fat) == 0) {
+            mp_vfs_rename(tmp, target);
+            nlr_pop();
+        } else { // FAT: no rename over a file
+            mp_vfs_remove(target);
+            mp_vfs_rename(tmp, target);
+        }
+    }
+    nlr_pop();
+    return err == 0;
+}
+
+static bool verify_release(void *ctx, const uint8_t pub[MQB_PUBKEY_LEN], const uint8_t *head,
+                           size_t hlen, const uint8_t sig[MQB_SIG_LEN]) {
+    return mqb_mp_sig_verify(ctx, pub, head, hlen, NULL, 0, sig) == MQB_OK;
+}
+
+enum mqb_err mqb_mp_ota_check(void *ctx, const uint8_t sha256[MQB_SHA256_LEN], const char *extra) {
+    mqb_obj_t *self = ctx;
+    uint8_t pubs[MQB_AUTH_KEYS_MAX][MQB_PUBKEY_LEN];
+    unsigned n = 0;
+    char buf[MQB_AUTH_KEYS_MAX * 128 + 64];
+    if (self->have_key && self->keys_dir[0] != '\0' &&
+        read_small(self->keys_dir, "release_keys", buf, sizeof(buf)) > 0) {
+        for (char *line = buf; line != NULL && *line != '\0' && n < MQB_AUTH_KEYS_MAX;) {
+            char *nl = strchr(line, '\n');
+            if (nl != NULL) {
+                *nl = '\0';
+            }
+            n += line[strspn(line, " \t\r")] != '#' && ops_parse(NULL, line, pubs[n]) == 0;
+            line = nl != NULL ? nl + 1 : NULL;
+        }
+    }
+    if (n == 0) {
+        return MQB_OK; // no release keys: any image (its hash was checked)
+    }
+    uint64_t recorded = 0, version = 0;
+    if (read_small(self->keys_dir, "image_version", buf, sizeof(buf)) > 0) {
+        recorded = strtoull(buf, NULL, 10);
+    }
+    enum mqb_err err = mqb_auth_image_check((const uint8_t(*)[MQB_PUBKEY_LEN])pubs, n, sha256,
+                                            extra, recorded, verify_release, self, &version);
+    if (err == MQB_OK && !record_version(self->keys_dir, version)) {
+        err = MQB_ERR_IO;
+    }
+    return err;
+}
 #endif
