@@ -8,5 +8,5 @@ target_sources(usermod_mqb INTERFACE
   ${MQB_ROOT}/core/engine.c ${MQB_ROOT}/core/wdt.c ${MQB_ROOT}/core/boot.c ${MQB_ROOT}/core/auth.c)
 target_include_directories(usermod_mqb INTERFACE ${MQB_ROOT}/include)
 target_compile_definitions(usermod_mqb INTERFACE MQB_CHUNK_MAX=4096 MQB_MAX_XFERS=2
-  MQB_PATH_MAX=256 MQB_WINDOW=4 MQB_AUTH_KEYS_MAX=4 MQB_AUTH_WINDOW=16 MQB_AUTH_CHAINS=2)
+  MQB_PATH_MAX=256 MQB_WINDOW=4 MQB_AUTH_KEYS_MAX=4 MQB_AUTH_WINDOW=8 MQB_AUTH_CHAINS=2)
 target_link_libraries(usermod INTERFACE usermod_mqb)
