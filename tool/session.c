@@ -44,6 +44,12 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc) {
     }
 }
 
+static void on_publish(struct mosquitto *mosq, void *obj, int mid) {
+    (void)mosq;
+    struct session *s = obj;
+    s->last_unacked = s->last_unacked && mid != s->last_mid;
+}
+
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *qos) {
     (void)mosq;
     (void)mid;
@@ -173,6 +179,7 @@ static int setup_client(struct session *s) {
     mosquitto_disconnect_callback_set(s->mosq, on_disconnect);
     mosquitto_subscribe_callback_set(s->mosq, on_subscribe);
     mosquitto_message_callback_set(s->mosq, on_message);
+    mosquitto_publish_callback_set(s->mosq, on_publish);
     if (o->username != NULL) {
         mosquitto_username_pw_set(s->mosq, o->username, o->password);
     }
@@ -434,15 +441,19 @@ int session_publish_to(struct session *s, const struct board_trust *bt, const ch
 
 // Publishes a command message as it is (QoS 1, with the MQTT 5 expiry).
 static int publish_raw(struct session *s, const char *topic, const void *payload, size_t len) {
+    int rc;
     if (s->mqtt311 || s->o->expire <= 0) {
-        return mosquitto_publish(s->mosq, NULL, topic, (int)len, payload, 1, false);
+        rc = mosquitto_publish(s->mosq, &s->last_mid, topic, (int)len, payload, 1, false);
+        s->last_unacked = rc == MOSQ_ERR_SUCCESS;
+        return rc;
     }
     // MQTT 5: the broker drops the command once --expire has passed (the deadline in its id
     // says the same to the board, on any broker).
     mosquitto_property *p = NULL;
     mosquitto_property_add_int32(&p, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
                                  (uint32_t)(s->o->expire < 4e9 ? s->o->expire : 4e9));
-    int rc = mosquitto_publish_v5(s->mosq, NULL, topic, (int)len, payload, 1, false, p);
+    rc = mosquitto_publish_v5(s->mosq, &s->last_mid, topic, (int)len, payload, 1, false, p);
+    s->last_unacked = rc == MOSQ_ERR_SUCCESS;
     mosquitto_property_free_all(&p);
     return rc;
 }
@@ -847,12 +858,13 @@ int session_recv_raw(struct session *s, const char *topic, double timeout_s, str
 }
 
 void session_flush(struct session *s) {
-    // What is still queued goes out before mqboard leaves (a put's abort, an interrupt),
-    // even when the broker is slow to take a full socket buffer: up to FLUSH_S (it took more
-    // than the 0.2 s this once allowed on a loaded machine, and the board then kept a
-    // temporary file for a minute).
+    // What is still queued goes out before mqboard leaves (a put's abort, an interrupt, a
+    // --no-follow eval), and the broker has acknowledged the last command message: written
+    // to the socket is not enough (a broker may drop what a client sent just before it went).
+    // Up to FLUSH_S, even when the broker is slow to take a full socket buffer.
     double end = tool_now() + FLUSH_S;
-    while (s->mosq != NULL && mosquitto_want_write(s->mosq) && tool_now() < end) {
+    while (s->mosq != NULL && !s->lost && (mosquitto_want_write(s->mosq) || s->last_unacked) &&
+           tool_now() < end) {
         if (mosquitto_loop(s->mosq, 10, 1) != MOSQ_ERR_SUCCESS) {
             break;
         }

@@ -145,8 +145,10 @@ struct session {
     const struct tool_opts *o;
     FILE *err; // where the session's error messages go (the tool's err)
     struct mosquitto *mosq;
-    bool mqtt311; // the broker refused MQTT 5
-    int connack;  // -1 until CONNACK
+    bool mqtt311;      // the broker refused MQTT 5
+    int connack;       // -1 until CONNACK
+    int last_mid;      // of the last command message published (QoS 1)
+    bool last_unacked; // ... and the broker has not acknowledged it yet
     bool lost;
     int subacked;
     int subacked_target; // SUBACKs awaited
