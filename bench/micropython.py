@@ -114,6 +114,46 @@ def bench_signed(broker, tmp, rows, idle_plain, ping_plain):
         stop(b.proc)
 
 
+def interrupt_latency(board, runs=20):
+    """An eval that prints nothing (time.sleep(60)) interrupted, as mqboard does it: from the
+    interrupt message to the eval's error reply, median over runs (the board's ticker)."""
+    import threading
+    import paho.mqtt.client as mqtt
+    got, ev = {}, threading.Event()
+
+    def on_message(c, u, m):
+        got[m.topic.rsplit("/", 1)[-1]] = (time.monotonic(), m.topic)
+        ev.set()
+
+    c = mqtt.Client()
+    c.on_message = on_message
+    c.connect("127.0.0.1", board.port)
+    c.subscribe(board.prefix + "/mqb/reply/#", 1)
+    c.loop_start()
+    base = board.prefix + "/mqb/cmd/"
+    took = []
+    try:
+        time.sleep(0.3)
+        for i in range(runs):
+            eid = "Lat%05d" % i
+            c.publish(base + "eval/" + eid, b"\x80\x00import time\ntime.sleep(60)", qos=1)
+            time.sleep(0.3)  # asleep by now
+            t0 = time.monotonic()
+            c.publish(base + "interrupt/I%s/%s" % (eid, eid), b"\x80\x00", qos=1)
+            end = t0 + 10
+            while eid not in got and time.monotonic() < end:
+                ev.wait(0.05)
+                ev.clear()
+            if eid not in got or "/err/" not in got[eid][1]:
+                return None
+            took.append(got[eid][0] - t0)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    took.sort()
+    return took[len(took) // 2], took[-1]
+
+
 def timed(board, *args):
     t0 = time.monotonic()
     r = board.mqb("-q", *args)
@@ -141,6 +181,10 @@ def main():
             ping = json.loads(b.mqb("--json", "ping", "-c", "50").stdout)["result"]
             rows.append(("eval round trip, median of 50", "%.2f ms" % ping["median_ms"]))
             ping_plain = ping["median_ms"]
+            lat = interrupt_latency(b)
+            rows.append(("interrupt of an eval that prints nothing (time.sleep(60)), median "
+                         "and worst of 20", "%.0f ms, %.0f ms" % (lat[0] * 1000, lat[1] * 1000)
+                         if lat else "not interrupted within 10 s"))
             put = timed(b, "put", str(data), "/x.bin")
             get = timed(b, "get", "/x.bin", str(tmp / "back"))
             rows.append(("put 1 MiB (verified)", "%.2f s, %.0f KiB/s" % (put, 1024 / put)))

@@ -211,6 +211,42 @@ def test_interrupt_an_eval_that_prints(mp):
     assert mp.out("eval", "2") == "2\n"
 
 
+@pytest.mark.parametrize("code", ["import time\ntime.sleep(60)", "while True:\n pass",
+                                  "import time\ntime.sleep_ms(60000)"])
+def test_interrupt_an_eval_that_prints_nothing(mp, code):
+    """The board hears its host while the eval is silent (its ticker); without it the eval
+    held the board for the whole minute and the tool's 30 s ran out."""
+    r = mp.mqb("--timeout-run", "1", "exec", code, check=False, timeout=30)
+    assert r.returncode == 124 and "KeyboardInterrupt" in r.stderr, r.stderr
+    assert mp.out("eval", "2") == "2\n"
+
+
+def test_reset_lands_while_a_silent_eval_runs(mp):
+    boot = mp.status()["boot_id"]
+    mp.mqb("--no-follow", "exec", "import time\ntime.sleep(60)")
+    r = mp.mqb("reset", check=False, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert mp.out("eval", "1+1") == "2\n"
+    assert mp.status()["boot_id"] != boot
+
+
+def test_a_silent_eval_ends_when_its_host_is_gone(mp):
+    p = subprocess.Popen([str(BIN / "mqboard"), "-p", str(mp.broker.port), "--prefix",
+                          mp.prefix, "--lease", "2", "exec", "import time\ntime.sleep(60)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 10
+        while mp.mqb("--nonblock", "eval", "1", check=False).returncode == 0:
+            assert time.monotonic() < end, "the eval never started"
+            time.sleep(0.1)
+    finally:
+        stop(p, signal.SIGKILL)  # no word to the board: its lease runs out
+    end = time.monotonic() + 30
+    while mp.mqb("--nonblock", "eval", "1", check=False).returncode != 0:
+        assert time.monotonic() < end, "the eval outlived its lease"
+        time.sleep(0.2)
+
+
 def test_input_reads_the_keyboard_of_the_host_that_follows(mp):
     r = subprocess.run([str(BIN / "mqboard"), "-p", str(mp.broker.port), "--prefix", mp.prefix,
                         "exec", "a = input('a? ')\nb = input()\nprint(a + '+' + b)"],

@@ -29,6 +29,8 @@ except ImportError:
 VERSION = "0.1.0"
 AGENT = "mqboard-mp " + VERSION
 INBOX_MAX = 16  # messages received while publishing, waiting for the engine
+TICK_MS = 100  # how often a running eval's host is heard (busy_tick)
+RESET_GRACE_MS = 2000  # a reset asked during an eval: how long the eval may hold it back
 DISCOVER = "mqb/discover"  # every board answers with its status (boards discovery)
 CAUSES = {1: "power-on", 2: "hard", 3: "watchdog", 5: "soft"}
 
@@ -244,6 +246,9 @@ class Agent:
         self.followed = None  # ... when its requester follows it (a lease): it may be asked
         self.asked = 0  # questions asked of hosts (reply/ask), for their numbers
         self.reset_after = None  # (mode, eval id): reset once that eval's reply is out
+        self.reset_asked = None  # when the host asked that reset during the eval
+        self.lease_end = None  # when the running eval's lease ends (its host renews it)
+        self.io = 0  # > 0 while the MQTT client is in use (busy_tick waits)
         self.timeout = _setting("WDT_TIMEOUT")
         self.allok = _setting("ALLOK")
         mem = plat.rtc_read()
@@ -305,7 +310,14 @@ class Agent:
         self.inbox.append((topic.decode(), msg))
 
     def publish(self, topic, payload, qos=1, retain=False):
-        self.client.publish(topic, payload, retain, qos)
+        self.io += 1  # busy_tick stays out of the client meanwhile
+        try:
+            self.client.publish(topic, payload, retain, qos)
+        except KeyboardInterrupt:  # an interrupt landed inside the client: the stream may
+            self.client.sock.close()  # be cut mid-packet, so the loop connects again
+            raise
+        finally:
+            self.io -= 1
 
     def flush(self):
         while True:
@@ -430,33 +442,86 @@ class Agent:
             self.engine.trust(arg, True)
         self.reply(eid, text, err=err)
 
-    def poll_while_busy(self, eid):
-        """Called from an eval's output: answers control messages that arrived meanwhile."""
+    def poll_while_busy(self, eid, tick=False):
+        """Serves what arrived for a running eval: a 'running' query, an interrupt naming it
+        (or naming none), a reset (the eval is interrupted and the board resets when it
+        ended), the watchdog's loop-back feed; everything else waits in the inbox. Called from
+        the eval's output and input(), and from the scheduler (busy_tick) while it prints
+        nothing: there an exception raised here would be lost, so the engine raises
+        KeyboardInterrupt in the eval itself (interrupt_eval)."""
+        self.io += 1
+        try:
+            stop = self._serve_busy(eid)
+        finally:
+            self.io -= 1
+        if stop:
+            if tick:
+                self.engine.interrupt_eval()
+            else:
+                raise KeyboardInterrupt
+
+    def _serve_busy(self, eid):
         try:
             self.client.check_msg()
         except OSError:
             pass
-        keep = []
-        for i, (topic, payload) in enumerate(self.inbox):
-            parts = topic[len(self.base):].split("/")
-            if parts[0] == "cmd" and parts[1] in ("interrupt", "running") and len(parts) > 2:
-                tail = "/".join(parts[3:])
-                data = self.engine.verify(topic, payload)  # signed, when the board has keys
-                if data is None:
-                    continue  # not an operator's: dropped
-                if parts[1] == "running":
-                    self.followed = eid if tail == eid and b"lease" in data else self.followed
-                    self.reply(parts[2], "1" if tail == eid else "0")
-                elif tail in ("", eid):
-                    self.reply(parts[2], "OK")
-                    self.inbox = keep + self.inbox[i + 1:]
-                    raise KeyboardInterrupt
-                continue
+        keep, stop = [], False
+        for topic, payload in self.inbox:
             if topic == self.feed_topic:
                 self.fed()
                 continue
-            keep.append((topic, payload))
+            parts = topic[len(self.base):].split("/")
+            if stop or len(parts) < 3 or parts[0] != "cmd" or \
+                    parts[1] not in ("interrupt", "running", "reset"):
+                keep.append((topic, payload))
+                continue
+            data = self.engine.verify(topic, payload)  # signed, when the board has keys
+            if data is None:
+                continue  # not an operator's: dropped
+            tail = "/".join(parts[3:])
+            if parts[1] == "running":
+                if tail == eid and data[:6] == b"lease ":  # its requester is there
+                    self.followed = eid
+                    try:
+                        secs = min(int(bytes(data[6:])), 3600)
+                        self.lease_end = time.ticks_add(_ticks(), secs * 1000)
+                    except ValueError:
+                        pass
+                self.reply(parts[2], "1" if tail == eid else "0")
+            elif parts[1] == "interrupt" and tail in ("", eid):
+                self.reply(parts[2], "OK")
+                stop = True
+            elif parts[1] == "reset":
+                mode = bytes(data).decode() or "n"
+                if mode not in ("n", "f", "s", "h"):
+                    self.reply(parts[2], "reset: the mode is one of n, f, s, h", err=True)
+                    continue
+                self.reply(parts[2], "OK")
+                self.reset_after = (mode, eid)
+                self.reset_asked = _ticks()
+                stop = True
         self.inbox = keep
+        return stop
+
+    def busy_tick(self, _):
+        """From the scheduler every TICK_MS while an eval runs (plat.ticker): the host is
+        heard and the watchdog fed even while the eval prints nothing. A reset asked during
+        the eval interrupts it again at every tick; an eval that keeps catching that is cut
+        by a hard reset after RESET_GRACE_MS (a board's machine.reset(); not on the unix port,
+        whose reset is the process's exit: there the watchdog is the last resort)."""
+        if self.current is None or self.io:
+            return  # between evals, or inside the MQTT client: the next tick
+        self.watchdog_tick()
+        if self.lease_end is not None and time.ticks_diff(self.lease_end, _ticks()) < 0:
+            self.lease_end = None  # its requester went silent (protocol.md, lease)
+            self.engine.interrupt_eval()
+            return
+        if self.reset_asked is not None and self.reset_after[1] == self.current:
+            if time.ticks_diff(_ticks(), self.reset_asked) > RESET_GRACE_MS and not plat.UNIX:
+                self.reset(self.reset_after[0], True)
+            self.engine.interrupt_eval()
+            return
+        self.poll_while_busy(self.current, True)
 
     def ask_stdin(self, eid, out, n):
         """Keyboard input for the eval: asks the host that follows it (reply/ask/<id>, the
@@ -513,6 +578,7 @@ class Agent:
         g = __main__.__dict__
         out = Output(self, eid)
         self.current = eid
+        untick = plat.ticker(self.busy_tick, TICK_MS)
         saved = g.get("print")
         g["print"] = out.print
         g["input"] = self.input_for(eid, out)
@@ -523,7 +589,11 @@ class Agent:
                 code, expr = compile(src, "<stdin>", "eval"), True
             except SyntaxError:
                 code, expr = compile(src, "<stdin>", "exec"), False
-            r = eval(code, g) if expr else exec(code, g)
+            self.engine.eval_armed(True)  # from here an interrupt may land (busy_tick)
+            try:
+                r = eval(code, g) if expr else exec(code, g)
+            finally:
+                self.engine.eval_armed(False)  # and not after: none lands in our code
             if expr and r is not None:
                 out.write(repr(r))
         except BaseException as e:  # KeyboardInterrupt and SystemExit too: the board stays
@@ -532,13 +602,15 @@ class Agent:
             sys.print_exception(e, s)
             error = s.getvalue()
         finally:
+            if untick is not None:
+                untick()
             restore()
             if saved is None:
                 g.pop("print", None)
             else:
                 g["print"] = saved
             g.pop("input", None)
-            self.current = self.followed = None
+            self.current = self.followed = self.lease_end = None
         out.finish(error)
         if self.reset_after is not None and self.reset_after[1] == eid:
             self.reset(self.reset_after[0], True)

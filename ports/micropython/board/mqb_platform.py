@@ -278,6 +278,34 @@ def hw_watchdog(timeout_s):
     return machine.WDT(timeout=int(timeout_s * 1500))
 
 
+def ticker(fn, ms):
+    """Runs fn(None) from the scheduler every ms milliseconds (in the main thread, between
+    bytecodes and inside sleeps) until the function it returns is called: how the board hears
+    its host while an eval runs that prints nothing. A machine.Timer on a board (a virtual one
+    where the port has them, timer 0 on the ESP32); on the unix port, which has no
+    machine.Timer, the mqb module's thread (ticker.c). None where the firmware has neither."""
+    import mqb
+    if hasattr(mqb, "ticker"):
+        mqb.ticker(fn, ms)
+        return lambda: mqb.ticker(None, 0)
+    try:
+        import machine
+        import micropython
+        t = machine.Timer(0 if sys.platform == "esp32" else -1)
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    sched = micropython.schedule
+
+    def tick(_):
+        try:
+            sched(fn, None)
+        except RuntimeError:
+            pass  # the scheduler's queue is full: the next tick
+
+    t.init(period=ms, mode=machine.Timer.PERIODIC, callback=tick)
+    return t.deinit
+
+
 # Reset causes as machine.reset_cause() numbers them.
 PWRON, HARD, WDT, SOFT = 1, 2, 3, 5
 

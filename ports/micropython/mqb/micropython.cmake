@@ -4,6 +4,7 @@ add_library(usermod_mqb INTERFACE)
 get_filename_component(MQB_ROOT ${CMAKE_CURRENT_LIST_DIR}/../../.. ABSOLUTE)
 target_sources(usermod_mqb INTERFACE
   ${CMAKE_CURRENT_LIST_DIR}/modmqb.c ${CMAKE_CURRENT_LIST_DIR}/trust.c
+  ${CMAKE_CURRENT_LIST_DIR}/ticker.c
   ${MQB_ROOT}/core/err.c ${MQB_ROOT}/core/strbuf.c ${MQB_ROOT}/core/wire.c
   ${MQB_ROOT}/core/engine.c ${MQB_ROOT}/core/wdt.c ${MQB_ROOT}/core/boot.c ${MQB_ROOT}/core/auth.c)
 target_include_directories(usermod_mqb INTERFACE ${MQB_ROOT}/include)

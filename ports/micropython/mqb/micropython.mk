@@ -5,7 +5,8 @@ MQB_MOD_DIR := $(USERMOD_DIR)
 # Absolute, so that the core's objects land inside the port's build directory.
 MQB_ROOT := $(abspath $(MQB_MOD_DIR)/../../..)
 
-SRC_USERMOD_C += $(MQB_MOD_DIR)/modmqb.c $(MQB_MOD_DIR)/trust.c
+SRC_USERMOD_C += $(MQB_MOD_DIR)/modmqb.c $(MQB_MOD_DIR)/trust.c \
+	$(MQB_MOD_DIR)/ticker.c
 SRC_USERMOD_LIB_C += $(addprefix $(MQB_ROOT)/core/,err.c strbuf.c wire.c engine.c wdt.c boot.c auth.c)
 
 CFLAGS_USERMOD += -I$(MQB_ROOT)/include -DMQB_CHUNK_MAX=4096 -DMQB_MAX_XFERS=2 \

@@ -539,6 +539,10 @@ static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_reply), MP_ROM_PTR(&engine_reply_obj)},
     {MP_ROM_QSTR(MP_QSTR_reply_err), MP_ROM_PTR(&engine_reply_err_obj)},
     {MP_ROM_QSTR(MP_QSTR_publish_signed), MP_ROM_PTR(&engine_publish_signed_obj)},
+#if MICROPY_KBD_EXCEPTION
+    {MP_ROM_QSTR(MP_QSTR_interrupt_eval), MP_ROM_PTR(&engine_interrupt_eval_obj)},
+    {MP_ROM_QSTR(MP_QSTR_eval_armed), MP_ROM_PTR(&engine_eval_armed_obj)},
+#endif
 #if MQB_TRUST
     {MP_ROM_QSTR(MP_QSTR_keygen), MP_ROM_PTR(&engine_keygen_obj)},
     {MP_ROM_QSTR(MP_QSTR_set_key), MP_ROM_PTR(&engine_set_key_obj)},
@@ -573,6 +577,9 @@ static MP_DEFINE_CONST_FUN_OBJ_1(mqb_rtc_word_obj, mqb_rtc_word);
 static const mp_rom_map_elem_t mqb_globals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_boot_mode), MP_ROM_PTR(&mqb_boot_mode_obj)},
     {MP_ROM_QSTR(MP_QSTR_rtc_word), MP_ROM_PTR(&mqb_rtc_word_obj)},
+#if MQB_TICKER
+    {MP_ROM_QSTR(MP_QSTR_ticker), MP_ROM_PTR(&mqb_ticker_obj)},
+#endif
     {MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_mqb)},
     {MP_ROM_QSTR(MP_QSTR_Engine), MP_ROM_PTR(&mqb_type_engine)},
     {MP_ROM_QSTR(MP_QSTR_CHUNK), MP_ROM_INT(MQB_CHUNK_MAX)},

@@ -51,6 +51,7 @@ typedef struct {
     size_t events_n;
     char eval_id[MQB_ID_MAX + 1];
     mp_obj_t eval_buf; // bytearray of the eval being collected, or None
+    bool eval_armed;   // an eval runs its own code: it may be interrupted
     uint32_t ticks_last;
     uint64_t ticks_high;
 #if MQB_TRUST
@@ -76,6 +77,19 @@ MP_DECLARE_CONST_FUN_OBJ_VAR(engine_set_key_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(engine_authorize_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(engine_trust_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(engine_sign_status_obj);
+#endif
+
+// mqb.ticker() stands in for machine.Timer on the unix port (ticker.c).
+#if defined(__unix__) && MICROPY_PY_THREAD && MICROPY_ENABLE_SCHEDULER
+#define MQB_TICKER 1
+MP_DECLARE_CONST_FUN_OBJ_2(mqb_ticker_obj);
+#else
+#define MQB_TICKER 0
+#endif
+#if MICROPY_KBD_EXCEPTION
+// Engine methods (ticker.c).
+MP_DECLARE_CONST_FUN_OBJ_1(engine_interrupt_eval_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(engine_eval_armed_obj);
 #endif
 
 #endif
