@@ -47,18 +47,25 @@ def core_size(cc, flags):
 
 
 class Board:
-    def __init__(self, broker, tmp, heap=None, keys=False, env=None, prefix=None, img=None):
+    def __init__(self, broker, tmp, heap=None, keys=False, env=None, prefix=None, img=None,
+                 frozen=False):
+        """frozen: the board package from the firmware (ports/micropython/manifest.py), only
+        the unix launcher from a file."""
         self.port, self.prefix = broker.port, prefix or "mp/" + uuid.uuid4().hex[:8]
         self.env = env
-        pkg = tmp / "pkg"
-        (pkg / "umqtt").mkdir(parents=True, exist_ok=True)
+        pkg = tmp / ("pkg-frozen" if frozen else "pkg")
+        pkg.mkdir(exist_ok=True)
         for f in (REPO / "ports/micropython/board").glob("*.py"):
-            shutil.copy(f, pkg)
-        shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
+            if not frozen or f.name == "mqb_unix.py":
+                shutil.copy(f, pkg)
+        if not frozen:
+            (pkg / "umqtt").mkdir(exist_ok=True)
+            shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
         self.img = img or tmp / ("fs-%s.img" % uuid.uuid4().hex[:6])
         env = dict(os.environ, MQB_SERVER="127.0.0.1", MQB_PORT=str(broker.port),
                    MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(self.img),
-                   MQB_RTC_FILE=str(tmp / "rtc"), MQB_WDT_TIMEOUT="0", MICROPYPATH=str(pkg),
+                   MQB_RTC_FILE=str(tmp / "rtc"), MQB_WDT_TIMEOUT="0",
+                   MICROPYPATH=".frozen" if frozen else str(pkg),
                    MQB_KEYS="/.mqb-keys" if keys else "")
         args = [MP] + (["-X", "heapsize=%d" % heap] if heap else []) + [str(pkg / "mqb_unix.py")]
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
@@ -77,6 +84,12 @@ class Board:
                 return False
             time.sleep(0.1)
         return False
+
+
+def has_frozen_package():
+    r = subprocess.run([MP, "-c", "import mqb_agent"], env=dict(os.environ, MICROPYPATH=".frozen"),
+                       capture_output=True)
+    return r.returncode == 0
 
 
 def heap_idle(b):
@@ -192,6 +205,17 @@ def main():
         finally:
             stop(b.proc)
         bench_signed(broker, tmp, rows, idle[0], ping_plain)
+        if has_frozen_package():
+            b = Board(broker, tmp, frozen=True)
+            try:
+                assert b.ready(), "the board with the frozen package did not start"
+                rows.append(("heap in use, idle, the board package frozen into the firmware "
+                             "(as on a microcontroller)", "%d B" % heap_idle(b)))
+            finally:
+                stop(b.proc)
+        else:
+            rows.append(("heap in use, idle, the board package frozen", "not measured: this "
+                         "firmware was built without ports/micropython/manifest.py"))
         smallest = None
         for heap in (32 * 1024, 48 * 1024, 64 * 1024, 96 * 1024, 128 * 1024):
             b = Board(broker, tmp, heap)
