@@ -29,12 +29,12 @@ pytestmark = pytest.mark.skipif(
 class MpBoard:
     """The board package on micropython, restarted on every reset as a launcher would."""
 
-    def __init__(self, broker, tmp, wdt=0, allok=300, prefix=None, keys=False):
+    def __init__(self, broker, tmp, wdt=0, allok=300, prefix=None, keys=False, files=(), env=None):
         self.broker, self.tmp = broker, tmp
         self.prefix = prefix or "mp/" + uuid.uuid4().hex[:8]
         pkg = tmp / "pkg"
         (pkg / "umqtt").mkdir(parents=True, exist_ok=True)
-        for f in (REPO / "ports/micropython/board").glob("*.py"):
+        for f in [*(REPO / "ports/micropython/board").glob("*.py"), *files]:
             shutil.copy(f, pkg)
         shutil.copy(Path(LIB) / "micropython/umqtt.simple/umqtt/simple.py", pkg / "umqtt")
         (tmp / "ota").mkdir(exist_ok=True)
@@ -42,7 +42,7 @@ class MpBoard:
                         MQB_PREFIX=self.prefix, MQB_FS_IMAGE=str(tmp / "fs.img"),
                         MQB_RTC_FILE=str(tmp / "rtc"), MQB_OTA_DIR=str(tmp / "ota"),
                         MQB_WDT_TIMEOUT=str(wdt), MQB_ALLOK=str(allok), MICROPYPATH=str(pkg),
-                        MQB_KEYS="/.mqb-keys" if keys else "")
+                        MQB_KEYS="/.mqb-keys" if keys else "", **(env or {}))
         self.pkg = pkg
         self.proc = None
         self.stopping = False
@@ -510,5 +510,170 @@ def test_firmware_needs_a_release_signature_on_the_micropython_board(broker, tmp
         r = ota("--allow-downgrade")
         assert r.returncode == 0, r.stderr
         assert recorded() == "4"
+    finally:
+        b.stop()
+
+
+# ---- the board package's esp32 code, on the esp32 stand-in (tests/e2e/esp32_standin) ----
+
+STANDIN = REPO / "tests/e2e/esp32_standin"
+SLOT = 256 * 4096
+
+
+class Esp32Board(MpBoard):
+    """The board package with the esp32/machine stand-in on the unix port, so that its esp32
+    code runs (esp32.Partition OTA, set_boot, mark_app_valid_cancel_rollback, machine.WDT,
+    machine.RTC().memory()). This launcher is the chip: its bootloader picks the app partition
+    from otadata and rolls back an app that was booted and reset before it was marked valid
+    (ESP-IDF with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE); a soft reset skips the bootloader;
+    RTC memory is cleared at power-on only; the watchdog kills the process once its deadline
+    passed; SIGKILL of the process by a test is a power cut. An image whose bytes say PANIC
+    crashes at start, one that says HANG hangs at start with the watchdog armed."""
+
+    def __init__(self, broker, tmp, **kw):
+        self.esp = tmp / "esp32"
+        self.esp.mkdir(exist_ok=True)
+        (self.esp / "ota_0").write_bytes(b"\xe9FACTORY".ljust(SLOT, b"\xff"))
+        (self.esp / "ota_1").write_bytes(b"\xff" * SLOT)
+        (self.esp / "otadata").write_text("boot=ota_0\nota_0=valid\nota_1=empty\n")
+        self.boots = []  # (partition, reset cause) of every start
+        super().__init__(broker, tmp, files=STANDIN.glob("*.py"),
+                         env={"MQB_ESP32_DIR": str(self.esp)}, **kw)
+
+    def otadata(self):
+        return dict(line.split("=", 1) for line in (self.esp / "otadata").read_text().split())
+
+    def _bootloader(self):
+        d = self.otadata()
+        slot = d["boot"]
+        other = "ota_1" if slot == "ota_0" else "ota_0"
+        if d[slot] == "new":
+            d[slot] = "pending_verify"
+        elif d[slot] != "valid":  # booted and reset without being marked valid: roll back
+            d[slot] = "aborted"
+            slot = d["boot"] = other
+        (self.esp / "otadata").write_text("".join(f"{k}={v}\n" for k, v in d.items()))
+        return slot
+
+    def _run(self, slot, cause):
+        """One run of the app in slot; returns how it ended: 77, 78 (watchdog), 79, or None
+        (a power cut: killed by the test)."""
+        (self.esp / "wdt").unlink(missing_ok=True)
+        image = (self.esp / slot).read_bytes()[:16]
+        env = dict(self.env, MQB_RESET_CAUSE=cause, MQB_ESP32_RUNNING=slot)
+        args = [MP, str(self.pkg / "mqb_unix.py")]
+        if b"PANIC" in image:
+            args = [MP, "-c", "import sys; sys.exit(77)"]
+        elif b"HANG" in image:
+            args = [MP, "-c", "import machine, time; machine.WDT(timeout=1000); time.sleep(600)"]
+        self.boots.append((slot, cause))
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                rc = self.proc.wait(timeout=0.05)
+                return rc if rc in (77, 78, 79) else None
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                deadline = float((self.esp / "wdt").read_text())
+            except (OSError, ValueError):
+                continue
+            if time.time() > deadline:
+                stop(self.proc, signal.SIGKILL)
+                return 78
+
+    def _launcher(self):
+        cause, slot = "1", None
+        for _ in range(50):  # a board that keeps crashing stops here
+            if self.stopping:
+                return
+            if cause == "1":
+                (self.esp / "rtc_memory").unlink(missing_ok=True)
+            if cause != "5":  # a soft reset restarts the interpreter, not the chip
+                slot = self._bootloader()
+            rc = self._run(slot, cause)
+            cause = {77: "2", 78: "3", 79: "5"}.get(rc, "1")
+
+
+@pytest.fixture
+def esp(broker, tmp_path):
+    b = Esp32Board(broker, tmp_path, wdt=2, allok=3)
+    yield b
+    b.stop()
+
+
+def esp_image(tmp_path, tag=b"GOOD", size=300 * 1024):
+    image = tmp_path / ("image-" + tag.decode())
+    image.write_bytes(b"\xe9" + tag + os.urandom(size))
+    return image
+
+
+def test_esp32_ota_is_confirmed_after_allok(esp, tmp_path):
+    image = esp_image(tmp_path)
+    assert esp.status()["slot"] == 0
+    r = esp.mqb("ota", "--confirm", "--wait", "60", str(image))
+    assert r.stdout.startswith("updated: slot 0 -> 1, image valid"), r.stdout
+    assert esp.otadata() == {"boot": "ota_1", "ota_0": "valid", "ota_1": "valid"}
+    assert (esp.esp / "ota_1").read_bytes()[:image.stat().st_size] == image.read_bytes()
+    assert esp.boots[-1] == ("ota_1", "2")
+    assert esp.out("eval", "1+1") == "2\n"
+
+
+@pytest.mark.parametrize("tag", [b"PANIC", b"HANG"])
+def test_esp32_an_image_that_does_not_come_up_is_rolled_back(esp, tmp_path, tag):
+    image = esp_image(tmp_path, tag)
+    r = esp.mqb("ota", "--confirm", "--wait", "60", str(image), check=False)
+    assert r.returncode == 1 and "rolled back: slot 0 -> 0" in r.stderr, (r.stdout, r.stderr)
+    assert esp.otadata() == {"boot": "ota_0", "ota_0": "valid", "ota_1": "aborted"}
+    assert ("ota_1", "2") in esp.boots and esp.boots[-1][0] == "ota_0"
+    assert esp.status()["slot"] == 0 and esp.out("eval", "1+1") == "2\n"
+
+
+def test_esp32_an_image_the_firmware_refuses_changes_nothing(esp, tmp_path):
+    image = tmp_path / "not-an-esp-image"
+    image.write_bytes(os.urandom(100 * 1024).replace(b"\xe9", b"\x00"))
+    r = esp.mqb("ota", str(image), check=False)
+    assert r.returncode == 1 and "ota: I/O error" in r.stderr, r.stderr
+    assert esp.otadata()["boot"] == "ota_0"
+    assert esp.out("eval", "1+1") == "2\n"
+
+
+def test_esp32_power_cut_during_the_ota_write(esp, tmp_path):
+    image = esp_image(tmp_path, size=900 * 1024)
+    empty = b"\xff" * 4096
+    p = subprocess.Popen([str(BIN / "mqboard"), "-q", "-p", str(esp.broker.port), "--prefix",
+                          esp.prefix, "ota", str(image)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: (esp.esp / "ota_1").read_bytes()[8 * 4096:9 * 4096] != empty,
+                        30), "the image never reached the partition"
+        stop(esp.proc, signal.SIGKILL)  # the power goes
+    finally:
+        stop(p, signal.SIGKILL)
+    esp.wait_ready()
+    assert esp.boots[-1] == ("ota_0", "1")
+    assert esp.otadata() == {"boot": "ota_0", "ota_0": "valid", "ota_1": "empty"}
+    r = esp.mqb("ota", "--confirm", "--wait", "60", str(esp_image(tmp_path)))
+    assert r.stdout.startswith("updated: slot 0 -> 1"), r.stdout
+
+
+def test_esp32_safe_mode_and_watchdog_across_resets(broker, tmp_path):
+    b = Esp32Board(broker, tmp_path, wdt=2, allok=300)
+    try:
+        b.mqb("reset", "--safe")
+        b.wait_ready()
+        st = b.status()
+        assert st["mode"] == "safe" and st["reset_cause"] == "hard"
+        assert (b.esp / "rtc_memory").exists()
+        b.mqb("reset", "--soft")
+        st = b.status()
+        assert st["mode"] == "normal" and st["reset_cause"] == "soft"
+        boot = st["boot_id"]
+        # Held in C (no bytecode runs, no feed goes out): the hardware watchdog resets it, and
+        # a boot that never earned normal mode comes back in safe mode.
+        b.mqb("--no-follow", "exec", "sum(range(10**11))")
+        b.wait_ready(timeout=30, check=lambda: (b.status() or {}).get("boot_id") != boot)
+        st = b.status()
+        assert st["reset_cause"] == "watchdog" and st["mode"] == "safe", st
     finally:
         b.stop()

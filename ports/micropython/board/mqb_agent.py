@@ -262,7 +262,8 @@ class Agent:
         self.sent_feed = 0
         self.allok_done = False
         self.hw = plat.hw_watchdog(self.timeout)
-        self.engine = mqb.Engine(self.prefix, AGENT, plat.Platform(plat.ota_target()))
+        self.ota = plat.ota_target()
+        self.engine = mqb.Engine(self.prefix, AGENT, plat.Platform(self.ota))
         self.trust_init()
         self.log = Log(self)
 
@@ -274,6 +275,9 @@ class Agent:
               "boot_time": time.time(), "boot_id": self.boot_id,
               "reset_cause": CAUSES.get(self.cause, "unknown"),
               "clock_set": _unix_clock() > 0}
+        if self.ota is not None:  # which slot runs, and whether this boot confirmed it
+            st["slot"] = self.ota.slot()
+            st["image"] = "valid" if self.allok_done else "pending"
         if resetting:
             st["resetting"] = True  # it comes back (docs/protocol.md)
         if self.pub is not None:
@@ -627,9 +631,12 @@ class Agent:
         if not self.allok_done and time.ticks_diff(now, self.streak) >= self.allok * 1000:
             self.allok_done = True
             plat.rtc_write(mqb.rtc_word(True) + plat.rtc_read()[4:])
-            ota = plat.ota_target()
-            if ota is not None:
-                ota.mark_valid()
+            if self.ota is not None:
+                self.ota.mark_valid()
+                try:  # the image is confirmed: the status says so (ota --confirm waits for it)
+                    self.publish(self.base + "status", self.status(True), retain=True)
+                except OSError:
+                    pass
             if self.safe:
                 self.log.critical("controllable for %d s in safe mode: resetting", self.allok)
                 self.reset("n", True)

@@ -14,10 +14,22 @@ try:
 except (ImportError, AttributeError):
     IOBase = object
 
-UNIX = sys.platform not in ("esp32", "rp2")
-# On the unix port (mqb_unix.py) the board's filesystem is mounted at "/"; the host's files
-# (the emulated RTC memory and OTA partitions) are reached through HOSTFS, a VfsPosix that
-# is never mounted: no board listing, tree walk or rm can reach the host.
+try:
+    import machine
+except ImportError:
+    machine = None
+try:
+    import esp32
+except ImportError:
+    esp32 = None
+
+# What the firmware offers decides, not its name: machine.RTC, machine.WDT, machine.reset and
+# esp32.Partition where they exist (an ESP32; the tests' esp32 stand-in on the unix port).
+# The unix port's machine module has no RTC: there (UNIX) RTC memory, resets and the A/B
+# slots are emulated with host files and exit codes (mqb_unix.py). Its board filesystem is
+# mounted at "/"; the host's files are reached through HOSTFS, a VfsPosix that is never
+# mounted: no board listing, tree walk or rm can reach the host.
+UNIX = not hasattr(machine, "RTC")
 HOSTFS = None
 
 
@@ -187,24 +199,30 @@ class UnixOta:
     def mark_valid(self):
         pass
 
+    def slot(self):
+        return self._running()
+
 
 class Esp32Ota:
     """The next OTA partition of an ESP32 (esp32.Partition), written in 4096-byte blocks;
     set_boot() on commit; mark_app_valid_cancel_rollback() once the image proved itself."""
 
     def open(self):
-        import esp32
         self.part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
         return _BlockWriter(self.part)
 
     def close(self, w, commit):
         w.flush()
         if commit:
-            self.part.set_boot()
+            self.part.set_boot()  # the firmware checks the image first (OSError if invalid)
 
     def mark_valid(self):
-        import esp32
         esp32.Partition.mark_app_valid_cancel_rollback()
+
+    def slot(self):
+        """The running app partition's number: 0 for ota_0, 1 for ota_1."""
+        name = esp32.Partition(esp32.Partition.RUNNING).info()[4]
+        return int(name[-1]) if name[-1:].isdigit() else 0
 
 
 class _BlockWriter(IOBase):
@@ -248,7 +266,6 @@ def rtc_read():
                 return f.read()
         except OSError:
             return b""
-    import machine
     return machine.RTC().memory()
 
 
@@ -257,16 +274,15 @@ def rtc_write(data):
         with HOSTFS.open(_env("MQB_RTC_FILE", "/tmp/mqb.rtc"), "wb") as f:
             f.write(data)
         return
-    import machine
     machine.RTC().memory(data)
 
 
 def ota_target():
+    if hasattr(esp32, "Partition"):
+        return Esp32Ota()
     if UNIX:
         d = _env("MQB_OTA_DIR")
         return UnixOta(d) if d else None
-    if sys.platform == "esp32":
-        return Esp32Ota()
     return None
 
 
@@ -274,7 +290,6 @@ def hw_watchdog(timeout_s):
     """A hardware watchdog fed only when the loop-back feed arrives (None on unix)."""
     if UNIX or not timeout_s:
         return None
-    import machine
     return machine.WDT(timeout=int(timeout_s * 1500))
 
 
@@ -289,7 +304,6 @@ def ticker(fn, ms):
         mqb.ticker(fn, ms)
         return lambda: mqb.ticker(None, 0)
     try:
-        import machine
         import micropython
         t = machine.Timer(0 if sys.platform == "esp32" else -1)
     except (ImportError, AttributeError, ValueError, OSError):
@@ -313,7 +327,6 @@ PWRON, HARD, WDT, SOFT = 1, 2, 3, 5
 def reset_cause():
     if UNIX:
         return int(_env("MQB_RESET_CAUSE", "1"))
-    import machine
     return machine.reset_cause()
 
 
@@ -322,5 +335,4 @@ def reset(kind):
     (77 hard, 79 soft, 78 watchdog, as mqrepld's launcher)."""
     if UNIX:
         sys.exit({"hard": 77, "soft": 79, "wdt": 78}[kind])
-    import machine
     machine.soft_reset() if kind == "soft" else machine.reset()
