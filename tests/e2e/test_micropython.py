@@ -514,6 +514,82 @@ def test_firmware_needs_a_release_signature_on_the_micropython_board(broker, tmp
         b.stop()
 
 
+# ---- mount: the host's directory as /remote (mqb_remote) ----
+
+@pytest.fixture
+def local(tmp_path):
+    d = tmp_path / "local"
+    (d / "pkg").mkdir(parents=True)
+    (d / "mymod.py").write_text("def hi():\n    return 'hi from the host'\n")
+    (d / "pkg" / "__init__.py").write_text("X = 5\n")
+    (d / "pkg" / "sub.py").write_text("from . import X\nY = X + 1\n")
+    (d / "data.txt").write_text("local data\n" * 1000)
+    (tmp_path / "secret.txt").write_text("outside\n")
+    os.symlink(tmp_path / "secret.txt", d / "out-link")
+    return d
+
+
+def test_mount_import_read_list_and_cwd(mp, local):
+    r = mp.mqb("mount", str(local), "+", "exec",
+               "import mymod, pkg.sub, os\nprint(mymod.hi(), pkg.X, pkg.sub.Y)\n"
+               "print(len(open('/remote/data.txt').read()), open('data.txt').readline().strip())\n"
+               "print(sorted(os.listdir('/remote')), os.getcwd())\n"
+               "print(os.stat('/remote/pkg')[0] & 0x4000 != 0)")
+    assert r.stdout == ("hi from the host 5 6\n11000 local data\n"
+                        "['data.txt', 'mymod.py', 'pkg'] /remote\nTrue\n")
+    assert "mounted at /remote" in r.stderr
+    # Ended with mqboard: /remote is gone, the working directory is the board's again, and
+    # the board's own listing never showed the host's files.
+    r = mp.mqb("exec", "import os\nprint(os.getcwd(), 'remote' in os.listdir('/'))\n"
+               "open('/remote/data.txt')", check=False)
+    assert r.stdout == "/ False\n" and "OSError" in r.stderr
+
+
+def test_mount_is_read_only_unless_rw_and_stays_inside(mp, local, tmp_path):
+    r = mp.mqb("mount", str(local), "+", "exec", "open('/remote/new.txt', 'w').write('x')",
+               check=False)
+    assert r.returncode == 1 and "EROFS" in r.stderr, r.stderr
+    assert not (local / "new.txt").exists()
+    mp.mqb("mount", "--rw", str(local), "+", "exec",
+           "f = open('/remote/new.txt', 'w')\nf.write('written ' * 2000)\nf.close()\n"
+           "import os\nos.mkdir('/remote/d')\nos.rename('/remote/new.txt', '/remote/d/n.txt')\n"
+           "os.remove('/remote/data.txt')")
+    assert (local / "d" / "n.txt").read_text() == "written " * 2000
+    assert not (local / "data.txt").exists()
+    r = mp.mqb("mount", "--rw", str(local), "+", "exec", "open('/remote/out-link').read()",
+               check=False)
+    assert r.returncode == 1 and "EACCES" in r.stderr, r.stderr
+    r = mp.mqb("mount", "--rw", str(local), "+", "exec", "open('/remote/../secret.txt').read()",
+               check=False)
+    assert r.returncode == 1 and (tmp_path / "secret.txt").read_text() == "outside\n"
+
+
+def test_mount_edit_run_loop_and_input_from_a_module(mp, local):
+    (local / "hello.py").write_text("print('first')\n")
+    assert mp.out("mount", str(local), "+", "exec", "import hello") == "first\n"
+    (local / "hello.py").write_text("print('second', input('name? '))\n")
+    r = subprocess.run([str(BIN / "mqboard"), "-p", str(mp.broker.port), "--prefix", mp.prefix,
+                        "mount", str(local), "+", "exec", "import hello"], input="board\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout == "name? second board\n", (r.stdout, r.stderr)
+
+
+def test_mount_of_a_vanished_host_ends_with_its_lease(mp, local):
+    p = subprocess.Popen([str(BIN / "mqboard"), "-p", str(mp.broker.port), "--prefix",
+                          mp.prefix, "--lease", "2", "mount", str(local), "+", "exec",
+                          "import time\nwhile True: time.sleep(0.1)"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: mp.mqb("--nonblock", "eval", "1", check=False).returncode != 0,
+                        10)
+    finally:
+        stop(p, signal.SIGKILL)  # no word to the board: both leases run out
+    assert wait_for(lambda: mp.mqb("exec", "import os\nprint('remote' in os.listdir('/') or "
+                                   "os.stat('/remote') and 1)", check=False).returncode == 1,
+                    30)
+
+
 # ---- the board package's esp32 code, on the esp32 stand-in (tests/e2e/esp32_standin) ----
 
 STANDIN = REPO / "tests/e2e/esp32_standin"

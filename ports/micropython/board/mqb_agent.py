@@ -3,9 +3,12 @@
 # while they run, the retained status with its last will, logging to PREFIX/log, the
 # watchdog fed only through the broker, and the safe-mode switch in RTC memory.
 # Start it from the board's main.py:  import mqb_agent; mqb_agent.start()
+import builtins
+import io
 import sys
 import time
 
+import __main__
 import mqb
 import mqb_platform as plat
 from mqb_platform import IOBase
@@ -25,11 +28,21 @@ try:
     import os
 except ImportError:
     import uos as os
+try:
+    import socket
+except ImportError:
+    socket = None
+
+# Every import the agent needs is made here, once: MicroPython searches the filesystem again
+# at every import of a built-in module that files may extend (io, time, os, ...), and while a
+# host mounts /remote that search is a round trip to it per path.
 
 VERSION = "0.1.0"
 AGENT = "mqboard-mp " + VERSION
 INBOX_MAX = 16  # messages received while publishing, waiting for the engine
 TICK_MS = 100  # how often a running eval's host is heard (busy_tick)
+ASK_TIMEOUT_MS = 10000  # how long a question to a host waits for its answer
+MOUNT_LEASE_MS = 15000  # a mount ends this long after its host's renewals stop (or lease S)
 RESET_GRACE_MS = 2000  # a reset asked during an eval: how long the eval may hold it back
 DISCOVER = "mqb/discover"  # every board answers with its status (boards discovery)
 CAUSES = {1: "power-on", 2: "hard", 3: "watchdog", 5: "soft"}
@@ -83,23 +96,23 @@ class _TermStream(IOBase):
         return 0
 
 
-def _capture(out):
-    """Sends all an eval prints to its host, not to the board's console: print is replaced in
-    builtins (every module's print, not only the eval's own); where the firmware has
-    os.dupterm (ESP32, RP2, STM32) the terminal is duplicated too (sys.stdout.write, and
-    tracebacks a module prints itself). Returns the function that undoes it."""
-    import builtins
-    saved = builtins.print
+def _capture(out, inp):
+    """Sends all an eval prints to its host, not to the board's console, and takes input()
+    from its host's keyboard: print and input are replaced in builtins (every module's, not
+    only the eval's own); where the firmware has os.dupterm (ESP32, RP2, STM32) the terminal
+    is duplicated too (sys.stdout.write, and tracebacks a module prints itself). sys.stdin
+    stays the board's console. Returns the function that undoes it."""
+    saved = (builtins.print, builtins.input)
     try:
-        builtins.print = out.print
+        builtins.print, builtins.input = out.print, inp
     except (AttributeError, TypeError):
-        saved = None  # a firmware whose builtins cannot be overridden: __main__'s print only
+        saved = None  # a firmware whose builtins cannot be overridden: __main__'s only
     dupterm = getattr(os, "dupterm", None)
     old = dupterm(_TermStream(out), 1) if dupterm is not None else None
 
     def restore():
         if saved is not None:
-            builtins.print = saved
+            builtins.print, builtins.input = saved
         if dupterm is not None:
             dupterm(old, 1)
     return restore
@@ -248,6 +261,9 @@ class Agent:
         self.reset_after = None  # (mode, eval id): reset once that eval's reply is out
         self.reset_asked = None  # when the host asked that reset during the eval
         self.lease_end = None  # when the running eval's lease ends (its host renews it)
+        self.mount_id = None  # the host that serves /remote (mqb_remote), and until when
+        self.mount_end = 0
+        self.mount_stale = False  # its lease ended: unmount once no eval runs
         self.io = 0  # > 0 while the MQTT client is in use (busy_tick waits)
         self.timeout = _setting("WDT_TIMEOUT")
         self.allok = _setting("ALLOK")
@@ -296,7 +312,6 @@ class Agent:
         c.set_last_will(self.base + "status", self.status(False), retain=True, qos=1)
         c.connect()
         try:  # umqtt writes a publish in pieces: without Nagle they leave at once
-            import socket
             c.sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1),
                               1)
         except Exception:
@@ -336,6 +351,8 @@ class Agent:
         if topic == self.feed_topic:
             self.fed()
             return
+        if topic.startswith(self.base + "cmd/ans/"):
+            return  # an answer nobody waits for any more (its question timed out)
         if topic == DISCOVER:  # the status again, not retained: a burst of 8, then 2 a second
             now = time.ticks_ms()
             self.discover_tokens = min(8, self.discover_tokens +
@@ -376,7 +393,9 @@ class Agent:
         if cmd == "interrupt":
             self.reply(eid, "no eval running")
         elif cmd == "running":
-            self.reply(eid, "1" if tail == self.current else "0")
+            self.reply(eid, "1" if tail == self.current or self.renew_mount(tail, data) else "0")
+        elif cmd == "mount":
+            self.mount(eid, bytes(data).decode())
         elif cmd == "reset":
             mode = bytes(data).decode() or "n"
             if mode not in ("n", "f", "s", "h"):
@@ -386,6 +405,52 @@ class Agent:
             self.reset(mode, True)
         elif cmd == "trust":
             self.trust(eid, bytes(data).decode())
+
+    # ---- /remote (mqboard mount) ----
+
+    def mount(self, eid, mode):
+        """The host eid serves a directory as /remote (mode ro or rw) until off, or until
+        MOUNT_LEASE_MS after its renewals stop (running naming its id)."""
+        if mode not in ("ro", "rw", "off"):
+            return self.reply(eid, "mount: the data is ro, rw or off", err=True)
+        import mqb_remote
+        if mode != "off":
+            mqb_remote.mount(self, eid, mode == "rw")
+            self.mount_id, self.mount_end = eid, time.ticks_add(_ticks(), MOUNT_LEASE_MS)
+            self.log.info("/remote mounted (%s) by %s", mode, eid)
+        elif eid == self.mount_id:
+            self.unmount()
+        self.reply(eid, "OK")
+
+    def renew_mount(self, mid, data=b""):
+        """A running query naming the mount: its host is there (data "lease S": for S s)."""
+        if mid is None or mid != self.mount_id:
+            return False
+        ms = MOUNT_LEASE_MS
+        if data[:6] == b"lease ":
+            try:
+                ms = min(int(bytes(data[6:])), 3600) * 1000
+            except ValueError:
+                pass
+        self.mount_end = time.ticks_add(_ticks(), ms)
+        return True
+
+    def unmount(self):
+        import mqb_remote
+        mqb_remote.unmount()
+        self.mount_id, self.mount_stale = None, False
+
+    def mount_tick(self):
+        """Ends a mount whose host went silent. Its questions fail at once from then on; the
+        VFS itself is unmounted between evals, never from inside one of its calls (an import
+        that walks sys.path must not see it change)."""
+        if self.mount_id is not None and time.ticks_diff(self.mount_end, _ticks()) < 0:
+            self.log.warning("/remote unmounted: its host %s is gone (lease ended)",
+                             self.mount_id)
+            self.mount_id = None
+            self.mount_stale = True
+        if self.mount_stale and self.current is None:
+            self.unmount()
 
     # ---- keys (docs/security.md) ----
 
@@ -483,7 +548,9 @@ class Agent:
             if data is None:
                 continue  # not an operator's: dropped
             tail = "/".join(parts[3:])
-            if parts[1] == "running":
+            if parts[1] == "running" and self.renew_mount(tail, data):
+                self.reply(parts[2], "1")
+            elif parts[1] == "running":
                 if tail == eid and data[:6] == b"lease ":  # its requester is there
                     self.followed = eid
                     try:
@@ -527,10 +594,40 @@ class Agent:
             return
         self.poll_while_busy(self.current, True)
 
+    def ask(self, to, q, data=b"", cap=256, wait_ms=ASK_TIMEOUT_MS):
+        """Asks the host behind id `to` (reply/ask/<to>: the JSON object q with its number,
+        then data) and waits for the answer on cmd/ans/<to>/<n> (wait_ms, None: as long as
+        it takes), serving interrupts and the watchdog meanwhile. Returns the answer's data
+        (at most cap bytes; None after the wait, or for an answer its host did not sign)."""
+        self.asked += 1
+        q["n"] = self.asked
+        if self.engine.publish_signed(self.base + "reply/ask/" + to,
+                                      b"\xff\xff" + json.dumps(q).encode() +
+                                      (b"\n" + data if data else b"")):
+            raise OSError(27)  # EFBIG: over the engine's message size
+        self.flush()
+        want = "%scmd/ans/%s/%d" % (self.base, to, self.asked)
+        end = time.ticks_add(_ticks(), wait_ms or 0)
+        while wait_ms is None or time.ticks_diff(end, _ticks()) > 0:
+            for i, (topic, payload) in enumerate(self.inbox):
+                if topic == want:
+                    del self.inbox[i]
+                    data = self.engine.verify(topic, payload)  # None: not the host's
+                    return None if data is None else data[:cap]
+            if self.current is not None:
+                self.poll_while_busy(self.current)  # an interrupt raises KeyboardInterrupt
+            else:
+                self.client.check_msg()
+            self.watchdog_tick()
+            self.mount_tick()
+            if to != self.current and to != self.mount_id:
+                return None  # the host behind it is gone (its mount's lease ended)
+            time.sleep_ms(2)
+        return None
+
     def ask_stdin(self, eid, out, n):
-        """Keyboard input for the eval: asks the host that follows it (reply/ask/<id>, the
-        answer on cmd/ans/<id>/<n>) and waits, answering control messages and keeping the
-        watchdog fed. An eval nobody follows (the original tool's) reads end of file."""
+        """Keyboard input for the eval: asks the host that follows it. An eval nobody follows
+        (the original tool's) reads end of file."""
         out.send_now()
         end = time.ticks_add(_ticks(), 2000)  # the lease travels right behind the eval
         while self.followed != eid and time.ticks_diff(end, _ticks()) > 0:
@@ -538,23 +635,9 @@ class Agent:
             time.sleep_ms(5)
         if self.followed != eid:
             return b""
-        self.asked += 1
-        q = '{"n":%d,"op":"stdin","len":%d}' % (self.asked, n)
-        self.engine.publish_signed(self.base + "reply/ask/" + eid, b"\xff\xff" + q.encode())
-        self.flush()
-        want = "%scmd/ans/%s/%d" % (self.base, eid, self.asked)
-        while True:
-            for i, (topic, payload) in enumerate(self.inbox):
-                if topic == want:
-                    del self.inbox[i]
-                    data = self.engine.verify(topic, payload)  # None: not the host's
-                    if data is None:
-                        break
-                    data = data[:n + 1]
-                    return data[1:] if data[:1] == b"+" else b""
-            self.poll_while_busy(eid)  # an interrupt raises KeyboardInterrupt here
-            self.watchdog_tick()
-            time.sleep_ms(5)
+        # The host answers when its user typed: no limit but the lease (or an interrupt).
+        data = self.ask(eid, {"op": "stdin", "len": n}, cap=n + 1, wait_ms=None)
+        return data[1:] if data is not None and data[:1] == b"+" else b""
 
     def input_for(self, eid, out):
         """input() in __main__ while eval eid runs."""
@@ -578,7 +661,6 @@ class Agent:
         return _input
 
     def run_eval(self, eid, src):
-        import __main__
         g = __main__.__dict__
         out = Output(self, eid)
         self.current = eid
@@ -587,7 +669,7 @@ class Agent:
         g["print"] = out.print
         g["input"] = self.input_for(eid, out)
         error = None
-        restore = _capture(out)
+        restore = _capture(out, g["input"])
         try:
             try:
                 code, expr = compile(src, "<stdin>", "eval"), True
@@ -601,7 +683,6 @@ class Agent:
             if expr and r is not None:
                 out.write(repr(r))
         except BaseException as e:  # KeyboardInterrupt and SystemExit too: the board stays
-            import io
             s = io.StringIO()
             sys.print_exception(e, s)
             error = s.getvalue()
@@ -677,7 +758,6 @@ class Agent:
         except OSError:
             return None
         try:
-            import __main__
             g = __main__.__dict__
             with open(name) as f:
                 exec(f.read(), g)
@@ -699,6 +779,7 @@ class Agent:
                 self.flush()
             self.flush()
             self.watchdog_tick()
+            self.mount_tick()
             if poll is not None:
                 try:
                     poll()
@@ -730,7 +811,6 @@ def start():
         while not w.isconnected():
             time.sleep_ms(100)
     a = Agent()
-    import __main__
     __main__.log = a.log
     __main__.watchdog = Watchdog(a)
     sys.modules["watchdog"] = __main__.watchdog

@@ -14,10 +14,16 @@ try:
 except (ImportError, AttributeError):
     IOBase = object
 
+import mqb
+
 try:
     import machine
 except ImportError:
     machine = None
+try:
+    import micropython
+except ImportError:
+    micropython = None
 try:
     import esp32
 except ImportError:
@@ -299,14 +305,12 @@ def ticker(fn, ms):
     its host while an eval runs that prints nothing. A machine.Timer on a board (a virtual one
     where the port has them, timer 0 on the ESP32); on the unix port, which has no
     machine.Timer, the mqb module's thread (ticker.c). None where the firmware has neither."""
-    import mqb
     if hasattr(mqb, "ticker"):
         mqb.ticker(fn, ms)
         return lambda: mqb.ticker(None, 0)
     try:
-        import micropython
         t = machine.Timer(0 if sys.platform == "esp32" else -1)
-    except (ImportError, AttributeError, ValueError, OSError):
+    except (AttributeError, ValueError, OSError):
         return None
     sched = micropython.schedule
 

@@ -8,6 +8,7 @@ import sys
 
 import mqb_agent  # and everything it imports, while the host's files are still reachable
 import mqb_platform
+import mqb_remote  # noqa: F401 (a board imports it from its filesystem at the first mount)
 import umqtt.simple  # noqa: F401
 import io  # noqa: F401
 

@@ -302,8 +302,12 @@ static enum mqb_err p_ota_close(void *ctx, int fh, bool commit) {
 static enum mqb_err p_command(void *ctx, const char *cmd, const char *id, const char *tail,
                               const uint8_t *data, size_t len) {
     mqb_obj_t *self = ctx;
-    if (strcmp(cmd, "interrupt") != 0 && strcmp(cmd, "running") != 0 && strcmp(cmd, "reset") != 0 &&
-        strcmp(cmd, "trust") != 0) {
+    static const char *const handled[] = {"interrupt", "running", "reset", "trust", "mount"};
+    size_t i = 0;
+    while (i < MP_ARRAY_SIZE(handled) && strcmp(cmd, handled[i]) != 0) {
+        i++;
+    }
+    if (i == MP_ARRAY_SIZE(handled)) {
         return MQB_ERR_UNSUPPORTED;
     }
     nlr_buf_t nlr;
