@@ -280,6 +280,10 @@ class Agent:
         self.hw = plat.hw_watchdog(self.timeout)
         self.ota = plat.ota_target()
         self.engine = mqb.Engine(self.prefix, AGENT, plat.Platform(self.ota))
+        # The firmware module raises KeyboardInterrupt in a silent eval; the .mpy cannot (a
+        # native module reaches no scheduler): there only evals that print are interrupted.
+        self.interrupt_eval = getattr(self.engine, "interrupt_eval", None) or (lambda: None)
+        self.eval_armed = getattr(self.engine, "eval_armed", None) or (lambda armed: None)
         self.trust_init()
         self.log = Log(self)
 
@@ -525,7 +529,7 @@ class Agent:
             self.io -= 1
         if stop:
             if tick:
-                self.engine.interrupt_eval()
+                self.interrupt_eval()
             else:
                 raise KeyboardInterrupt
 
@@ -585,12 +589,12 @@ class Agent:
         self.watchdog_tick()
         if self.lease_end is not None and time.ticks_diff(self.lease_end, _ticks()) < 0:
             self.lease_end = None  # its requester went silent (protocol.md, lease)
-            self.engine.interrupt_eval()
+            self.interrupt_eval()
             return
         if self.reset_asked is not None and self.reset_after[1] == self.current:
             if time.ticks_diff(_ticks(), self.reset_asked) > RESET_GRACE_MS and not plat.UNIX:
                 self.reset(self.reset_after[0], True)
-            self.engine.interrupt_eval()
+            self.interrupt_eval()
             return
         self.poll_while_busy(self.current, True)
 
@@ -675,11 +679,11 @@ class Agent:
                 code, expr = compile(src, "<stdin>", "eval"), True
             except SyntaxError:
                 code, expr = compile(src, "<stdin>", "exec"), False
-            self.engine.eval_armed(True)  # from here an interrupt may land (busy_tick)
+            self.eval_armed(True)  # from here an interrupt may land (busy_tick)
             try:
                 r = eval(code, g) if expr else exec(code, g)
             finally:
-                self.engine.eval_armed(False)  # and not after: none lands in our code
+                self.eval_armed(False)  # and not after: none lands in our code
             if expr and r is not None:
                 out.write(repr(r))
         except BaseException as e:  # KeyboardInterrupt and SystemExit too: the board stays

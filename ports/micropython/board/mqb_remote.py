@@ -161,7 +161,7 @@ class RemoteFS:
         try:
             s = self._json("stat", path)
         except KeyboardInterrupt:  # import's search swallows what a VFS raises: the eval
-            self.agent.engine.interrupt_eval()  # gets it again at its next bytecode
+            self.agent.interrupt_eval()  # gets it again at its next bytecode
             raise
         if not isinstance(s, dict):
             raise OSError(errno.EIO)

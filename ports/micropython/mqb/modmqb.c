@@ -10,14 +10,28 @@
 
 // ---- calls into Python that never unwind through the engine ----
 
-// The mqb error for a Python exception: OSError errnos map as on POSIX, anything else is I/O.
-static enum mqb_err err_of(mp_obj_t exc) {
+// The errno of an OSError, 0 for any other exception.
+static mp_int_t errno_of(mp_obj_t exc) {
+#if MICROPY_ENABLE_DYNRUNTIME // a native module sees OSError by name only
+    mp_obj_t args[2] = {exc, mp_load_global(MP_QSTR_OSError)};
+    if (!mp_obj_is_true(mp_call_function_n_kw(mp_load_global(MP_QSTR_isinstance), 2, 0, args))) {
+        return 0;
+    }
+    mp_obj_t v =
+        mp_obj_subscr(mp_load_attr(exc, MP_QSTR_args), MP_OBJ_NEW_SMALL_INT(0), MP_OBJ_SENTINEL);
+#else
     if (!mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)),
                                  MP_OBJ_FROM_PTR(&mp_type_OSError))) {
-        return MQB_ERR_IO;
+        return 0;
     }
     mp_obj_t v = mp_obj_exception_get_value(exc);
-    mp_int_t e = mp_obj_is_small_int(v) ? MP_OBJ_SMALL_INT_VALUE(v) : 0;
+#endif
+    return mp_obj_is_small_int(v) ? MP_OBJ_SMALL_INT_VALUE(v) : 0;
+}
+
+// The mqb error for a Python exception: OSError errnos map as on POSIX, anything else is I/O.
+static enum mqb_err err_of(mp_obj_t exc) {
+    mp_int_t e = errno_of(exc);
     switch (e) {
     case MP_ENOENT: return MQB_ERR_NOENT;
     case MP_EISDIR: return MQB_ERR_ISDIR;
@@ -109,7 +123,11 @@ static enum mqb_err p_open_read(void *ctx, const char *path, int *fh, uint64_t *
     enum mqb_err err = call(self->plat, MP_QSTR_open_read, 1, &arg, &r);
     if (err == MQB_OK) {
         mp_obj_t *items;
-        mp_obj_get_array_fixed_n(r, 2, &items);
+        size_t n;
+        mp_obj_get_array(r, &n, &items);
+        if (n != 2) {
+            return MQB_ERR_IO;
+        }
         self->files[i] = items[0];
         *size = (uint64_t)mp_obj_get_int(items[1]);
         *fh = i;
@@ -144,7 +162,22 @@ static enum mqb_err stream_rw(mp_obj_t f, void *buf, size_t len, size_t *done, b
     }
     if (nlr_push(&nlr) == 0) {
         int errcode = 0;
+#if MICROPY_ENABLE_DYNRUNTIME // mp_stream_rw, as the runtime has it
+        const mp_stream_p_t *sp = mp_get_stream_raise(
+            f, flags == MP_STREAM_RW_READ ? MP_STREAM_OP_READ : MP_STREAM_OP_WRITE);
+        *done = 0;
+        while (*done < len && errcode == 0) {
+            uint8_t *p = (uint8_t *)buf + *done;
+            mp_uint_t out = flags == MP_STREAM_RW_READ ? sp->read(f, p, len - *done, &errcode)
+                                                       : sp->write(f, p, len - *done, &errcode);
+            if (out == MP_STREAM_ERROR || out == 0) {
+                break;
+            }
+            *done += out;
+        }
+#else
         *done = mp_stream_rw(f, buf, len, &errcode, flags);
+#endif
         nlr_pop();
         return errcode == 0 ? MQB_OK : errcode == MP_ENOSPC ? MQB_ERR_NOSPC : MQB_ERR_IO;
     }
@@ -182,7 +215,11 @@ static enum mqb_err p_hash_update(void *ctx, unsigned slot, const uint8_t *data,
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
         // A memoryview over the engine's buffer: no copy of the chunk.
+#if MICROPY_ENABLE_DYNRUNTIME
+        mp_obj_t mv = mp_obj_new_bytearray_by_ref(len, (void *)data);
+#else
         mp_obj_t mv = mp_obj_new_memoryview('B', len, (void *)data);
+#endif
         nlr_pop();
         return call(self->hashes[slot], MP_QSTR_update, 1, &mv, NULL);
     }
@@ -230,7 +267,11 @@ struct eval_part {
 static void eval_append(mqb_obj_t *self, const void *arg) {
     const struct eval_part *p = arg;
     if (self->eval_buf == mp_const_none) {
+#if MICROPY_ENABLE_DYNRUNTIME
+        self->eval_buf = mp_call_function_n_kw(mp_load_global(MP_QSTR_bytearray), 0, 0, NULL);
+#else
         self->eval_buf = mp_obj_new_bytearray(0, NULL);
+#endif
     }
     mp_obj_t chunk = mp_obj_new_bytes(p->src, p->len);
     mp_obj_t m[3];
@@ -350,8 +391,17 @@ static const struct mqb_platform platform = {
 // ---- the Python type ----
 
 // A 64-bit millisecond clock from the port's 32-bit ticks (which wrap every 49.7 days).
+static uint32_t ticks_ms(mqb_obj_t *self) {
+#if MICROPY_ENABLE_DYNRUNTIME
+    return (uint32_t)mp_obj_get_int_truncated(mp_call_function_n_kw(self->ticks_ms, 0, 0, NULL));
+#else
+    (void)self;
+    return (uint32_t)mp_hal_ticks_ms();
+#endif
+}
+
 static uint64_t now_ms(mqb_obj_t *self) {
-    uint32_t t = (uint32_t)mp_hal_ticks_ms();
+    uint32_t t = ticks_ms(self);
     if (t < self->ticks_last) {
         self->ticks_high += (uint64_t)1 << 32;
     }
@@ -359,7 +409,9 @@ static uint64_t now_ms(mqb_obj_t *self) {
     return self->ticks_high | t;
 }
 
+#if !MICROPY_ENABLE_DYNRUNTIME
 MP_REGISTER_ROOT_POINTER(mp_obj_t mqb_engine_obj);
+#endif
 
 // Engine(prefix, agent, platform)
 static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
@@ -380,12 +432,53 @@ static mp_obj_t engine_make_new(const mp_obj_type_t *type, size_t n_args, size_t
     if (mqb_engine_init(&self->engine, &platform, self, prefix, self->agent) != MQB_OK) {
         mp_raise_ValueError(MP_ERROR_TEXT("prefix too long"));
     }
-    self->ticks_last = (uint32_t)mp_hal_ticks_ms();
+#if MICROPY_ENABLE_DYNRUNTIME
+    mp_obj_t time = mp_import_name(MP_QSTR_time, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+    self->ticks_ms = mp_load_attr(time, MP_QSTR_ticks_ms);
+#endif
+    self->ticks_last = ticks_ms(self);
 #if MQB_TRUST
     mqb_engine_set_auth(&self->engine, &self->auth); // no keys yet: unsigned commands run
 #endif
+#if !MICROPY_ENABLE_DYNRUNTIME
     MP_STATE_VM(mqb_engine_obj) = MP_OBJ_FROM_PTR(self); // keep it (and its files) for the GC
+#endif
     return MP_OBJ_FROM_PTR(self);
+}
+
+// "command expired: ..." for a deadline (Unix seconds) missed by `late` seconds.
+static void expired_text(char *text, size_t cap, uint32_t deadline, uint32_t late) {
+#if MICROPY_ENABLE_DYNRUNTIME // no vstr and no calendar in a native module
+    char d[11], l[11];
+    size_t i = sizeof(d), j = sizeof(l);
+    d[--i] = l[--j] = '\0';
+    do {
+        d[--i] = (char)('0' + deadline % 10);
+    } while ((deadline /= 10) != 0);
+    do {
+        l[--j] = (char)('0' + late % 10);
+    } while ((late /= 10) != 0);
+    const char *parts[] = {"command expired: it had to start by Unix time ", d + i, ", ", l + j,
+                           " s ago by the board's clock (mqboard --expire sets the limit)"};
+    size_t n = 0;
+    for (size_t k = 0; k < MP_ARRAY_SIZE(parts); k++) {
+        for (const char *p = parts[k]; *p != '\0' && n + 1 < cap; p++) {
+            text[n++] = *p;
+        }
+    }
+    text[n] = '\0';
+#else
+    timeutils_struct_time_t tm;
+    timeutils_seconds_since_1970_to_struct_time(deadline, &tm);
+    vstr_t v;
+    vstr_init_fixed_buf(&v, cap, text);
+    vstr_printf(&v,
+                "command expired: it had to start by %04u-%02u-%02u %02u:%02u:%02u UTC, %u s ago "
+                "by the board's clock (mqboard --expire sets the limit)",
+                tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                (unsigned)late);
+    vstr_null_terminated_str(&v);
+#endif
 }
 
 // A command whose id carries a deadline (docs/protocol.md) that has passed by the board's
@@ -407,16 +500,8 @@ static bool too_late(mqb_obj_t *self, const char *topic, const uint8_t *p, size_
     if (deadline == 0 || (mp_uint_t)unix_now <= deadline) {
         return false;
     }
-    timeutils_struct_time_t tm;
-    timeutils_seconds_since_1970_to_struct_time(deadline, &tm);
-    vstr_t v;
-    vstr_init_fixed_buf(&v, sizeof(text), text);
-    vstr_printf(&v,
-                "command expired: it had to start by %04u-%02u-%02u %02u:%02u:%02u UTC, %u s ago "
-                "by the board's clock (mqboard --expire sets the limit)",
-                tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                (unsigned)((mp_uint_t)unix_now - deadline));
-    reply_err(self, id, vstr_null_terminated_str(&v));
+    expired_text(text, sizeof(text), deadline, (uint32_t)((mp_uint_t)unix_now - deadline));
+    reply_err(self, id, text);
     return true;
 }
 
@@ -532,6 +617,7 @@ static mp_obj_t engine_publish_signed(mp_obj_t self_in, mp_obj_t topic_in, mp_ob
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(engine_publish_signed_obj, engine_publish_signed);
 
+#if !MICROPY_ENABLE_DYNRUNTIME // natmod/natmod.c builds the type and module at load
 static const mp_rom_map_elem_t engine_locals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_input), MP_ROM_PTR(&engine_input_obj)},
     {MP_ROM_QSTR(MP_QSTR_pump), MP_ROM_PTR(&engine_pump_obj)},
@@ -559,6 +645,7 @@ static MP_DEFINE_CONST_DICT(engine_locals, engine_locals_table);
 
 static MP_DEFINE_CONST_OBJ_TYPE(mqb_type_engine, MP_QSTR_Engine, MP_TYPE_FLAG_NONE, make_new,
                                 engine_make_new, locals_dict, &engine_locals);
+#endif
 
 // boot_mode(rtc_memory) -> (safe, cleared): the safe-mode rule of the core (True: boot safe
 // mode), and the bytes to write back at once so that the next boot is normal only if this
@@ -578,6 +665,7 @@ static mp_obj_t mqb_rtc_word(mp_obj_t normal) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(mqb_rtc_word_obj, mqb_rtc_word);
 
+#if !MICROPY_ENABLE_DYNRUNTIME
 static const mp_rom_map_elem_t mqb_globals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_boot_mode), MP_ROM_PTR(&mqb_boot_mode_obj)},
     {MP_ROM_QSTR(MP_QSTR_rtc_word), MP_ROM_PTR(&mqb_rtc_word_obj)},
@@ -598,3 +686,4 @@ const mp_obj_module_t mqb_user_cmodule = {
 };
 
 MP_REGISTER_MODULE(MP_QSTR_mqb, mqb_user_cmodule);
+#endif

@@ -5,6 +5,18 @@
 
 #include <string.h>
 
+#if MICROPY_ENABLE_DYNRUNTIME // the .mpy that a stock firmware loads (natmod/)
+#include "py/dynruntime.h"
+#include "py/stream.h"
+// In the runtime's table of functions, but not named by dynruntime.h (the native emitter calls
+// them so for try/except; firmwares whose nlr is setjmp-based are not supported).
+#define mp_call_method_n_kw(n_args, n_kw, args)                                                    \
+    (mp_fun_table.call_method_n_kw((n_args), (n_kw), (args)))
+#undef nlr_push
+#define nlr_push(buf) (mp_fun_table.nlr_push(buf))
+#undef nlr_pop
+#define nlr_pop() (mp_fun_table.nlr_pop())
+#else
 #include "py/mphal.h"
 #include "py/objstr.h"
 #include "py/runtime.h"
@@ -12,6 +24,7 @@
 #include "py/builtin.h"
 #include "extmod/vfs.h"
 #include "shared/timeutils/timeutils.h"
+#endif
 
 #include "mqb/boot.h"
 #include "mqb/auth.h"
@@ -52,6 +65,9 @@ typedef struct {
     char eval_id[MQB_ID_MAX + 1];
     mp_obj_t eval_buf; // bytearray of the eval being collected, or None
     bool eval_armed;   // an eval runs its own code: it may be interrupted
+#if MICROPY_ENABLE_DYNRUNTIME
+    mp_obj_t ticks_ms; // time.ticks_ms: a native module has no mp_hal
+#endif
     uint32_t ticks_last;
     uint64_t ticks_high;
 #if MQB_TRUST
@@ -80,13 +96,13 @@ MP_DECLARE_CONST_FUN_OBJ_3(engine_sign_status_obj);
 #endif
 
 // mqb.ticker() stands in for machine.Timer on the unix port (ticker.c).
-#if defined(__unix__) && MICROPY_PY_THREAD && MICROPY_ENABLE_SCHEDULER
+#if defined(__unix__) && MICROPY_PY_THREAD && MICROPY_ENABLE_SCHEDULER && !MICROPY_ENABLE_DYNRUNTIME
 #define MQB_TICKER 1
 MP_DECLARE_CONST_FUN_OBJ_2(mqb_ticker_obj);
 #else
 #define MQB_TICKER 0
 #endif
-#if MICROPY_KBD_EXCEPTION
+#if MICROPY_KBD_EXCEPTION && !MICROPY_ENABLE_DYNRUNTIME
 // Engine methods (ticker.c).
 MP_DECLARE_CONST_FUN_OBJ_1(engine_interrupt_eval_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(engine_eval_armed_obj);
