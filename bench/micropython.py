@@ -25,8 +25,10 @@ LIB = os.environ.get("MQB_MICROPYTHON_LIB")
 sys.path.insert(0, str(REPO / "bench"))
 from run import Broker, stop  # noqa: E402
 
-CORE = ["err", "strbuf", "wire", "engine", "wdt", "boot"]
-LIMITS = ["-DMQB_CHUNK_MAX=4096", "-DMQB_MAX_XFERS=2", "-DMQB_PATH_MAX=128", "-DMQB_WINDOW=4"]
+CORE = ["err", "strbuf", "wire", "engine", "wdt", "boot", "auth"]
+# The limits of ports/micropython/mqb/micropython.mk.
+LIMITS = ["-DMQB_CHUNK_MAX=4096", "-DMQB_MAX_XFERS=2", "-DMQB_PATH_MAX=256", "-DMQB_WINDOW=4",
+          "-DMQB_AUTH_KEYS_MAX=4", "-DMQB_AUTH_WINDOW=8", "-DMQB_AUTH_CHAINS=2"]
 
 
 def core_size(cc, flags):
@@ -167,6 +169,19 @@ def interrupt_latency(board, runs=20):
     return took[len(took) // 2], took[-1]
 
 
+def smallest_heap(broker, tmp, data, frozen):
+    for heap in (32, 48, 64, 96, 128, 160, 192):
+        b = Board(broker, tmp, heap * 1024, frozen=frozen)
+        try:
+            ok = b.ready() and timed(b, "put", str(data), "/x.bin") is not None and \
+                timed(b, "get", "/x.bin", str(tmp / "back")) is not None
+        finally:
+            stop(b.proc)
+        if ok:
+            return heap * 1024
+    return None
+
+
 def timed(board, *args):
     t0 = time.monotonic()
     r = board.mqb("-q", *args)
@@ -216,19 +231,11 @@ def main():
         else:
             rows.append(("heap in use, idle, the board package frozen", "not measured: this "
                          "firmware was built without ports/micropython/manifest.py"))
-        smallest = None
-        for heap in (32 * 1024, 48 * 1024, 64 * 1024, 96 * 1024, 128 * 1024):
-            b = Board(broker, tmp, heap)
-            try:
-                ok = b.ready() and timed(b, "put", str(data), "/x.bin") is not None and \
-                    timed(b, "get", "/x.bin", str(tmp / "back")) is not None
-            finally:
-                stop(b.proc)
-            if ok:
-                smallest = heap
-                break
-        rows.append(("smallest heap (-X heapsize) that does a 1 MiB put and get",
-                     "%d KiB" % (smallest // 1024) if smallest else "over 128 KiB"))
+        for frozen in (False, True) if has_frozen_package() else (False,):
+            smallest = smallest_heap(broker, tmp, data, frozen)
+            rows.append(("smallest heap (-X heapsize) that does a 1 MiB put and get" +
+                         (", package frozen" if frozen else ""),
+                         "%d KiB" % (smallest // 1024) if smallest else "over 192 KiB"))
         stop(broker.proc)
     for cc, flags, what in (("gcc", [], "x86-64"),
                             ("arm-none-eabi-gcc", ["-mcpu=cortex-m0plus", "-mthumb"],
@@ -241,6 +248,9 @@ def main():
         out = subprocess.run(["size", str(mod)], capture_output=True, text=True).stdout
         text, data_ = out.splitlines()[1].split()[:2]
         rows.append(("modmqb.o as built in the port (text+data)", "%d B" % (int(text) + int(data_))))
+    mpy = os.environ.get("MQB_MPY")
+    if mpy and Path(mpy).exists():
+        rows.append(("mqb.mpy, the native module (MQB_MPY)", "%d B" % Path(mpy).stat().st_size))
     print("| what | measured |\n|---|---|")
     for what, v in rows:
         print("| %s | %s |" % (what, v))

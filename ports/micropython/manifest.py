@@ -8,4 +8,5 @@
 require("umqtt.simple")
 module("mqb_agent.py", base_path="board")
 module("mqb_platform.py", base_path="board")
+module("mqb_remote.py", base_path="board")
 module("mqb_settings.py", base_path="board")
