@@ -307,18 +307,19 @@ def test_a_power_cut_during_puts_never_loses_the_file(broker, tmp_path):
     """Issue 18: the board removed the target and then renamed the temporary over it; killed
     between the two, /main.py was gone (4-7 times in 30). Now the rename replaces it (LittleFS)
     or a commit record finishes it at the next start (FAT), and temporaries are removed at
-    start. Killed at random moments of 12 puts, /main.py is always old or new, whole."""
+    start. Killed at random moments of 12 puts, the file is always old or new, whole (/app.py,
+    the application: /main.py is the board package's own start now)."""
     import random
     rnd = random.Random(18)
     old, new = b"# old\n" * 40000, b"# new\n" * 40000
-    image = tmp_path / "main.py"
+    image = tmp_path / "app.py"
     image.write_bytes(new)
     b = MpBoard(broker, tmp_path)
-    b.mqb("put", str(image), "/main.py")
+    b.mqb("put", str(image), "/app.py")
     for i in range(12):
         image.write_bytes(old if i % 2 else new)
         p = subprocess.Popen([str(BIN / "mqboard"), "-q", "-p", str(broker.port), "--prefix",
-                              b.prefix, "put", str(image), "/main.py"],
+                              b.prefix, "put", str(image), "/app.py"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rnd.uniform(0.0, 0.4))
         b.stopping = True
@@ -328,7 +329,7 @@ def test_a_power_cut_during_puts_never_loses_the_file(broker, tmp_path):
         b.log.close()
         p.wait(timeout=60)
         b = MpBoard(broker, tmp_path)
-        got = b.mqb("sha256sum", "/main.py", check=False)
+        got = b.mqb("sha256sum", "/app.py", check=False)
         assert got.returncode == 0, got.stderr  # the file is there
         digest = got.stdout.split()[0]
         assert digest in (hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest())
@@ -534,6 +535,42 @@ def test_firmware_needs_a_release_signature_on_the_micropython_board(broker, tmp
         r = ota("--allow-downgrade")
         assert r.returncode == 0, r.stderr
         assert recorded() == "4"
+    finally:
+        b.stop()
+
+
+# ---- updating the board package over MQTT (board/main.py) ----
+
+def test_a_package_update_is_tried_then_kept_or_rolled_back(broker, tmp_path):
+    """An update put into /mqb.new runs once on trial: confirmed after ALLOK it becomes /mqb
+    and stays across resets; one that cannot start is rolled back at the next start."""
+    b = MpBoard(broker, tmp_path, wdt=2, allok=3)
+    try:
+        new = tmp_path / "new"
+        new.mkdir()
+        for f in [*(REPO / "ports/micropython/board").glob("mqb_*.py")] + \
+                ([Path(MPY)] if MPY else []):  # an update is the whole package
+            if f.name != "mqb_unix.py":
+                shutil.copy(f, new)
+        agent = new / "mqb_agent.py"
+        agent.write_text(agent.read_text().replace('VERSION = "', 'VERSION = "9.9.9-new+'))
+        b.mqb("put", "-r", str(new) + "/", ":/mqb.new")
+        b.mqb("reset")
+        b.wait_ready(check=lambda: "9.9.9-new" in (b.status() or {}).get("agent", ""))
+        listing = lambda: b.out("exec", "import os\nprint(sorted(os.listdir('/')))")  # noqa
+        assert wait_for(lambda: "'mqb.new'" not in listing(), 20), listing()
+        b.mqb("reset")
+        b.wait_ready()
+        assert "9.9.9-new" in b.status()["agent"]  # confirmed: it stays
+        # An update that cannot start: the board comes back with the package it had.
+        agent.write_text("raise ImportError('a broken update')\n")
+        b.mqb("put", "-r", str(new) + "/", ":/mqb.new")
+        boot = b.status()["boot_id"]
+        b.mqb("reset")
+        b.wait_ready(timeout=30, check=lambda: (b.status() or {}).get("boot_id") != boot)
+        assert "9.9.9-new" in b.status()["agent"]
+        assert "'mqb.new'" not in listing()
+        assert "a broken update" in (tmp_path / "micropython.log").read_text()
     finally:
         b.stop()
 

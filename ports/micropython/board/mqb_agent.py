@@ -324,6 +324,7 @@ class Agent:
         c.subscribe(self.base + "cmd/#", qos=1)
         c.subscribe(DISCOVER, qos=0)  # boards: who is there? (docs/protocol.md)
         c.publish(self.base + "status", self.status(True), retain=True, qos=1)
+        self.connected = _ticks()
 
     def on_message(self, topic, msg):
         if self.client.retained():
@@ -714,17 +715,27 @@ class Agent:
         if self.hw is not None:
             self.hw.feed()
         if not self.allok_done and time.ticks_diff(now, self.streak) >= self.allok * 1000:
-            self.allok_done = True
             plat.rtc_write(mqb.rtc_word(True) + plat.rtc_read()[4:])
-            if self.ota is not None:
-                self.ota.mark_valid()
-                try:  # the image is confirmed: the status says so (ota --confirm waits for it)
-                    self.publish(self.base + "status", self.status(True), retain=True)
-                except OSError:
-                    pass
+            self.confirm()
             if self.safe:
                 self.log.critical("controllable for %d s in safe mode: resetting", self.allok)
                 self.reset("n", True)
+
+    def confirm(self):
+        """This boot proved itself (ALLOK s controllable): the firmware image is marked valid
+        (no rollback), a board package on trial becomes the package (main.py)."""
+        self.allok_done = True
+        if self.ota is not None:
+            self.ota.mark_valid()
+            try:  # the image is confirmed: the status says so (ota --confirm waits for it)
+                self.publish(self.base + "status", self.status(True), retain=True)
+            except OSError:
+                pass
+        try:
+            if plat.confirm_package(getattr(sys.modules[__name__], "__file__", "")):
+                self.log.info("the board package update is confirmed: it is /mqb now")
+        except OSError as e:
+            self.log.error("confirming the board package update: %r", e)
 
     def watchdog_tick(self):
         if self.timeout <= 0:
@@ -784,6 +795,9 @@ class Agent:
             self.flush()
             self.watchdog_tick()
             self.mount_tick()
+            if self.timeout <= 0 and not self.allok_done and \
+                    time.ticks_diff(_ticks(), self.connected) >= self.allok * 1000:
+                self.confirm()  # no watchdog feeds to count: connected for ALLOK s
             if poll is not None:
                 try:
                     poll()

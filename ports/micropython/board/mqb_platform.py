@@ -36,7 +36,7 @@ except ImportError:
 # mounted at "/"; the host's files are reached through HOSTFS, a VfsPosix that is never
 # mounted: no board listing, tree walk or rm can reach the host.
 UNIX = not hasattr(machine, "RTC")
-HOSTFS = None
+HOSTFS = os.VfsPosix() if UNIX and hasattr(os, "VfsPosix") else None
 
 
 def _env(name, default=None):
@@ -297,6 +297,39 @@ def hw_watchdog(timeout_s):
     if UNIX or not timeout_s:
         return None
     return machine.WDT(timeout=int(timeout_s * 1500))
+
+
+def _rmtree(p):
+    for e in os.ilistdir(p):
+        q = p + "/" + e[0]
+        _rmtree(q) if e[1] == 0x4000 else os.remove(q)
+    os.rmdir(p)
+
+
+def confirm_package(running_from):
+    """The board package proved itself (controllable for ALLOK s). If it is an update on
+    trial (main.py ran it from /mqb.new), it becomes /mqb, in an order that a power cut at any
+    step leaves a package main.py runs: the trial mark goes first (an update that was
+    confirmed is never rolled back), then /mqb becomes /mqb.old, /mqb.new becomes /mqb, and
+    /mqb.old goes."""
+    if not running_from.startswith("/mqb.new/"):
+        return False
+    os.remove("/mqb.new/.tried")
+    for d in ("/mqb.old",):
+        try:
+            _rmtree(d)
+        except OSError:
+            pass
+    try:
+        os.rename("/mqb", "/mqb.old")
+    except OSError:
+        pass  # installed at the root, or cut after this step before
+    os.rename("/mqb.new", "/mqb")
+    try:
+        _rmtree("/mqb.old")
+    except OSError:
+        pass
+    return True
 
 
 def ticker(fn, ms):

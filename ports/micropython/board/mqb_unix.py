@@ -1,18 +1,24 @@
 # Runs the board package on the MicroPython unix port as if it were a board (tests, trying it
 # out): the board's filesystem is a LittleFS image in a host file (MQB_FS_IMAGE, 8 MiB,
-# formatted on first use) mounted at "/", as on an ESP32. Settings come from MQB_* variables
-# (see mqb_settings.py); the process exits to reset (77 hard, 79 soft, 78 watchdog) and its
+# formatted on first use) mounted at "/", as on an ESP32. The folder this file is in plays the
+# serial cable: at the first start its package is copied onto the board (/main.py, /mqb/,
+# /lib/umqtt/), as mpremote would; from then on the board runs its own /main.py from its own
+# filesystem, which is what updates over MQTT change. Without a package beside it (a firmware
+# with the package frozen) the frozen one runs. Settings come from MQB_* variables (see
+# mqb_settings.py); the process exits to reset (77 hard, 79 soft, 78 watchdog) and its
 # launcher starts it again with MQB_RESET_CAUSE. Run: micropython mqb_unix.py
 import os
 import sys
 
-import mqb_agent  # and everything it imports, while the host's files are still reachable
-import mqb_platform
-import mqb_remote  # noqa: F401 (a board imports it from its filesystem at the first mount)
-import umqtt.simple  # noqa: F401
-import io  # noqa: F401
+try:  # the tests' esp32 stand-in, when it is beside this file: the firmware's, not files
+    import esp32  # noqa: F401
+    import machine  # noqa: F401
+except ImportError:
+    pass
 
 BLOCK = 4096
+HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+FIRMWARE = ("mqb_unix.py", "esp32.py", "machine.py")  # not the board's files
 
 
 class FileBlockDev:
@@ -50,19 +56,57 @@ class FileBlockDev:
         return None
 
 
-def mount():
+def package():
+    """The board's files from the folder beside this one: [(board path, bytes)]."""
+    files = []
+    for name in os.listdir(HERE):
+        if name in FIRMWARE or not (name.endswith(".py") or name.endswith(".mpy")):
+            continue
+        with open(HERE + "/" + name, "rb") as f:
+            files.append(("/main.py" if name == "main.py" else "/mqb/" + name, f.read()))
+    try:
+        with open(HERE + "/umqtt/simple.py", "rb") as f:
+            files.append(("/lib/umqtt/simple.py", f.read()))
+    except OSError:
+        pass
+    return files
+
+
+def install(files):
+    for path, data in files:
+        d = ""
+        for part in path.split("/")[1:-1]:
+            d += "/" + part
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def main():
+    files = package()  # read while the host's files are reachable
     dev = FileBlockDev(os.getenv("MQB_FS_IMAGE"), int(os.getenv("MQB_FS_BLOCKS") or 2048))
     try:
         vfs = os.VfsLfs2(dev)
     except OSError:
         os.VfsLfs2.mkfs(dev)
         vfs = os.VfsLfs2(dev)
-    mqb_platform.HOSTFS = os.VfsPosix()  # the emulated RTC memory and flash: never mounted
     os.umount("/")
     os.mount(vfs, "/")
     os.chdir("/")
     sys.path[:] = ["", "/lib", ".frozen"]
+    try:
+        os.stat("/main.py")
+    except OSError:
+        install(files)  # the first start: the serial cable's copy
+    if files:
+        with open("/main.py") as f:
+            exec(f.read(), {"__name__": "__main__"})
+    else:
+        import mqb_agent
+        mqb_agent.start()
 
 
-mount()
-mqb_agent.start()
+main()
