@@ -101,7 +101,8 @@ def main():
         os.stat("/main.py")
     except OSError:
         install(files)  # the first start: the serial cable's copy
-    if files:
+    have, files = bool(files), None  # the copy's bytes are not kept (heap)
+    if have:
         with open("/main.py") as f:
             exec(f.read(), {"__name__": "__main__"})
     else:
