@@ -405,6 +405,11 @@ def test_signed_commands_on_the_micropython_board(broker, tmp_path):
         out = op.mqb(b, "exec", "for i in range(2000): print(i)").stdout  # chained replies
         assert out == "".join("%d\n" % i for i in range(2000))
         assert op.mqb(b, "exec", "print(input() * 2)", input="ab\n").stdout == "abab\n"
+        src = tmp_path / "src"  # mount: the board's questions and the host's answers signed
+        src.mkdir()
+        (src / "hi.py").write_text("print('hi from a signed mount')\n")
+        assert op.mqb(b, "mount", str(src), "+", "exec", "import hi").stdout == \
+            "hi from a signed mount\n"
         # Signed transfers: the acknowledgements carry a signature after "SEQ n", which the
         # tool once read as more digits (acked too far, so it overran the board's window and
         # its bounded inbox: "sequence gap", 1 put in 2 failed).
