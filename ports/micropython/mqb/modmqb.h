@@ -9,7 +9,7 @@
 #include "py/dynruntime.h"
 #include "py/stream.h"
 // In the runtime's table of functions, but not named by dynruntime.h (the native emitter calls
-// them so for try/except; firmwares whose nlr is setjmp-based are not supported).
+// them so for try/except). Not for a firmware whose nlr is setjmp-based (the ESP32's).
 #define mp_call_method_n_kw(n_args, n_kw, args)                                                    \
     (mp_fun_table.call_method_n_kw((n_args), (n_kw), (args)))
 #undef nlr_push
