@@ -1,10 +1,11 @@
-// Embedded CPython for eval: the evaluator thread, the _mqb module through which the
-// embedded Python side (ports/linux/mpcompat/_board.py) talks to C, live output capture with
-// back-pressure, events for the loop, and interrupts via a real signal.
+// Embedded CPython for eval: the evaluator thread, live output capture with back-pressure,
+// events for the loop, and interrupts via a real signal. The _mqb module through which the
+// Python side talks to C is pymodule.c.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "pyeval.h"
+#include "pyeval_state.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,86 +16,20 @@
 #include <time.h>
 #include <unistd.h>
 
-// Output a running eval may buffer before its writes block (back-pressure from the host).
-#define OUT_MAX (1024 * 1024)
-// Events (log lines) queued beyond this are dropped; the loop rate-limits what it sends.
-#define EVENTS_MAX 1000
-// Evals queued (or running) at most; beyond that a new one is refused (a flood of evals
-// cannot grow the agent's memory).
-#define JOBS_MAX 64
-// Queued eval source, over all queued jobs, at most (bytes).
-#define QUEUED_SRC_MAX (64u * 1024 * 1024)
-// The signal that wakes the evaluator thread: a Python-level handler (_board._on_signal)
-// answers the watchdog's probe and raises KeyboardInterrupt only when an interrupt names the
-// eval that runs.
-#define INTERRUPT_SIGNAL SIGUSR2
-
-extern const struct {
-    const char *name;
-    const char *src;
-} mpcompat_modules[];
-
-struct job {
-    char id[MQB_ID_MAX + 1];
-    char *src;
-    size_t len;
-    bool json;
-    char *app;          // not an eval: start the application in this file
-    bool probe;         // not an eval: the watchdog's probe of an idle interpreter
-    uint64_t lease_end; // interrupt (or drop) when this time passes (0: no lease)
-    uint64_t started;   // when it began to run (ms, the loop's clock)
-    struct job *next;
-};
-
-struct event_node {
-    struct pyeval_event ev;
-    struct event_node *next;
-};
-
-struct pyeval {
-    struct pyeval_config cfg;
-    char root[4096];
-    char rtc_path[4096];
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cond; // jobs queued, output drained, start-up done
-    struct job *head, *tail;
-    unsigned queued;              // jobs queued or running
-    size_t queued_bytes;          // their source bytes
-    bool probe_pending;           // the watchdog asked whether the interpreter still responds
-    char intr_id[MQB_ID_MAX + 1]; // the eval an interrupt was sent to ("" none)
-    char *wdt_status;             // JSON snapshot for watchdog.status(), under mu
-    struct event_node *ev_head, *ev_tail;
-    unsigned ev_count;
-    // The running (or finished, not yet drained) eval, under mu.
-    bool running;
-    struct job *cur;
-    uint8_t *out;
-    size_t out_len, out_cap;
-    bool done;
-    char *error, *result;
-    bool is_exec;
-    int started;       // 1 ok, -1 failed
-    PyObject *board;   // the _board module
-    PyObject *globals; // __main__'s dict (borrowed)
-};
-
-static struct pyeval *the_pe; // the _mqb module reaches the evaluator through this
-
 uint64_t pyeval_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void wake(struct pyeval *pe) {
+void pyeval_wake(struct pyeval *pe) {
     char b = 1;
     ssize_t r = write(pe->cfg.wake_fd, &b, 1);
     (void)r; // a full pipe already means "wake up"
 }
 
 // Appends to the current output, waiting (with the GIL released) while the buffer is full.
-static void out_append(struct pyeval *pe, const char *s, size_t n) {
+void pyeval_out_append(struct pyeval *pe, const char *s, size_t n) {
     Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&pe->mu);
     // A JSON job (repl/in) is answered in one message: what does not fit is dropped.
     if (pe->cur->json && pe->out_len + n > OUT_MAX) {
@@ -117,13 +52,13 @@ static void out_append(struct pyeval *pe, const char *s, size_t n) {
         pe->out_len += take;
         s += take;
         n -= take;
-        wake(pe);
+        pyeval_wake(pe);
     }
     pthread_mutex_unlock(&pe->mu);
     Py_END_ALLOW_THREADS
 }
 
-static void post_event(struct pyeval *pe, enum pyeval_event_kind kind, const char *text,
+void pyeval_post_event(struct pyeval *pe, enum pyeval_event_kind kind, const char *text,
                        double seconds) {
     pthread_mutex_lock(&pe->mu);
     if (kind != PYEVAL_LOG || pe->ev_count < EVENTS_MAX) {
@@ -141,303 +76,9 @@ static void post_event(struct pyeval *pe, enum pyeval_event_kind kind, const cha
         }
         pe->ev_tail = n;
         pe->ev_count++;
-        wake(pe);
+        pyeval_wake(pe);
     }
     pthread_mutex_unlock(&pe->mu);
-}
-
-// ---- the _mqb module ----
-
-static PyObject *mqb_write(PyObject *self, PyObject *arg) {
-    (void)self;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
-    if (s == NULL) {
-        return NULL;
-    }
-    out_append(the_pe, s, (size_t)n);
-    Py_RETURN_NONE;
-}
-
-static PyObject *mqb_log(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *letter, *msg;
-    if (!PyArg_ParseTuple(args, "ss", &letter, &msg)) {
-        return NULL;
-    }
-    size_t n = strlen(msg);
-    char *line = malloc(n + 3);
-    line[0] = strchr("CEWID", letter[0]) != NULL && letter[0] != '\0' ? letter[0] : 'I';
-    line[1] = ' ';
-    memcpy(line + 2, msg, n + 1);
-    post_event(the_pe, PYEVAL_LOG, line, 0);
-    free(line);
-    Py_RETURN_NONE;
-}
-
-// True when the calling code is an eval that arrived through the broker (not the
-// application's own threads).
-static bool in_eval(struct pyeval *pe) {
-    pthread_mutex_lock(&pe->mu);
-    bool yes = pthread_equal(pthread_self(), pe->thread) && pe->cur != NULL && pe->cur->src;
-    pthread_mutex_unlock(&pe->mu);
-    return yes;
-}
-
-static PyObject *mqb_reset(PyObject *self, PyObject *arg) {
-    (void)self;
-    const char *mode = PyUnicode_AsUTF8(arg);
-    if (mode == NULL) {
-        return NULL;
-    }
-    // seconds = 1: requested through the broker (the next boot may be normal).
-    post_event(the_pe, PYEVAL_RESET, mode, in_eval(the_pe) ? 1 : 0);
-    Py_RETURN_NONE;
-}
-
-// The handler of INTERRUPT_SIGNAL: answers the watchdog's probe (the interpreter runs Python
-// code on this thread) and says whether an interrupt names the eval that runs now.
-static PyObject *mqb_on_signal(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    struct pyeval *pe = the_pe;
-    pthread_mutex_lock(&pe->mu);
-    bool raise = pe->intr_id[0] != '\0' && pe->cur != NULL && !pe->done &&
-                 strcmp(pe->intr_id, pe->cur->id) == 0;
-    if (raise) {
-        pe->intr_id[0] = '\0';
-    }
-    bool probed = pe->probe_pending;
-    pe->probe_pending = false;
-    pthread_mutex_unlock(&pe->mu);
-    if (probed) {
-        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
-    }
-    return PyBool_FromLong(raise);
-}
-
-static PyObject *mqb_wdt_feed(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    post_event(the_pe, PYEVAL_WDT_FEED, NULL, 0);
-    Py_RETURN_NONE;
-}
-
-static PyObject *mqb_wdt_require(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *name;
-    double seconds;
-    if (!PyArg_ParseTuple(args, "sd", &name, &seconds)) {
-        return NULL;
-    }
-    post_event(the_pe, PYEVAL_WDT_REQUIRE, name, seconds);
-    Py_RETURN_NONE;
-}
-
-static PyObject *mqb_wdt_ok(PyObject *self, PyObject *arg) {
-    (void)self;
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (name == NULL) {
-        return NULL;
-    }
-    post_event(the_pe, PYEVAL_WDT_OK, name, 0);
-    Py_RETURN_NONE;
-}
-
-static PyObject *mqb_wdt_status(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    pthread_mutex_lock(&the_pe->mu);
-    PyObject *r = PyUnicode_FromString(the_pe->wdt_status ? the_pe->wdt_status : "{}");
-    pthread_mutex_unlock(&the_pe->mu);
-    return r;
-}
-
-void pyeval_set_wdt_status(struct pyeval *pe, const char *json) {
-    char *copy = strdup(json);
-    pthread_mutex_lock(&pe->mu);
-    free(pe->wdt_status);
-    pe->wdt_status = copy;
-    pthread_mutex_unlock(&pe->mu);
-}
-
-// How long keyboard input waits for the eval's first lease (it travels right behind the
-// eval, but the code may ask first); an eval nobody follows reads end of file after this.
-#define STDIN_LEASE_WAIT_MS 2000
-
-// Whom a question goes to: target 0 is the requester of the running eval, if it follows it
-// (an eval with a lease: mqboard waits for it); target 1 the host that mounted /remote.
-// Returns 1 (to set), 0 (the eval has no lease yet), -1 (nobody).
-static int ask_target(struct pyeval *pe, int target, char *to, size_t cap) {
-    if (target == 1) {
-        return ask_mounted(pe->cfg.ask, to, cap) >= 0 ? 1 : -1;
-    }
-    pthread_mutex_lock(&pe->mu);
-    struct job *c = pe->cur;
-    int ok = pthread_equal(pthread_self(), pe->thread) && c != NULL && c->src != NULL && !pe->done
-                 ? c->lease_end != 0
-                 : -1;
-    if (ok == 1) {
-        snprintf(to, cap, "%s", c->id);
-    }
-    pthread_mutex_unlock(&pe->mu);
-    return ok;
-}
-
-// Waits (GIL released) up to STDIN_LEASE_WAIT_MS for the target to be known.
-static bool find_target(struct pyeval *pe, int target, char *to, size_t cap) {
-    int ok = ask_target(pe, target, to, cap);
-    for (int waited = 0; ok == 0 && waited < STDIN_LEASE_WAIT_MS; waited += 20) {
-        Py_BEGIN_ALLOW_THREADS usleep(20 * 1000);
-        Py_END_ALLOW_THREADS ok = ask_target(pe, target, to, cap);
-    }
-    return ok == 1;
-}
-
-// ask(target, question, timeout, max): asks the host (see ask.h) and returns its answer
-// (bytes, at most max); waits with the GIL released, and stays interruptible. timeout <= 0:
-// as long as the eval runs. OSError: ENODEV nobody to ask, EBUSY another question is out,
-// ETIMEDOUT no answer in time.
-static PyObject *mqb_ask(PyObject *self, PyObject *args) {
-    (void)self;
-    int target;
-    Py_buffer req;
-    double timeout;
-    Py_ssize_t max;
-    if (!PyArg_ParseTuple(args, "iy*dn", &target, &req, &timeout, &max)) {
-        return NULL;
-    }
-    struct pyeval *pe = the_pe;
-    char to[MQB_ID_MAX + 1];
-    int err = !find_target(pe, target, to, sizeof(to)) ? ENODEV
-              : !ask_post(pe->cfg.ask, to, req.buf, (size_t)req.len, max > 0 ? (size_t)max : 0)
-                  ? EBUSY
-                  : 0;
-    PyBuffer_Release(&req);
-    if (err != 0) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    wake(pe);
-    uint64_t end = timeout > 0 ? pyeval_now_ms() + (uint64_t)(timeout * 1000) : 0;
-    uint8_t *ans = NULL;
-    size_t len = 0;
-    for (;;) {
-        bool got;
-        Py_BEGIN_ALLOW_THREADS got = ask_wait(pe->cfg.ask, 100, &ans, &len);
-        Py_END_ALLOW_THREADS if (got) {
-            break;
-        }
-        // An interrupt (Ctrl-C on the host, its lease ended) raises here.
-        err = PyErr_CheckSignals() != 0                              ? -1
-              : target == 1 && ask_mounted(pe->cfg.ask, NULL, 0) < 0 ? ENODEV
-              : end != 0 && pyeval_now_ms() >= end                   ? ETIMEDOUT
-                                                                     : 0;
-        if (err != 0) {
-            ask_end(pe->cfg.ask);
-            if (err > 0) {
-                errno = err;
-                PyErr_SetFromErrno(PyExc_OSError);
-            }
-            return NULL;
-        }
-    }
-    ask_end(pe->cfg.ask);
-    PyObject *r = PyBytes_FromStringAndSize((const char *)ans, (Py_ssize_t)len);
-    free(ans);
-    return r;
-}
-
-// mount(): None when nothing is mounted at /remote, else whether it is writable.
-static PyObject *mqb_mount(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    int m = ask_mounted(the_pe->cfg.ask, NULL, 0);
-    if (m < 0) {
-        Py_RETURN_NONE;
-    }
-    return PyBool_FromLong(m);
-}
-
-static PyObject *mqb_mount_id(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    char id[MQB_ID_MAX + 1];
-    if (ask_mounted(the_pe->cfg.ask, id, sizeof(id)) < 0) {
-        Py_RETURN_NONE;
-    }
-    return PyUnicode_FromString(id);
-}
-
-static PyObject *mqb_root(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyUnicode_FromString(the_pe->root);
-}
-
-static PyObject *mqb_rtc_path(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyUnicode_FromString(the_pe->rtc_path);
-}
-
-static PyObject *mqb_version(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyUnicode_FromString(the_pe->cfg.version);
-}
-
-static PyObject *mqb_reset_cause(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyLong_FromLong(the_pe->cfg.reset_cause);
-}
-
-static PyObject *mqb_safe_mode(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(the_pe->cfg.safe_mode);
-}
-
-static PyObject *mqb_sources(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    PyObject *d = PyDict_New();
-    for (int i = 0; mpcompat_modules[i].name != NULL; i++) {
-        PyObject *v = PyUnicode_FromString(mpcompat_modules[i].src);
-        PyDict_SetItemString(d, mpcompat_modules[i].name, v);
-        Py_DECREF(v);
-    }
-    return d;
-}
-
-static PyMethodDef mqb_methods[] = {
-    {"write", mqb_write, METH_O, "Append text to the output of the running eval."},
-    {"log", mqb_log, METH_VARARGS, "log(letter, message): a line on PREFIX/log."},
-    {"reset", mqb_reset, METH_O, "Request a reset: 'n', 'f', 's' or 'h'."},
-    {"on_signal", mqb_on_signal, METH_NOARGS, "The interrupt signal's work; True: raise."},
-    {"wdt_feed", mqb_wdt_feed, METH_NOARGS, "The watchdog's loop-back feed."},
-    {"wdt_require", mqb_wdt_require, METH_VARARGS, "Register an application check."},
-    {"wdt_ok", mqb_wdt_ok, METH_O, "An application check is healthy."},
-    {"wdt_status", mqb_wdt_status, METH_NOARGS, "The watchdog's state (JSON text)."},
-    {"root", mqb_root, METH_NOARGS, "The board root (host path)."},
-    {"rtc_path", mqb_rtc_path, METH_NOARGS, "The file emulating RTC memory."},
-    {"version", mqb_version, METH_NOARGS, "The agent's version."},
-    {"reset_cause", mqb_reset_cause, METH_NOARGS, "machine.reset_cause() of this boot."},
-    {"safe_mode", mqb_safe_mode, METH_NOARGS, "True when booted in safe mode."},
-    {"sources", mqb_sources, METH_NOARGS, "The embedded modules' sources."},
-    {"ask", mqb_ask, METH_VARARGS, "ask(target, question, timeout, max): the host's answer."},
-    {"mount", mqb_mount, METH_NOARGS, "None, or whether /remote is writable."},
-    {"mount_id", mqb_mount_id, METH_NOARGS, "None, or the id of the mount that serves /remote."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef mqb_module = {
-    PyModuleDef_HEAD_INIT, "_mqb", "mqrepld internals", -1, mqb_methods, NULL, NULL, NULL, NULL,
-};
-
-static PyObject *mqb_init(void) {
-    return PyModule_Create(&mqb_module);
 }
 
 // ---- the evaluator thread ----
@@ -494,7 +135,7 @@ static void run_job(struct pyeval *pe, struct job *j) {
     Py_XDECREF(res);
     // A normal eval's reply is the output followed by the result, as the console shows it.
     if (result != NULL && !j->json) {
-        out_append(pe, result, strlen(result));
+        pyeval_out_append(pe, result, strlen(result));
     }
     pthread_mutex_lock(&pe->mu);
     pe->error = error;
@@ -504,10 +145,10 @@ static void run_job(struct pyeval *pe, struct job *j) {
     pe->intr_id[0] = '\0';
     bool probed = pe->probe_pending;
     pe->probe_pending = false;
-    wake(pe);
+    pyeval_wake(pe);
     pthread_mutex_unlock(&pe->mu);
     if (probed) {
-        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
+        pyeval_post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
     }
 }
 
@@ -516,7 +157,7 @@ static void run_job(struct pyeval *pe, struct job *j) {
 static void start_app(struct pyeval *pe, struct job *j) {
     if (j->probe) {
         // The interpreter was idle and this thread holds the GIL: it responds.
-        post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
+        pyeval_post_event(pe, PYEVAL_WDT_FEED, NULL, 0);
     } else {
         PyObject *r = PyObject_CallMethod(pe->board, "start_app", "sO", j->app, pe->globals);
         if (r == NULL) {
@@ -566,7 +207,7 @@ static int load_board(struct pyeval *pe) {
 
 static void *eval_thread(void *arg) {
     struct pyeval *pe = arg;
-    PyImport_AppendInittab("_mqb", mqb_init);
+    PyImport_AppendInittab("_mqb", pymodule_init);
     Py_InitializeEx(0);
     int rc = chdir(pe->root) == 0 ? load_board(pe) : -1;
     pthread_mutex_lock(&pe->mu);
@@ -599,7 +240,7 @@ struct pyeval *pyeval_start(const struct pyeval_config *cfg) {
     pe->cfg.rtc_path = pe->rtc_path;
     pthread_mutex_init(&pe->mu, NULL);
     pthread_cond_init(&pe->cond, NULL);
-    the_pe = pe;
+    pymodule_attach(pe);
     // Only the evaluator thread takes the interrupt signal.
     sigset_t set;
     sigemptyset(&set);
