@@ -7,6 +7,7 @@
 # name on the board's filesystem (put over MQTT) is imported before the frozen one.
 require("umqtt.simple")
 module("mqb_agent.py", base_path="board")
+module("mqb_eval.py", base_path="board")
 module("mqb_platform.py", base_path="board")
 module("mqb_remote.py", base_path="board")
 module("mqb_settings.py", base_path="board")
