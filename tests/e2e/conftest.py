@@ -154,7 +154,11 @@ class Board:
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.cwd,
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()  # a board that never came up is not left behind
+                raise
 
     def wait_ready(self, timeout=15.0, check=None):
         """Waits until the board answers an eval (and, with check, until check() holds)."""

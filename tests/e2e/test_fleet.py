@@ -81,20 +81,22 @@ def fleet(tmp_path):
     file with them as the group `fleet`."""
     broker = Broker(tmp_path)
     boards = []
-    for name in ("a", "b", "c"):
-        (tmp_path / name).mkdir()
-        b = Board(broker, tmp_path / name, *FAST, "--slots", str(tmp_path / name / "slots"))
-        b.slots = tmp_path / name / "slots"
-        boards.append(b)
-    cfg = tmp_path / "cfg/mqboard"
-    cfg.mkdir(parents=True)
-    (cfg / "config").write_text(f"port = {broker.port}\n[group fleet]\nmembers = " +
-                                " ".join(b.prefix for b in boards) + "\n")
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
-    yield boards, env
-    for b in boards:
-        b.stop()
-    broker.close()
+    try:
+        for name in ("a", "b", "c"):
+            (tmp_path / name).mkdir()
+            b = Board(broker, tmp_path / name, *FAST, "--slots", str(tmp_path / name / "slots"))
+            b.slots = tmp_path / name / "slots"
+            boards.append(b)
+        cfg = tmp_path / "cfg/mqboard"
+        cfg.mkdir(parents=True)
+        (cfg / "config").write_text(f"port = {broker.port}\n[group fleet]\nmembers = " +
+                                    " ".join(b.prefix for b in boards) + "\n")
+        env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+        yield boards, env
+    finally:  # also when a board did not come up: nothing is left running
+        for b in boards:
+            b.stop()
+        broker.close()
 
 
 def rollout(env, *args):
