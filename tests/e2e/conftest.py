@@ -152,6 +152,7 @@ class Board:
              "--root", str(self.root), "--rtc-file", str(self.tmp / "rtc"), "-v",
              *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.cwd,
+            start_new_session=True,  # its own process group: a power cut takes all of it
         )
         if wait:
             try:
@@ -186,6 +187,13 @@ class Board:
         return json.loads(r.stdout)["result"] if r.returncode == 0 else None
 
     def stop(self, sig=signal.SIGTERM):
+        """SIGTERM asks mqrepld (its launcher) to stop; SIGKILL is a power cut: the launcher
+        and the agent it started go at once (an agent left behind would run on)."""
+        if sig == signal.SIGKILL and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         stop(self.proc, sig)
         self.log.close()
 
